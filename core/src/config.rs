@@ -1,0 +1,258 @@
+//! Configuration: one TOML file, a section per role, `SLUICE_` environment overrides.
+//!
+//! Every field has a default (a function beside it) and a doc line; durations and sizes
+//! are human-readable (`"250ms"`, `"64MiB"`). Unknown keys are refused so a typo is an
+//! error, not a silently ignored setting. [`Config::validate`] runs at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the node listens and keeps its data.
+    pub server: ServerConfig,
+    /// The HTTP front door.
+    pub ingest: IngestConfig,
+    /// The embedded log.
+    pub log: LogConfig,
+    /// The store-writer pool.
+    pub workers: WorkersConfig,
+    /// Index shards and search.
+    pub indexer: IndexerConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (`SLUICE_LISTEN`).
+    pub listen: SocketAddr,
+    /// Directory for the embedded log, store and indexes (`SLUICE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown may take before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7171)),
+            data_dir: PathBuf::from("./data"),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[ingest]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest request body, after decompression.
+    pub max_body_size: ByteSize,
+    /// Largest NDJSON line.
+    pub max_line_size: ByteSize,
+    /// Deepest nesting of arrays and objects in a document.
+    pub max_depth: usize,
+    /// Most ops in one log message.
+    pub max_batch_docs: usize,
+    /// Shards of a collection whose schema does not say.
+    pub default_shards: u32,
+    /// Most ingest requests processed at once; more wait, then get 429.
+    pub max_in_flight_requests: usize,
+    /// Longest a `wait=searchable` request or a read-your-writes `GET` waits.
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_size: ByteSize::mib(64),
+            max_line_size: ByteSize::mib(1),
+            max_depth: 64,
+            max_batch_docs: 1000,
+            default_shards: 2,
+            max_in_flight_requests: 64,
+            visibility_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// How long a delivered message may stay unacked before it is delivered again.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Most appends waiting for one group commit; further appenders wait.
+    pub max_pending_appends: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            ack_wait: Duration::from_secs(30),
+            max_pending_appends: 1024,
+        }
+    }
+}
+
+/// `[workers]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// Workers in the pool (0: one per core).
+    pub count: usize,
+    /// Most DOCS messages one worker fetches at once.
+    pub fetch_batch: usize,
+    /// Most DOCS messages delivered and unacked across the pool.
+    pub max_ack_pending: usize,
+    /// Entries of the id → (sequence, hash) dedup cache.
+    pub dedup_cache_entries: u64,
+    /// Deliveries of a message before its failing ops go to the dead-letter queue.
+    pub max_deliver: u32,
+    /// First retry delay after a transient failure (doubles, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            fetch_batch: 8,
+            max_ack_pending: 256,
+            dedup_cache_entries: 1_000_000,
+            max_deliver: 5,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WorkersConfig {
+    /// The pool size, `count` or one per core.
+    pub fn effective_count(&self) -> usize {
+        if self.count > 0 {
+            self.count
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+/// `[indexer]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexerConfig {
+    /// Memory budget of one shard's index writer.
+    pub writer_memory: ByteSize,
+    /// Commit at least this often while changes are pending.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Commit as soon as this many changes are pending.
+    pub commit_max_docs: usize,
+    /// Most EVENTS messages a shard fetches at once.
+    pub fetch_batch: usize,
+    /// Entries of the search result cache.
+    pub search_cache_entries: u64,
+    /// Largest `limit + offset` a search may ask for.
+    pub max_result_window: usize,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        Self {
+            writer_memory: ByteSize::mib(128),
+            commit_interval: Duration::from_secs(1),
+            commit_max_docs: 50_000,
+            fetch_batch: 64,
+            search_cache_entries: 10_000,
+            max_result_window: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML configuration file's contents.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// A configuration for tests: data under `data_dir`, short timers, small budgets.
+    pub fn for_test(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Config::default();
+        config.server.data_dir = data_dir.into();
+        config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.shutdown_timeout = Duration::from_secs(10);
+        config.indexer.writer_memory = ByteSize::mib(32);
+        config.indexer.commit_interval = Duration::from_millis(200);
+        config.log.ack_wait = Duration::from_secs(5);
+        config.workers.retry_initial = Duration::from_millis(10);
+        config.workers.retry_max = Duration::from_millis(200);
+        config
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(ConfigError(what.to_owned())) };
+        check(self.ingest.max_line_size <= self.ingest.max_body_size, "ingest.max_line_size exceeds ingest.max_body_size")?;
+        check(self.ingest.max_depth >= 1 && self.ingest.max_depth <= 1000, "ingest.max_depth must be 1..=1000")?;
+        check(
+            self.ingest.max_batch_docs >= 1 && self.ingest.max_batch_docs <= crate::ids::MAX_OPS_PER_BATCH,
+            "ingest.max_batch_docs must be 1..=1048576",
+        )?;
+        check(
+            self.ingest.default_shards >= 1 && self.ingest.default_shards <= crate::schema::MAX_SHARDS,
+            "ingest.default_shards must be 1..=256",
+        )?;
+        check(self.ingest.max_in_flight_requests >= 1, "ingest.max_in_flight_requests must be at least 1")?;
+        check(self.log.max_pending_appends >= 1, "log.max_pending_appends must be at least 1")?;
+        check(self.workers.fetch_batch >= 1, "workers.fetch_batch must be at least 1")?;
+        check(self.workers.max_deliver >= 1, "workers.max_deliver must be at least 1")?;
+        check(self.indexer.writer_memory >= ByteSize::mib(16), "indexer.writer_memory must be at least 16MiB")?;
+        check(self.indexer.commit_max_docs >= 1, "indexer.commit_max_docs must be at least 1")?;
+        check(self.indexer.fetch_batch >= 1, "indexer.fetch_batch must be at least 1")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_human_units_and_refuses_unknown_keys() {
+        let config = Config::from_toml(
+            "[ingest]\nmax_body_size = \"8MiB\"\n[indexer]\ncommit_interval = \"250ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.ingest.max_body_size, ByteSize::mib(8));
+        assert_eq!(config.indexer.commit_interval, Duration::from_millis(250));
+        assert!(Config::from_toml("[ingest]\nmax_body_sise = \"8MiB\"\n").is_err());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_refuses_unworkable_values() {
+        let mut config = Config::default();
+        config.ingest.max_line_size = ByteSize::gib(1);
+        assert!(config.validate().is_err());
+    }
+}

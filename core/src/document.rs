@@ -1,0 +1,495 @@
+//! One NDJSON line in, one validated document (or one coded error) out.
+//!
+//! The steps, cheapest first so hostile input costs little: size limit, UTF-8, nesting
+//! depth (a byte scan, before any recursion), JSON parse refusing duplicate keys, then
+//! the schema: types, required fields, defaults, primary key. The accepted document is
+//! re-serialized canonically (object keys sorted, compact) and hashed, so the same
+//! content always has the same [`ContentHash`] whatever the key order or spacing it was
+//! sent with. Error messages name fields, never values, so `personal_data` cannot leak.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ErrorCode;
+use crate::ids::DocId;
+use crate::schema::{FieldDef, FieldType, Schema};
+
+/// Per-line limits, from the ingest configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct LineLimits {
+    /// Longest line accepted, in bytes.
+    pub max_line_bytes: usize,
+    /// Deepest nesting of arrays and objects accepted.
+    pub max_depth: usize,
+}
+
+impl Default for LineLimits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 1024 * 1024,
+            max_depth: 64,
+        }
+    }
+}
+
+/// Hash of a document's canonical JSON: equal content, equal hash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContentHash(pub u128);
+
+impl ContentHash {
+    /// Hashes canonical JSON bytes.
+    pub fn of(canonical: &[u8]) -> Self {
+        Self(xxhash_rust::xxh3::xxh3_128(canonical))
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Why a line was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct LineError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What is wrong; names fields, never values.
+    pub message: String,
+}
+
+impl LineError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A document that passed validation.
+#[derive(Clone, Debug)]
+pub struct ValidDocument {
+    /// Its id, given or assigned.
+    pub id: DocId,
+    /// Whether sluice assigned the id.
+    pub id_assigned: bool,
+    /// Canonical JSON of the document as stored and returned (id and defaults filled in).
+    pub source: Vec<u8>,
+    /// Hash of `source`.
+    pub hash: ContentHash,
+}
+
+/// Parses one line into a JSON object, enforcing the limits, UTF-8 and unique keys.
+pub fn parse_line(line: &[u8], limits: &LineLimits) -> Result<Map<String, Value>, LineError> {
+    if line.len() > limits.max_line_bytes {
+        return Err(LineError::new(
+            ErrorCode::LineTooLarge,
+            format!(
+                "line is {} bytes; the limit is {} bytes",
+                line.len(),
+                limits.max_line_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(line).map_err(|e| {
+        LineError::new(
+            ErrorCode::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let depth = nesting_depth(text.as_bytes());
+    if depth > limits.max_depth {
+        return Err(LineError::new(
+            ErrorCode::NestingTooDeep,
+            format!(
+                "nesting depth exceeds the limit of {}",
+                limits.max_depth
+            ),
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = UniqueKeysValue
+        .deserialize(&mut deserializer)
+        .and_then(|v| deserializer.end().map(|()| v))
+        .map_err(|e| {
+            let message = e.to_string();
+            if message.starts_with(DUPLICATE_KEY) {
+                LineError::new(ErrorCode::DuplicateKey, message)
+            } else {
+                LineError::new(ErrorCode::MalformedJson, message)
+            }
+        })?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(LineError::new(
+            ErrorCode::NotAnObject,
+            "each line must be a JSON object",
+        )),
+    }
+}
+
+/// Deepest nesting of `[` and `{` outside strings. Linear, no recursion.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// Deserializes a JSON value like `serde_json::Value`, but refuses an object that
+/// carries the same key twice (serde_json would silently keep the last one).
+struct UniqueKeysValue;
+
+impl<'de> DeserializeSeed<'de> for UniqueKeysValue {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeysValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element_seed(UniqueKeysValue)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(UniqueKeysValue)?;
+            if object.insert(key, value).is_some() {
+                return Err(de::Error::custom(format_args!(
+                    "{DUPLICATE_KEY}: an object carries the same key twice"
+                )));
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// Validates a parsed document against `schema`: fills defaults, checks types and
+/// required fields, takes or assigns the id, and computes the canonical form and hash.
+pub fn validate_document(
+    schema: &Schema,
+    mut doc: Map<String, Value>,
+) -> Result<ValidDocument, LineError> {
+    for field in &schema.fields {
+        let present = doc.get(&field.name).is_some_and(|v| !v.is_null());
+        if !present {
+            if let Some(default) = &field.default {
+                doc.insert(field.name.clone(), default.clone());
+            } else if field.required && field.name != schema.primary_key {
+                return Err(LineError::new(
+                    ErrorCode::MissingField,
+                    format!("required field {:?} is missing", field.name),
+                ));
+            }
+            continue;
+        }
+        check_field_value(field, &doc[&field.name])
+            .map_err(|(code, message)| LineError::new(code, message))?;
+    }
+    if schema.strict {
+        if let Some(unknown) = doc.keys().find(|k| schema.field(k).is_none()) {
+            return Err(LineError::new(
+                ErrorCode::UnknownField,
+                format!("field {unknown:?} is not declared in this strict schema"),
+            ));
+        }
+    }
+    let (id, id_assigned) = match doc.get(&schema.primary_key) {
+        Some(Value::String(s)) => (DocId::new(s.as_str()), false),
+        Some(Value::Number(n)) => (DocId::new(n.to_string()), false),
+        Some(Value::Null) | None => {
+            let id = DocId::generate();
+            doc.insert(schema.primary_key.clone(), Value::String(id.to_string()));
+            (Ok(id), true)
+        }
+        Some(_) => unreachable!("the primary key's type was checked above"),
+    };
+    let id = id.map_err(|e| LineError::new(e.code, e.message))?;
+    let source = serde_json::to_vec(&doc).expect("a JSON map always serializes");
+    let hash = ContentHash::of(&source);
+    Ok(ValidDocument {
+        id,
+        id_assigned,
+        source,
+        hash,
+    })
+}
+
+/// Checks one non-null value against its field definition. The error names the field
+/// and the expected type, never the value.
+pub fn check_field_value(field: &FieldDef, value: &Value) -> Result<(), (ErrorCode, String)> {
+    match value {
+        Value::Array(items) if field.array => items
+            .iter()
+            .try_for_each(|item| check_scalar(field, item)),
+        Value::Array(_) if field.field_type != FieldType::Json => Err((
+            ErrorCode::WrongType,
+            format!(
+                "field {:?}: expected a single {}, got an array",
+                field.name,
+                field.field_type.as_str()
+            ),
+        )),
+        scalar => check_scalar(field, scalar),
+    }
+}
+
+fn check_scalar(field: &FieldDef, value: &Value) -> Result<(), (ErrorCode, String)> {
+    let wrong_type = || {
+        Err((
+            ErrorCode::WrongType,
+            format!(
+                "field {:?}: expected {}",
+                field.name,
+                describe_type(field.field_type)
+            ),
+        ))
+    };
+    let out_of_range = || {
+        Err((
+            ErrorCode::NumberOutOfRange,
+            format!(
+                "field {:?}: number does not fit {}",
+                field.name,
+                field.field_type.as_str()
+            ),
+        ))
+    };
+    match (field.field_type, value) {
+        (FieldType::Json, _) => Ok(()),
+        (FieldType::String | FieldType::Text | FieldType::Keyword, Value::String(_)) => Ok(()),
+        (FieldType::Bool, Value::Bool(_)) => Ok(()),
+        (FieldType::F64, Value::Number(_)) => Ok(()),
+        (FieldType::I64, Value::Number(n)) => {
+            if n.is_i64() {
+                Ok(())
+            } else if n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) {
+                out_of_range()
+            } else {
+                wrong_type()
+            }
+        }
+        (FieldType::U64, Value::Number(n)) => {
+            if n.is_u64() {
+                Ok(())
+            } else if n.is_i64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) {
+                out_of_range()
+            } else {
+                wrong_type()
+            }
+        }
+        (FieldType::Datetime, Value::String(s)) => {
+            match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            {
+                Ok(_) => Ok(()),
+                Err(_) => wrong_type(),
+            }
+        }
+        (FieldType::Datetime, Value::Number(n)) => {
+            if n.is_i64() {
+                Ok(())
+            } else {
+                wrong_type()
+            }
+        }
+        _ => wrong_type(),
+    }
+}
+
+fn describe_type(field_type: FieldType) -> &'static str {
+    match field_type {
+        FieldType::String | FieldType::Text | FieldType::Keyword => "a string",
+        FieldType::I64 => "an integer (i64)",
+        FieldType::U64 => "a non-negative integer (u64)",
+        FieldType::F64 => "a number",
+        FieldType::Bool => "true or false",
+        FieldType::Datetime => "an RFC 3339 date-time string or integer epoch seconds",
+        FieldType::Json => "any JSON value",
+    }
+}
+
+/// Parses a `datetime` field value into seconds and nanoseconds since the Unix epoch.
+pub fn datetime_to_unix_nanos(value: &Value) -> Option<i128> {
+    match value {
+        Value::String(s) => {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| t.unix_timestamp_nanos())
+        }
+        Value::Number(n) => n.as_i64().map(|secs| i128::from(secs) * 1_000_000_000),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus_schema() -> Schema {
+        Schema::from_json(
+            br#"{"primary_key":"id","fields":[
+            {"name":"id","type":"string"},{"name":"title","type":"text"},
+            {"name":"body","type":"text"},
+            {"name":"tags","type":"keyword","array":true,"required":false},
+            {"name":"author","type":"keyword"},{"name":"ts","type":"datetime"},
+            {"name":"price","type":"i64","required":false,"default":0},
+            {"name":"email","type":"keyword","required":false,"annotations":["personal_data"]}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn check(line: &str) -> Result<ValidDocument, LineError> {
+        let map = parse_line(line.as_bytes(), &LineLimits::default())?;
+        validate_document(&corpus_schema(), map)
+    }
+
+    const GOOD: &str = r#"{"id":"doc-1","title":"a b","body":"c d","tags":["t1"],"author":"x","ts":"2026-01-01T00:00:00Z","price":5}"#;
+
+    #[test]
+    fn accepts_a_corpus_document() {
+        let doc = check(GOOD).unwrap();
+        assert_eq!(doc.id.as_str(), "doc-1");
+        assert!(!doc.id_assigned);
+    }
+
+    #[test]
+    fn hash_ignores_key_order_and_spacing() {
+        let a = check(GOOD).unwrap();
+        let b = check(r#"{ "price":5, "ts":"2026-01-01T00:00:00Z","author":"x","tags":["t1"],"body":"c d","title":"a b","id":"doc-1"}"#).unwrap();
+        assert_eq!(a.hash, b.hash);
+        assert_eq!(a.source, b.source);
+        assert!(a.source.starts_with(br#"{"author":"x","body""#), "keys sorted");
+        let c = check(&GOOD.replace("c d", "c e")).unwrap();
+        assert_ne!(a.hash, c.hash);
+    }
+
+    #[test]
+    fn assigns_uuid_v7_ids_and_fills_defaults() {
+        let doc = check(r#"{"title":"a","body":"b","author":"x","ts":0}"#).unwrap();
+        assert!(doc.id_assigned);
+        let stored: Value = serde_json::from_slice(&doc.source).unwrap();
+        assert_eq!(stored["id"], doc.id.as_str());
+        assert_eq!(stored["price"], 0);
+        assert_eq!(uuid::Uuid::parse_str(doc.id.as_str()).unwrap().get_version_num(), 7);
+    }
+
+    #[test]
+    fn each_kind_of_bad_line_has_its_code() {
+        let cases = [
+            (r#"{"id":"1","title":"#.to_owned(), ErrorCode::MalformedJson),
+            ("[1,2]".to_owned(), ErrorCode::NotAnObject),
+            (GOOD.replace(r#""price":5"#, r#""price":"5""#), ErrorCode::WrongType),
+            (GOOD.replace(r#""price":5"#, r#""price":1.5"#), ErrorCode::WrongType),
+            (GOOD.replace(r#""price":5"#, r#""price":9223372036854775808"#), ErrorCode::NumberOutOfRange),
+            (GOOD.replace(r#""price":5"#, r#""price":1e300"#), ErrorCode::NumberOutOfRange),
+            (GOOD.replace(r#""author":"x","#, ""), ErrorCode::MissingField),
+            (GOOD.replace(r#""author":"x""#, r#""author":null"#), ErrorCode::MissingField),
+            (GOOD.replace(r#""ts":"2026-01-01T00:00:00Z""#, r#""ts":"yesterday""#), ErrorCode::WrongType),
+            (GOOD.replace(r#""price":5"#, r#""price":5,"price":6"#), ErrorCode::DuplicateKey),
+            (GOOD.replace(r#""doc-1""#, r#""""#), ErrorCode::InvalidId),
+            (GOOD.replace(r#""doc-1""#, r#"true"#), ErrorCode::WrongType),
+            (GOOD.replace(r#""author":"x""#, r#""author":["x"]"#), ErrorCode::WrongType),
+        ];
+        for (line, code) in cases {
+            assert_eq!(check(&line).unwrap_err().code, code, "{line}");
+        }
+        let err = parse_line(b"{\"a\":\"\xff\"}", &LineLimits::default()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidUtf8);
+    }
+
+    #[test]
+    fn limits_are_enforced_before_parsing() {
+        let limits = LineLimits {
+            max_line_bytes: 64,
+            max_depth: 8,
+        };
+        let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(100));
+        assert_eq!(parse_line(long.as_bytes(), &limits).unwrap_err().code, ErrorCode::LineTooLarge);
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let limits = LineLimits {
+            max_line_bytes: 1 << 20,
+            max_depth: 8,
+        };
+        assert_eq!(parse_line(deep.as_bytes(), &limits).unwrap_err().code, ErrorCode::NestingTooDeep);
+        let braces_in_string = r#"{"a":"[[[[[[[[[[[[[[[[[[["}"#;
+        assert!(parse_line(braces_in_string.as_bytes(), &limits).is_ok());
+    }
+
+    #[test]
+    fn errors_never_echo_values() {
+        let line = GOOD.replace(r#""author":"x""#, r#""author":"x","email":42"#);
+        let err = check(&line).unwrap_err();
+        assert_eq!(err.code, ErrorCode::WrongType);
+        assert!(err.message.contains("email") && !err.message.contains("42"));
+    }
+
+    #[test]
+    fn strict_schemas_refuse_unknown_fields() {
+        let mut schema = corpus_schema();
+        let doc = parse_line(GOOD.replace(r#""price":5"#, r#""price":5,"extra":1"#).as_bytes(), &LineLimits::default()).unwrap();
+        assert!(validate_document(&schema, doc.clone()).is_ok());
+        schema.strict = true;
+        assert_eq!(validate_document(&schema, doc).unwrap_err().code, ErrorCode::UnknownField);
+    }
+}

@@ -1,0 +1,221 @@
+//! Newtypes for the identifiers that flow through the pipeline.
+//!
+//! Collection names double as log subject tokens (`sluice.docs.{c}.{p}`), so they are
+//! restricted to characters every log and store accepts: lowercase ASCII letters, digits,
+//! `_` and `-`, starting with a letter or digit, at most 64 bytes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+
+/// Longest document id accepted, in bytes.
+pub const MAX_DOC_ID_BYTES: usize = 512;
+/// Longest collection name accepted, in bytes.
+pub const MAX_COLLECTION_NAME_BYTES: usize = 64;
+
+/// A validated collection name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CollectionName(String);
+
+/// Why a name or id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidIdentifier {
+    /// The stable code users see.
+    pub code: ErrorCode,
+    /// What is wrong, without echoing the value back.
+    pub message: String,
+}
+
+impl CollectionName {
+    /// Validates `name` as a collection name.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidIdentifier> {
+        let name = name.into();
+        let valid_chars = name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        let valid_start = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if name.len() > MAX_COLLECTION_NAME_BYTES || !valid_chars || !valid_start {
+            return Err(InvalidIdentifier {
+                code: ErrorCode::InvalidCollectionName,
+                message: format!(
+                    "collection names are 1 to {MAX_COLLECTION_NAME_BYTES} characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
+                ),
+            });
+        }
+        Ok(Self(name))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CollectionName {
+    type Error = InvalidIdentifier;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<CollectionName> for String {
+    fn from(value: CollectionName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for CollectionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A document's primary key value, as a string.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DocId(String);
+
+impl DocId {
+    /// Validates `id`: non-empty, at most [`MAX_DOC_ID_BYTES`], no control characters.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidIdentifier> {
+        let id = id.into();
+        if id.is_empty() || id.len() > MAX_DOC_ID_BYTES || id.chars().any(char::is_control) {
+            return Err(InvalidIdentifier {
+                code: ErrorCode::InvalidId,
+                message: format!(
+                    "document ids are 1 to {MAX_DOC_ID_BYTES} bytes with no control characters"
+                ),
+            });
+        }
+        Ok(Self(id))
+    }
+
+    /// A fresh, time-ordered id (UUIDv7) for a document that came without one.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The partition this id belongs to among `partitions`.
+    pub fn partition(&self, partitions: u32) -> Partition {
+        let hash = xxhash_rust::xxh3::xxh3_64(self.0.as_bytes());
+        Partition((hash % u64::from(partitions.max(1))) as u32)
+    }
+}
+
+impl TryFrom<String> for DocId {
+    type Error = InvalidIdentifier;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<DocId> for String {
+    fn from(value: DocId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A position in a log stream, assigned by the log when a message is appended.
+///
+/// Sequences only grow within a stream. Ops inside one batch message get an op sequence
+/// derived from the message sequence (see [`Seq::for_op`]), so last-writer-wins can order
+/// every op of every batch.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Seq(pub u64);
+
+/// Bits of an op sequence that number the op inside its batch message.
+pub const OP_INDEX_BITS: u32 = 20;
+/// Most ops one batch message may carry.
+pub const MAX_OPS_PER_BATCH: usize = 1 << OP_INDEX_BITS;
+
+impl Seq {
+    /// The op sequence of the `index`-th op of the batch appended at message sequence `self`.
+    ///
+    /// Orders ops first by message, then by position in the message, so a later line of
+    /// the same request wins over an earlier one for the same id.
+    pub fn for_op(self, index: usize) -> Seq {
+        debug_assert!(index < MAX_OPS_PER_BATCH);
+        Seq((self.0 << OP_INDEX_BITS) | index as u64)
+    }
+
+    /// The message sequence an op sequence was derived from.
+    pub fn message(self) -> Seq {
+        Seq(self.0 >> OP_INDEX_BITS)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A partition of a collection: documents are spread over partitions by id hash, and
+/// each partition maps to one index shard.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Partition(pub u32);
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_names_are_subject_safe() {
+        assert!(CollectionName::new("docs_2026-a").is_ok());
+        for bad in ["", "Docs", "a.b", "a b", "-a", "é", &"a".repeat(65)] {
+            assert!(CollectionName::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn doc_ids_refuse_control_characters_and_empty() {
+        assert!(DocId::new("doc-1").is_ok());
+        assert!(DocId::new("").is_err());
+        assert!(DocId::new("a\nb").is_err());
+        assert!(DocId::new("x".repeat(MAX_DOC_ID_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn op_sequences_order_by_message_then_position() {
+        let a = Seq(7).for_op(3);
+        let b = Seq(7).for_op(4);
+        let c = Seq(8).for_op(0);
+        assert!(a < b && b < c);
+        assert_eq!(c.message(), Seq(8));
+    }
+
+    #[test]
+    fn partition_is_stable_and_in_range() {
+        let id = DocId::new("doc-42").unwrap();
+        assert_eq!(id.partition(4), id.partition(4));
+        assert!(id.partition(4).0 < 4);
+    }
+}

@@ -1,0 +1,35 @@
+//! The sluice domain, free of transport and storage details.
+//!
+//! Everything the roles (ingest, workers, indexer, search) agree on lives here:
+//! what a collection schema is, how a document is validated and hashed, what travels
+//! through the logs (batches of ops, batches of events), the error codes users see, and
+//! the two ports the roles talk through — [`log::Log`] and [`store::Store`]. Adapters
+//! (`sluice-queue`, `sluice-store`) implement the ports; nothing here depends on them.
+//!
+//! # Layout
+//! - [`ids`]: newtypes for collection names, document ids, sequences and partitions.
+//! - [`config`]: the configuration file, its sections and defaults.
+//! - [`catalog`]: collections and their schemas, cached in front of the store.
+//! - [`schema`]: the collection schema document, its validation and compatibility rules.
+//! - [`document`]: per-line validation against a schema, id assignment, canonical hash.
+//! - [`op`]: ops, events and the batch messages that carry them through the logs.
+//! - [`log`]: the durable log port (append, shared durable consumers, acks, redelivery).
+//! - [`store`]: the document store port (last-writer-wins writes, tombstones, scans).
+//! - [`error`]: stable error codes and their HTTP statuses.
+//! - [`metrics`]: every metric name, in one place.
+//! - [`subjects`]: the log subject names shared by every adapter.
+
+pub mod catalog;
+pub mod config;
+pub mod document;
+pub mod error;
+pub mod ids;
+pub mod log;
+pub mod metrics;
+pub mod op;
+pub mod schema;
+pub mod store;
+pub mod subjects;
+
+pub use error::ErrorCode;
+pub use ids::{CollectionName, DocId, Partition, Seq};

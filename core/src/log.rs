@@ -1,0 +1,167 @@
+//! The durable log port: append, shared durable consumers, acks and redelivery.
+//!
+//! Modeled on JetStream so that both adapters (the embedded log and JetStream) give the
+//! same guarantees, checked by one conformance suite:
+//! - [`Log::append`] returns only once every message is durable, with the sequences the
+//!   log assigned, in order. Sequences grow per stream, across all its subjects. A
+//!   message whose `msg_id` was already appended recently is not stored twice; its
+//!   original sequence is returned.
+//! - A durable consumer is shared: every [`Consumer`] handle opened with the same
+//!   `durable_name` (in this process or another) draws from the same position, and each
+//!   message goes to one of them. A message not acked within `ack_wait` (or nak'ed, or
+//!   left behind by a crash) is delivered again, with a higher `delivery_count`.
+//! - Consumer positions are durable; acked messages are eventually truncated.
+//! - [`Log::ack_floor`] tells how far a consumer has acked without gaps, which is how
+//!   ingest waits for "searchable" and reads wait for "read-your-writes".
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::ids::Seq;
+use crate::subjects::StreamKind;
+
+/// A failure of the log. Classified once: [`LogError::is_transient`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The log cannot be reached or refused the operation for now; retry later.
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    /// The operation did not complete in time; it may or may not have taken effect.
+    #[error("log operation timed out")]
+    Timeout,
+    /// The log's local storage failed (disk full, I/O error, corruption).
+    #[error("log storage failure: {0}")]
+    Storage(String),
+    /// No such durable consumer.
+    #[error("no consumer named {0:?}")]
+    ConsumerNotFound(String),
+    /// The log is shutting down.
+    #[error("log is closed")]
+    Closed,
+}
+
+impl LogError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LogError::Unavailable(_) | LogError::Timeout)
+    }
+}
+
+/// A message to append.
+#[derive(Clone, Debug)]
+pub struct OutgoingMessage {
+    /// Its subject, e.g. `sluice.docs.books.3`.
+    pub subject: String,
+    /// Deduplication id (`Nats-Msg-Id`): a retried append with the same id is a no-op.
+    pub msg_id: String,
+    /// The encoded body.
+    pub payload: Bytes,
+}
+
+/// A message as stored, read back by sequence (DLQ listing, replay).
+#[derive(Clone, Debug)]
+pub struct StoredMessage {
+    /// Its sequence in the stream.
+    pub seq: Seq,
+    /// Its subject.
+    pub subject: String,
+    /// Its body.
+    pub payload: Bytes,
+    /// When it was appended, in milliseconds since the Unix epoch.
+    pub appended_at_ms: u64,
+}
+
+/// How to open a durable consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Shared name: every handle with this name draws from one position.
+    pub durable_name: String,
+    /// NATS-style subject filter (`*` one token, `>` the rest).
+    pub filter_subject: String,
+    /// How long a delivered message may stay unacked before it is delivered again.
+    pub ack_wait: Duration,
+    /// Most messages delivered and not yet acked, across all handles (backpressure).
+    pub max_ack_pending: usize,
+}
+
+/// Identifies a delivery to the adapter that made it (a reply subject for JetStream).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckToken(pub String);
+
+/// A message handed to a consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Its sequence in the stream.
+    pub seq: Seq,
+    /// Its subject.
+    pub subject: String,
+    /// Its body.
+    pub payload: Bytes,
+    /// 1 on the first delivery, then 2, 3, ...
+    pub delivery_count: u32,
+    /// Adapter-specific handle for [`Consumer::ack`] and [`Consumer::nak`].
+    pub ack_token: AckToken,
+}
+
+/// The durable log.
+#[async_trait]
+pub trait Log: Send + Sync + 'static {
+    /// Appends `messages` to `stream`; returns their sequences once all are durable.
+    async fn append(
+        &self,
+        stream: StreamKind,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<Vec<Seq>, LogError>;
+
+    /// Opens a handle on the durable consumer `config.durable_name`, creating it (from
+    /// the start of the stream) when it does not exist.
+    async fn consumer(
+        &self,
+        stream: StreamKind,
+        config: ConsumerConfig,
+    ) -> Result<Box<dyn Consumer>, LogError>;
+
+    /// The highest sequence such that every message of the consumer's filter at or
+    /// below it is acked; `None` when the consumer does not exist.
+    async fn ack_floor(&self, stream: StreamKind, durable_name: &str)
+        -> Result<Option<Seq>, LogError>;
+
+    /// The sequence of the last message appended to `stream` (0 when none ever was).
+    async fn last_seq(&self, stream: StreamKind) -> Result<Seq, LogError>;
+
+    /// Up to `max` stored messages of `stream` matching `filter`, from `from` on.
+    async fn read(
+        &self,
+        stream: StreamKind,
+        filter: &str,
+        from: Seq,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>, LogError>;
+
+    /// Deletes stored messages of `stream` matching `filter`; returns how many.
+    async fn purge(&self, stream: StreamKind, filter: &str) -> Result<u64, LogError>;
+
+    /// Deletes one stored message; `false` when it was not there.
+    async fn delete_message(&self, stream: StreamKind, seq: Seq) -> Result<bool, LogError>;
+
+    /// Removes a durable consumer and its position.
+    async fn delete_consumer(&self, stream: StreamKind, durable_name: &str)
+        -> Result<(), LogError>;
+}
+
+/// One handle on a shared durable consumer.
+#[async_trait]
+pub trait Consumer: Send + Sync {
+    /// Up to `max` messages; waits up to `max_wait` when none is ready, returning early
+    /// as soon as one is. An empty result is normal.
+    async fn fetch(&self, max: usize, max_wait: Duration) -> Result<Vec<Delivery>, LogError>;
+
+    /// Acknowledges processed messages: they are never delivered again.
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<(), LogError>;
+
+    /// Asks for a message to be delivered again after `delay`.
+    async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<(), LogError>;
+}

@@ -1,0 +1,103 @@
+//! Every metric name sluice exports, and their descriptions.
+//!
+//! Names follow `sluice_<subsystem>_<name>_<unit>[_total]`. Labels take values from small
+//! fixed sets (`route` from the matched route template, `outcome`, `stage`, `stream`) or
+//! the collection name; never ids, raw paths, error strings or document values.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// HTTP requests answered. Labels: `route`, `method`, `status`.
+pub const HTTP_REQUESTS_TOTAL: &str = "sluice_http_requests_total";
+/// HTTP request latency. Labels: `route`, `method`.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sluice_http_request_duration_seconds";
+
+/// Lines received by ingest. Labels: `collection`, `outcome` (`accepted`, `rejected`).
+pub const INGEST_DOCUMENTS_TOTAL: &str = "sluice_ingest_documents_total";
+/// Decoded request body bytes received by ingest. Labels: `collection`.
+pub const INGEST_BYTES_TOTAL: &str = "sluice_ingest_bytes_total";
+
+/// Messages appended to a log stream. Labels: `stream`.
+pub const LOG_APPENDED_MESSAGES_TOTAL: &str = "sluice_log_appended_messages_total";
+/// Latency of one durable append (group commit included). Labels: `stream`.
+pub const LOG_APPEND_DURATION_SECONDS: &str = "sluice_log_append_duration_seconds";
+/// Durable syncs of the embedded log (one per group commit).
+pub const LOG_SYNCS_TOTAL: &str = "sluice_log_syncs_total";
+/// Messages delivered again after a missed ack or a nak. Labels: `stream`.
+pub const LOG_REDELIVERIES_TOTAL: &str = "sluice_log_redeliveries_total";
+
+/// Ops handled by workers. Labels: `collection`, `outcome` (`applied`, `unchanged`,
+/// `stale`, `failed`, `dead_lettered`).
+pub const WORKER_OPS_TOTAL: &str = "sluice_worker_ops_total";
+/// Ops skipped because the stored content hash was unchanged. Labels: `collection`.
+pub const WORKER_DEDUP_SKIPS_TOTAL: &str = "sluice_worker_dedup_skips_total";
+/// Dedup cache lookups. Labels: `outcome` (`hit`, `miss`).
+pub const WORKER_DEDUP_CACHE_LOOKUPS_TOTAL: &str = "sluice_worker_dedup_cache_lookups_total";
+/// Time to process one DOCS message (store write, events, ack).
+pub const WORKER_BATCH_DURATION_SECONDS: &str = "sluice_worker_batch_duration_seconds";
+
+/// Document writes the store performed. Labels: `collection`.
+pub const STORE_WRITES_TOTAL: &str = "sluice_store_writes_total";
+
+/// Events applied by indexers. Labels: `collection`, `outcome` (`indexed`, `deleted`,
+/// `stale`).
+pub const INDEXER_EVENTS_TOTAL: &str = "sluice_indexer_events_total";
+/// Index commits. Labels: `collection`.
+pub const INDEXER_COMMITS_TOTAL: &str = "sluice_indexer_commits_total";
+/// Latency of one index commit, searcher reload included.
+pub const INDEXER_COMMIT_DURATION_SECONDS: &str = "sluice_indexer_commit_duration_seconds";
+/// Searchable documents. Labels: `collection`.
+pub const INDEXER_DOCUMENTS: &str = "sluice_indexer_documents";
+
+/// Search requests. Labels: `outcome` (`ok`, `invalid`, `error`).
+pub const SEARCH_REQUESTS_TOTAL: &str = "sluice_search_requests_total";
+/// Search latency, cache included.
+pub const SEARCH_DURATION_SECONDS: &str = "sluice_search_duration_seconds";
+/// Search result cache lookups. Labels: `outcome` (`hit`, `miss`).
+pub const SEARCH_CACHE_LOOKUPS_TOTAL: &str = "sluice_search_cache_lookups_total";
+
+/// Ops moved to the dead-letter queue. Labels: `collection`.
+pub const DLQ_MESSAGES_TOTAL: &str = "sluice_dlq_messages_total";
+
+/// Registers a description and unit for every metric above.
+pub fn describe() {
+    describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests answered");
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency"
+    );
+    describe_counter!(INGEST_DOCUMENTS_TOTAL, "Lines received by ingest");
+    describe_counter!(INGEST_BYTES_TOTAL, Unit::Bytes, "Decoded request body bytes received");
+    describe_counter!(LOG_APPENDED_MESSAGES_TOTAL, "Messages appended to a log stream");
+    describe_histogram!(
+        LOG_APPEND_DURATION_SECONDS,
+        Unit::Seconds,
+        "Latency of one durable append"
+    );
+    describe_counter!(LOG_SYNCS_TOTAL, "Durable syncs of the embedded log");
+    describe_counter!(LOG_REDELIVERIES_TOTAL, "Messages delivered again");
+    describe_counter!(WORKER_OPS_TOTAL, "Ops handled by workers");
+    describe_counter!(
+        WORKER_DEDUP_SKIPS_TOTAL,
+        "Ops skipped because the content hash was unchanged"
+    );
+    describe_counter!(WORKER_DEDUP_CACHE_LOOKUPS_TOTAL, "Dedup cache lookups");
+    describe_histogram!(
+        WORKER_BATCH_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to process one DOCS message"
+    );
+    describe_counter!(STORE_WRITES_TOTAL, "Document writes the store performed");
+    describe_counter!(INDEXER_EVENTS_TOTAL, "Events applied by indexers");
+    describe_counter!(INDEXER_COMMITS_TOTAL, "Index commits");
+    describe_histogram!(
+        INDEXER_COMMIT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Latency of one index commit"
+    );
+    describe_gauge!(INDEXER_DOCUMENTS, "Searchable documents");
+    describe_counter!(SEARCH_REQUESTS_TOTAL, "Search requests");
+    describe_histogram!(SEARCH_DURATION_SECONDS, Unit::Seconds, "Search latency");
+    describe_counter!(SEARCH_CACHE_LOOKUPS_TOTAL, "Search result cache lookups");
+    describe_counter!(DLQ_MESSAGES_TOTAL, "Ops moved to the dead-letter queue");
+}

@@ -1,0 +1,169 @@
+//! What travels through the logs: batches of ops (DOCS) and batches of events (EVENTS).
+//!
+//! Ingest groups the accepted lines of a request by partition into [`DocBatch`]es, one
+//! log message each; the log's message sequence plus the op's index in the batch gives
+//! each op its sequence ([`crate::Seq::for_op`]). Workers turn each applied op into one
+//! [`Event`] and publish a partition's events of one batch as one [`EventBatch`].
+//! Both are encoded with postcard: compact, no schema negotiation, document sources
+//! carried as opaque canonical JSON bytes (never parsed twice on the way).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::document::ContentHash;
+use crate::ids::{CollectionName, DocId, Partition, Seq};
+
+/// Why a message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable {what} message: {source}")]
+pub struct DecodeError {
+    what: &'static str,
+    #[source]
+    source: postcard::Error,
+}
+
+/// One change to one document, as accepted by ingest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DocOp {
+    /// Insert or replace the document.
+    Upsert {
+        /// The document id.
+        id: DocId,
+        /// Hash of `source`.
+        hash: ContentHash,
+        /// Canonical JSON of the whole document.
+        source: Bytes,
+    },
+    /// Delete the document (stored as a tombstone).
+    Delete {
+        /// The document id.
+        id: DocId,
+    },
+}
+
+impl DocOp {
+    /// The id the op applies to.
+    pub fn id(&self) -> &DocId {
+        match self {
+            DocOp::Upsert { id, .. } | DocOp::Delete { id } => id,
+        }
+    }
+}
+
+/// One DOCS message: ops of one collection and partition, in request order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DocBatch {
+    /// The collection.
+    pub collection: CollectionName,
+    /// The partition every op's id hashes to.
+    pub partition: Partition,
+    /// The ops; the `i`-th gets sequence `message_seq.for_op(i)`.
+    pub ops: Vec<DocOp>,
+}
+
+/// One applied change, published by a worker after the store accepted it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// The document now has this content.
+    Upserted {
+        /// The document id.
+        id: DocId,
+        /// The op sequence that wrote it; indexers never let a lower one win.
+        seq: Seq,
+        /// Hash of `source`.
+        hash: ContentHash,
+        /// Canonical JSON of the whole document.
+        source: Bytes,
+    },
+    /// The document was deleted.
+    Deleted {
+        /// The document id.
+        id: DocId,
+        /// The op sequence of the delete.
+        seq: Seq,
+    },
+}
+
+impl Event {
+    /// The document the event is about.
+    pub fn id(&self) -> &DocId {
+        match self {
+            Event::Upserted { id, .. } | Event::Deleted { id, .. } => id,
+        }
+    }
+
+    /// The op sequence that produced it.
+    pub fn seq(&self) -> Seq {
+        match self {
+            Event::Upserted { seq, .. } | Event::Deleted { seq, .. } => *seq,
+        }
+    }
+}
+
+/// One EVENTS message: the events of one collection and partition from one DOCS batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    /// The collection.
+    pub collection: CollectionName,
+    /// The partition (= index shard) the events belong to.
+    pub partition: Partition,
+    /// The events, in op order.
+    pub events: Vec<Event>,
+}
+
+macro_rules! postcard_codec {
+    ($ty:ty, $what:literal) => {
+        impl $ty {
+            /// Encodes the message for the log.
+            pub fn encode(&self) -> Bytes {
+                Bytes::from(postcard::to_stdvec(self).expect("in-memory encoding cannot fail"))
+            }
+
+            /// Decodes a message read from the log.
+            pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+                postcard::from_bytes(bytes).map_err(|source| DecodeError {
+                    what: $what,
+                    source,
+                })
+            }
+        }
+    };
+}
+
+postcard_codec!(DocBatch, "docs");
+postcard_codec!(EventBatch, "events");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip() {
+        let c = CollectionName::new("c").unwrap();
+        let batch = DocBatch {
+            collection: c.clone(),
+            partition: Partition(1),
+            ops: vec![
+                DocOp::Upsert {
+                    id: DocId::new("a").unwrap(),
+                    hash: ContentHash(7),
+                    source: Bytes::from_static(br#"{"id":"a"}"#),
+                },
+                DocOp::Delete {
+                    id: DocId::new("b").unwrap(),
+                },
+            ],
+        };
+        assert_eq!(DocBatch::decode(&batch.encode()).unwrap(), batch);
+        let events = EventBatch {
+            collection: c,
+            partition: Partition(1),
+            events: vec![Event::Deleted {
+                id: DocId::new("b").unwrap(),
+                seq: Seq(9),
+            }],
+        };
+        assert_eq!(EventBatch::decode(&events.encode()).unwrap(), events);
+        assert!(DocBatch::decode(b"\xff\xff").is_err());
+    }
+}

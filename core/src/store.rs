@@ -1,0 +1,187 @@
+//! The document store port: the source of truth, written last-writer-wins.
+//!
+//! Documents live by (collection, id) with the op sequence that wrote them and their
+//! content hash. A write with a sequence not above the stored one is stale and ignored,
+//! whatever order writes arrive in, so redelivered or reordered batches cannot make an
+//! older version win. Deletes leave tombstones (with their sequence) for the same reason.
+//! ScyllaDB gets this from `USING TIMESTAMP <seq>`; the embedded store compares.
+//!
+//! The store also keeps the collection catalog (schemas), so a node that restarts or
+//! joins finds every collection.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::document::ContentHash;
+use crate::ids::{CollectionName, DocId, Seq};
+use crate::schema::Schema;
+
+/// A failure of the store. Classified once: [`StoreError::is_transient`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or is overloaded; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The operation did not complete in time; it may or may not have taken effect.
+    #[error("store operation timed out")]
+    Timeout,
+    /// Local storage failed (disk full, I/O error).
+    #[error("store storage failure: {0}")]
+    Storage(String),
+    /// Stored bytes could not be decoded.
+    #[error("corrupt stored record: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout)
+    }
+}
+
+/// What the store holds for one id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredDoc {
+    /// The id.
+    pub id: DocId,
+    /// Sequence of the op that wrote this version.
+    pub seq: Seq,
+    /// Content hash (zero for tombstones).
+    pub hash: ContentHash,
+    /// Canonical JSON; `None` for a tombstone.
+    pub source: Option<Bytes>,
+}
+
+/// The version facts of a stored document, without its body (for dedup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DocVersion {
+    /// Sequence of the op that wrote it.
+    pub seq: Seq,
+    /// Content hash (zero for tombstones).
+    pub hash: ContentHash,
+    /// Whether it is a tombstone.
+    pub deleted: bool,
+}
+
+/// One write, applied only if `seq` is above the stored sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreWrite {
+    /// Insert or replace.
+    Upsert {
+        /// The id.
+        id: DocId,
+        /// The op sequence.
+        seq: Seq,
+        /// Hash of `source`.
+        hash: ContentHash,
+        /// Canonical JSON.
+        source: Bytes,
+    },
+    /// Replace with a tombstone.
+    Delete {
+        /// The id.
+        id: DocId,
+        /// The op sequence.
+        seq: Seq,
+    },
+}
+
+impl StoreWrite {
+    /// The id written.
+    pub fn id(&self) -> &DocId {
+        match self {
+            StoreWrite::Upsert { id, .. } | StoreWrite::Delete { id, .. } => id,
+        }
+    }
+
+    /// The op sequence.
+    pub fn seq(&self) -> Seq {
+        match self {
+            StoreWrite::Upsert { seq, .. } | StoreWrite::Delete { seq, .. } => *seq,
+        }
+    }
+}
+
+/// What became of one write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Written: this version is now the stored one.
+    Applied,
+    /// Ignored: the store already holds a version with a sequence at or above it.
+    /// Stores that cannot tell (blind last-writer-wins writes) report `Applied`.
+    Stale,
+}
+
+/// A collection as the catalog keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectionMeta {
+    /// The collection.
+    pub name: CollectionName,
+    /// The current schema (`shards` always set).
+    pub schema: Schema,
+    /// Whether it was created on first ingest, with a schema that grows with its data.
+    pub dynamic: bool,
+    /// Bumped on every schema change; indexes built from an older version are rebuilt.
+    pub schema_version: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+impl CollectionMeta {
+    /// Number of shards (= log partitions) of the collection.
+    pub fn shards(&self) -> u32 {
+        self.schema.shards.unwrap_or(1)
+    }
+}
+
+/// The document store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies writes last-writer-wins, one outcome per write, in order. The batch is
+    /// durable when this returns `Ok`. Several writes to one id in a batch are allowed.
+    async fn apply(
+        &self,
+        collection: &CollectionName,
+        writes: Vec<StoreWrite>,
+    ) -> Result<Vec<WriteOutcome>, StoreError>;
+
+    /// The stored version of `id`, tombstones included.
+    async fn get(&self, collection: &CollectionName, id: &DocId)
+        -> Result<Option<StoredDoc>, StoreError>;
+
+    /// The stored versions of `ids`, in order, without bodies.
+    async fn versions(
+        &self,
+        collection: &CollectionName,
+        ids: &[DocId],
+    ) -> Result<Vec<Option<DocVersion>>, StoreError>;
+
+    /// Live documents (no tombstones) of a collection in id order, after `after`.
+    async fn scan(
+        &self,
+        collection: &CollectionName,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<Vec<StoredDoc>, StoreError>;
+
+    /// Deletes every document of a collection.
+    async fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError>;
+
+    /// Creates or replaces a catalog entry.
+    async fn put_collection(&self, meta: &CollectionMeta) -> Result<(), StoreError>;
+
+    /// The catalog entry of a collection.
+    async fn get_collection(
+        &self,
+        collection: &CollectionName,
+    ) -> Result<Option<CollectionMeta>, StoreError>;
+
+    /// Every catalog entry, by name.
+    async fn list_collections(&self) -> Result<Vec<CollectionMeta>, StoreError>;
+
+    /// Removes a catalog entry.
+    async fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError>;
+}
