@@ -1,1 +1,117 @@
-fn main() {}
+//! `sluice`: the command line. Parses arguments and configuration, installs logging,
+//! metrics and signal handling, then hands over to [`sluice::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice_core::config::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Durable bulk ingestion and full-text search")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a node: HTTP API, log, store, workers and index shards.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory (default ./data).
+        #[arg(long, env = "SLUICE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:7171; port 0 picks a free one).
+        #[arg(long, env = "SLUICE_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+        } => serve(config, data_dir, listen),
+    }
+}
+
+fn serve(
+    config_path: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = match &config_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Config::from_toml(&text)?
+        }
+        None => Config::default(),
+    };
+    if let Some(dir) = data_dir {
+        config.server.data_dir = dir;
+    }
+    if let Some(addr) = listen {
+        config.server.listen = addr;
+    }
+    for distributed in ["SLUICE_NATS_URL", "SLUICE_SCYLLA_NODES"] {
+        if std::env::var_os(distributed).is_some() {
+            anyhow::bail!(
+                "{distributed} is set, but this build runs the embedded log and store only; unset it"
+            );
+        }
+    }
+    config.validate()?;
+
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    sluice_core::metrics::describe();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        // Tests and scripts read this line to learn the port when listening on port 0.
+        println!("sluice listening on http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(handle_signals(shutdown.clone()));
+        sluice::run(config, listener, shutdown, Some(metrics)).await
+    })
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once (still safe: the log
+/// redelivers whatever was not acked).
+async fn handle_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down (send the signal again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}

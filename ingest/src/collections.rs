@@ -1,0 +1,95 @@
+//! The collection catalog routes: create or update from a schema document, list, show,
+//! delete.
+//!
+//! Deleting a collection removes its catalog entry (index shards follow the catalog's
+//! change feed and drop themselves) and its stored documents.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use sluice_core::catalog::{CatalogError, PutOutcome};
+use sluice_core::schema::Schema;
+use sluice_core::store::CollectionMeta;
+use sluice_core::{CollectionName, ErrorCode};
+
+use crate::documents::collection_meta;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn view(meta: &CollectionMeta) -> Value {
+    json!({
+        "name": meta.name,
+        "schema": meta.schema,
+        "shards": meta.shards(),
+        "dynamic": meta.dynamic,
+        "schema_version": meta.schema_version,
+        "created_at_ms": meta.created_at_ms,
+    })
+}
+
+fn catalog_error(error: CatalogError) -> ApiError {
+    match error.code() {
+        ErrorCode::Unavailable => ApiError::unavailable("store", error),
+        ErrorCode::Internal => ApiError::internal(error),
+        code => ApiError::new(code, error.to_string()),
+    }
+}
+
+/// `PUT /v1/collections/{c}`: 201 when created, 200 when updated.
+pub async fn put_collection(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = CollectionName::new(name).map_err(|e| ApiError::new(e.code, e.message))?;
+    let schema = Schema::from_json(&body).map_err(|e| ApiError::new(e.code, e.message))?;
+    let (meta, outcome) = state
+        .inner
+        .catalog
+        .put_schema(&name, schema)
+        .await
+        .map_err(catalog_error)?;
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Updated => StatusCode::OK,
+    };
+    Ok((status, Json(view(&meta))))
+}
+
+/// `GET /v1/collections`
+pub async fn list_collections(State(state): State<AppState>) -> Json<Value> {
+    let collections: Vec<Value> = state.inner.catalog.list().iter().map(|m| view(m)).collect();
+    Json(json!({ "collections": collections }))
+}
+
+/// `GET /v1/collections/{c}`
+pub async fn get_collection(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, meta) = collection_meta(&state, name)?;
+    Ok(Json(view(&meta)))
+}
+
+/// `DELETE /v1/collections/{c}`
+pub async fn delete_collection(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (name, _) = collection_meta(&state, name)?;
+    state
+        .inner
+        .catalog
+        .delete(&name)
+        .await
+        .map_err(catalog_error)?;
+    state
+        .inner
+        .store
+        .drop_documents(&name)
+        .await
+        .map_err(|e| ApiError::unavailable("store", e))?;
+    Ok(Json(json!({"name": name, "result": "deleted"})))
+}

@@ -1,0 +1,152 @@
+//! Operational routes: health, Prometheus metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::state::AppState;
+
+/// `GET /_internal_/healthcheck`: 200 once recovery is done and writes are accepted.
+pub async fn healthcheck(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "healthy"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"})))
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state
+        .inner
+        .metrics
+        .as_ref()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// `GET /openapi.json`
+pub async fn openapi() -> Json<Value> {
+    Json(openapi_document())
+}
+
+fn error_responses() -> Value {
+    json!({
+        "400": {"$ref": "#/components/responses/Error"},
+        "404": {"$ref": "#/components/responses/Error"},
+        "503": {"$ref": "#/components/responses/Error"}
+    })
+}
+
+fn json_response(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+/// The API document. Every path and method here is served; a test checks it against
+/// the running server.
+pub fn openapi_document() -> Value {
+    let collection = json!({"name": "c", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let wait = json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable"}});
+    let search_params = json!([
+        collection,
+        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "Tantivy query syntax"},
+        {"name": "filter", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": true},
+        {"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "field:asc or field:desc"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 10}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        {"name": "highlight", "in": "query", "schema": {"type": "boolean", "default": true}}
+    ]);
+    let with_errors = |ok: Value| {
+        let mut responses = error_responses();
+        if let (Value::Object(map), Value::Object(extra)) = (&mut responses, ok) {
+            map.extend(extra);
+        }
+        responses
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "sluice", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Durable bulk ingestion and full-text search"},
+        "paths": {
+            "/v1/collections": {
+                "get": {"summary": "List collections", "responses": with_errors(json!({"200": json_response("Collections", json!({"type": "object"}))}))}
+            },
+            "/v1/collections/{c}": {
+                "put": {"summary": "Create or update a collection from a schema document",
+                        "parameters": [collection],
+                        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Schema"}}}},
+                        "responses": with_errors(json!({"200": json_response("Updated", json!({"type": "object"})), "201": json_response("Created", json!({"type": "object"})), "409": {"$ref": "#/components/responses/Error"}}))},
+                "get": {"summary": "Show a collection", "parameters": [collection],
+                        "responses": with_errors(json!({"200": json_response("Collection", json!({"type": "object"}))}))},
+                "delete": {"summary": "Delete a collection and its documents", "parameters": [collection],
+                           "responses": with_errors(json!({"200": json_response("Deleted", json!({"type": "object"}))}))}
+            },
+            "/v1/collections/{c}/documents": {
+                "post": {"summary": "Ingest NDJSON documents (gzip, zstd or br encoded bodies accepted)",
+                         "parameters": [collection, wait],
+                         "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                         "responses": with_errors(json!({"200": json_response("Per-line outcome", json!({"$ref": "#/components/schemas/IngestResponse"})), "413": {"$ref": "#/components/responses/Error"}, "415": {"$ref": "#/components/responses/Error"}, "429": {"$ref": "#/components/responses/Error"}}))}
+            },
+            "/v1/collections/{c}/documents/{id}": {
+                "get": {"summary": "Get a document (read-your-writes)", "parameters": [collection, id],
+                        "responses": with_errors(json!({"200": json_response("The document as accepted; ETag is its content hash", json!({"type": "object"}))}))},
+                "delete": {"summary": "Delete a document", "parameters": [collection, id, wait],
+                           "responses": with_errors(json!({"200": json_response("Deleted", json!({"type": "object"}))}))}
+            },
+            "/v1/collections/{c}/search": {
+                "get": {"summary": "Search", "parameters": search_params,
+                        "responses": with_errors(json!({"200": json_response("Hits", json!({"$ref": "#/components/schemas/SearchResponse"}))}))},
+                "post": {"summary": "Search with a JSON body", "parameters": [collection],
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}}}},
+                         "responses": with_errors(json!({"200": json_response("Hits", json!({"$ref": "#/components/schemas/SearchResponse"}))}))}
+            },
+            "/_internal_/healthcheck": {
+                "get": {"summary": "Health", "responses": {
+                    "200": json_response("Healthy", json!({"type": "object"})),
+                    "503": json_response("Starting", json!({"type": "object"}))}}
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": json_response("OpenAPI 3", json!({"type": "object"}))}}
+            }
+        },
+        "components": {
+            "responses": {
+                "Error": json_response("An error", json!({"$ref": "#/components/schemas/Error"}))
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+                    "required": ["code", "message", "trace_id"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "trace_id": {"type": "string"}}}}},
+                "Schema": {"type": "object", "properties": {
+                    "description": {"type": "string"}, "primary_key": {"type": "string", "default": "id"},
+                    "strict": {"type": "boolean"}, "shards": {"type": "integer", "minimum": 1},
+                    "fields": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {
+                        "name": {"type": "string"},
+                        "type": {"type": "string", "enum": ["string", "text", "keyword", "i64", "u64", "f64", "bool", "datetime", "json"]},
+                        "array": {"type": "boolean"}, "required": {"type": "boolean"}, "default": {},
+                        "annotations": {"type": "array", "items": {"type": "string"}}, "tokenizer": {"type": "string"}}}}}},
+                "IngestResponse": {"type": "object", "required": ["accepted", "rejected", "ids", "errors"], "properties": {
+                    "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
+                    "ids": {"type": "array", "items": {"type": "string", "nullable": true}},
+                    "errors": {"type": "array", "items": {"type": "object", "properties": {
+                        "line": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"}}}}}},
+                "SearchRequest": {"type": "object", "properties": {
+                    "q": {"type": "string"}, "filter": {"type": "array", "items": {"type": "string"}},
+                    "sort": {"type": "string"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                    "highlight": {"type": "boolean"}}},
+                "SearchResponse": {"type": "object", "required": ["total", "hits", "took_ms"], "properties": {
+                    "total": {"type": "integer"}, "took_ms": {"type": "integer"},
+                    "hits": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "string"}, "score": {"type": "number", "nullable": true},
+                        "doc": {"type": "object"}, "highlights": {"type": "object"}}}}}}
+            }
+        }
+    })
+}

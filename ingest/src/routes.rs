@@ -1,0 +1,69 @@
+//! The route table and the middleware stack around it.
+//!
+//! Outermost first: trace id, HTTP metrics (route label from the matched route template,
+//! never the raw path), then the routes. Request-body decompression wraps only the
+//! ingest route, so its size limit counts decoded bytes.
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+use sluice_core::metrics as m;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::state::AppState;
+use crate::{bulk, collections, documents, error, ops, search};
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let ingest = post(bulk::ingest_documents)
+        .layer(RequestDecompressionLayer::new())
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route(
+            "/v1/collections",
+            get(collections::list_collections),
+        )
+        .route(
+            "/v1/collections/{c}",
+            put(collections::put_collection)
+                .get(collections::get_collection)
+                .delete(collections::delete_collection),
+        )
+        .route("/v1/collections/{c}/documents", ingest)
+        .route(
+            "/v1/collections/{c}/documents/{id}",
+            get(documents::get_document).delete(documents::delete_document),
+        )
+        .route(
+            "/v1/collections/{c}/search",
+            get(search::search_get).post(search::search_post),
+        )
+        .route("/_internal_/healthcheck", get(ops::healthcheck))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn(record_http_metrics))
+        .layer(middleware::from_fn(error::trace_requests))
+        .with_state(state)
+}
+
+async fn record_http_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

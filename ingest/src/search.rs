@@ -1,0 +1,128 @@
+//! `GET|POST /v1/collections/{c}/search`.
+//!
+//! `GET` takes `q`, `filter` (repeatable), `sort`, `limit`, `offset` and `highlight` as
+//! query parameters; `POST` takes the same as a JSON object. Both run the same search on
+//! the collection's index shards (merged, cached by the indexer).
+
+use std::time::Instant;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use bytes::Bytes;
+use sluice_core::metrics as m;
+use sluice_core::ErrorCode;
+use sluice_indexer::{SearchError, SearchRequest, SearchResponse};
+
+use crate::documents::collection_meta;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Builds a search request from a URL query string.
+pub fn request_from_query(query: &str) -> Result<SearchRequest, ApiError> {
+    let mut request = SearchRequest::default();
+    let number = |key: &str, value: &str| {
+        value.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{key} must be a non-negative integer"),
+            )
+        })
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "q" => request.q = Some(value.into_owned()),
+            "filter" => request.filter.push(value.into_owned()),
+            "sort" => request.sort = Some(value.into_owned()),
+            "limit" => request.limit = Some(number("limit", &value)?),
+            "offset" => request.offset = Some(number("offset", &value)?),
+            "highlight" => {
+                request.highlight = Some(match value.as_ref() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidRequest,
+                            "highlight must be true or false",
+                        ))
+                    }
+                })
+            }
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "unknown search parameter {other:?} (known: q, filter, sort, limit, offset, highlight)"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(request)
+}
+
+async fn run(
+    state: &AppState,
+    collection: String,
+    request: SearchRequest,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let (name, _) = collection_meta(state, collection)?;
+    let started = Instant::now();
+    let result = state.inner.indexer.search(&name, &request).await;
+    metrics::histogram!(m::SEARCH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(SearchError::InvalidQuery(_)) => "invalid",
+        Err(_) => "error",
+    };
+    metrics::counter!(m::SEARCH_REQUESTS_TOTAL, "outcome" => outcome).increment(1);
+    result.map(Json).map_err(|e| match e {
+        SearchError::InvalidQuery(message) => ApiError::new(ErrorCode::InvalidQuery, message),
+        SearchError::CollectionNotFound => {
+            ApiError::new(ErrorCode::CollectionNotFound, format!("no collection named {name:?}"))
+        }
+        SearchError::Unavailable(cause) => ApiError::unavailable("index", cause),
+        other => ApiError::internal(other),
+    })
+}
+
+/// `GET /v1/collections/{c}/search`
+pub async fn search_get(
+    State(state): State<AppState>,
+    Path(collection): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let request = request_from_query(query.as_deref().unwrap_or(""))?;
+    run(&state, collection, request).await
+}
+
+/// `POST /v1/collections/{c}/search`
+pub async fn search_post(
+    State(state): State<AppState>,
+    Path(collection): Path<String>,
+    body: Bytes,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let request: SearchRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SearchRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(ErrorCode::InvalidRequest, format!("search body: {e}"))
+        })?
+    };
+    run(&state, collection, request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_map_to_a_request() {
+        let r = request_from_query("q=body%3Afoo&filter=tags:a&filter=price:%5B1+TO+5%5D&sort=price:asc&limit=5&offset=10&highlight=false").unwrap();
+        assert_eq!(r.q.as_deref(), Some("body:foo"));
+        assert_eq!(r.filter, vec!["tags:a".to_owned(), "price:[1 TO 5]".to_owned()]);
+        assert_eq!(r.sort.as_deref(), Some("price:asc"));
+        assert_eq!((r.limit, r.offset, r.highlight), (Some(5), Some(10), Some(false)));
+        assert_eq!(request_from_query("limit=-1").unwrap_err().code(), ErrorCode::InvalidRequest);
+        assert_eq!(request_from_query("bogus=1").unwrap_err().code(), ErrorCode::InvalidRequest);
+    }
+}

@@ -1,0 +1,77 @@
+//! The handles shared by every request handler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sluice_core::catalog::Catalog;
+use sluice_core::config::IngestConfig;
+use sluice_core::document::LineLimits;
+use sluice_core::log::Log;
+use sluice_core::store::Store;
+use sluice_indexer::Indexer;
+use tokio::sync::Semaphore;
+
+use crate::visibility::Visibility;
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: IngestConfig,
+    pub log: Arc<dyn Log>,
+    pub store: Arc<dyn Store>,
+    pub catalog: Arc<Catalog>,
+    pub indexer: Arc<Indexer>,
+    pub metrics: Option<PrometheusHandle>,
+    pub ready: AtomicBool,
+    pub ingest_permits: Arc<Semaphore>,
+    pub visibility: Visibility,
+}
+
+impl AppState {
+    /// Bundles the handles. `metrics` renders `/metrics` (absent: an empty page).
+    pub fn new(
+        config: IngestConfig,
+        log: Arc<dyn Log>,
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        indexer: Arc<Indexer>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        let ingest_permits = Arc::new(Semaphore::new(config.max_in_flight_requests));
+        let visibility = Visibility::new(log.clone(), config.visibility_timeout);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                log,
+                store,
+                catalog,
+                indexer,
+                metrics,
+                ready: AtomicBool::new(false),
+                ingest_permits,
+                visibility,
+            }),
+        }
+    }
+
+    /// Marks recovery done: the healthcheck answers healthy from now on.
+    pub fn set_ready(&self) {
+        self.inner.ready.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn line_limits(&self) -> LineLimits {
+        LineLimits {
+            max_line_bytes: self.inner.config.max_line_size.as_u64() as usize,
+            max_depth: self.inner.config.max_depth,
+        }
+    }
+}

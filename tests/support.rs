@@ -1,0 +1,211 @@
+//! Test harness: a real `sluice serve` process on a random port and a temp data dir,
+//! plus the standard corpus.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A `sluice serve` child process.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    config: Option<PathBuf>,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server on `data_dir`, optionally with a TOML configuration text, and waits
+    /// until its healthcheck answers healthy.
+    pub async fn start(data_dir: &Path, config_toml: Option<&str>) -> Server {
+        let config = config_toml.map(|text| {
+            let path = data_dir.with_extension("toml");
+            std::fs::write(&path, text).expect("write config");
+            path
+        });
+        Self::spawn(data_dir.to_path_buf(), config).await
+    }
+
+    async fn spawn(data_dir: PathBuf, config: Option<PathBuf>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("SLUICE_LOG", "warn")
+            .env_remove("SLUICE_NATS_URL")
+            .env_remove("SLUICE_SCYLLA_NODES")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(path) = &config {
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("spawn sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("sluice listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let server = Server {
+            child,
+            base,
+            data_dir,
+            config,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/_internal_/healthcheck")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `kill -9`, then a new process on the same data directory.
+    pub async fn kill9_and_restart(mut self) -> Server {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+        let data_dir = self.data_dir.clone();
+        let config = self.config.take();
+        Self::spawn(data_dir, config).await
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn put_schema(&self, collection: &str, schema: &Value) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/v1/collections/{collection}")))
+            .json(schema)
+            .send()
+            .await
+            .expect("PUT collection")
+    }
+
+    /// POSTs NDJSON; returns status and JSON body.
+    pub async fn ingest(&self, collection: &str, body: impl Into<reqwest::Body>, wait: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/collections/{collection}/documents?wait={wait}")))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .expect("POST documents");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    pub async fn search(&self, collection: &str, query: &[(&str, &str)]) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(&format!("/v1/collections/{collection}/search")))
+            .query(query)
+            .send()
+            .await
+            .expect("search");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    pub async fn total(&self, collection: &str, q: &str) -> u64 {
+        let (status, body) = self.search(collection, &[("q", q), ("limit", "0")]).await;
+        assert_eq!(status, 200, "{body}");
+        body["total"].as_u64().expect("total")
+    }
+
+    /// The value of a counter in `/metrics`, summed over its label sets.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The standard corpus (`shared/tools/corpus.py`), as NDJSON lines and parsed documents.
+pub fn corpus(n: usize) -> (Vec<String>, Vec<Value>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/corpus.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(n.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(output.status.success(), "corpus.py failed");
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let docs = lines.iter().map(|l| serde_json::from_str(l).expect("json")).collect();
+    (lines, docs)
+}
+
+/// The corpus schema (`corpus.py --schema`).
+pub fn corpus_schema() -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/corpus.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg("--schema")
+        .output()
+        .expect("corpus.py --schema");
+    serde_json::from_slice(&output.stdout).expect("schema json")
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
