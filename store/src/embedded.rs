@@ -1,0 +1,436 @@
+//! The embedded document store: [`sluice_core::store::Store`] on fjall, in-process.
+//!
+//! # Layout on disk
+//! One fjall database under the store directory with two keyspaces: `documents`, keyed
+//! and encoded as the `record` module describes, and `catalog`, collection name to the
+//! JSON of its [`CollectionMeta`].
+//!
+//! # Concurrency model
+//! fjall calls block, so every operation runs on tokio's blocking pool; the async
+//! methods only hand work over and wait. Reads need no lock (fjall reads are snapshot
+//! reads). `apply` must read the stored sequence, compare and write without another
+//! applier slipping in between, so it holds a mutex for that read-compare-commit. The
+//! mutex is picked by collection hash from a small fixed set of stripes: a batch only
+//! ever touches one collection, so one lock per call suffices (no lock ordering, no
+//! deadlock), and appliers of different collections mostly run in parallel. Striping by
+//! document key instead would buy nothing here: a batch of a hundred ids would need
+//! most stripes anyway.
+//!
+//! # Durability
+//! Under the lock the batch is committed to fjall's journal and memtables (flushed to
+//! the OS, not yet synced), which is enough for the next applier to see it. The fsync
+//! (`PersistMode::SyncData`) happens after the lock is released, so concurrent appliers
+//! overlap their syncs instead of queueing behind each other; `apply` returns only once
+//! its sync is done. Because the journal is one sequential file, that sync also covers
+//! every batch committed before it, including any this batch's outcomes were decided
+//! against, so an `Ok` never rests on a write that is not durable. A call whose future
+//! is dropped still runs to completion on the blocking pool: batches are atomic.
+//!
+//! # Invariants
+//! - A stored record's sequence only grows: a write at or below it is `Stale` and
+//!   changes nothing; deletes leave tombstones carrying their sequence.
+//! - Each `apply` batch is committed atomically (one fjall batch) with at most one
+//!   record per key: the last write to win for that key within the batch.
+
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use sluice_core::document::ContentHash;
+use sluice_core::metrics::STORE_WRITES_TOTAL;
+use sluice_core::store::{
+    CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
+};
+use sluice_core::{CollectionName, DocId, Seq};
+
+use crate::record::{collection_end, collection_prefix, doc_key, id_from_key, Record};
+
+/// Keyspace holding every document of every collection.
+const DOCUMENTS_KEYSPACE: &str = "documents";
+/// Keyspace holding the collection catalog.
+const CATALOG_KEYSPACE: &str = "catalog";
+/// Number of apply locks; collections hash onto them.
+const APPLY_LOCK_STRIPES: usize = 16;
+/// Most deletions `drop_documents` commits in one fjall batch, so that dropping a huge
+/// collection never builds one huge batch in memory.
+const DROP_BATCH_KEYS: usize = 1024;
+
+/// The embedded document store. Cheap to share: open it once, hand out the `Arc`.
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+/// What the blocking jobs work on.
+struct Inner {
+    dir: PathBuf,
+    db: Database,
+    documents: Keyspace,
+    catalog: Keyspace,
+    apply_locks: [Mutex<()>; APPLY_LOCK_STRIPES],
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a fjall failure onto the port's classification.
+fn storage_error(error: fjall::Error) -> StoreError {
+    match error {
+        // Another process holds the directory; it may let go (a restart in progress).
+        fjall::Error::Locked => {
+            StoreError::Unavailable("the store directory is locked by another process".into())
+        }
+        fjall::Error::JournalRecovery(_)
+        | fjall::Error::InvalidVersion(_)
+        | fjall::Error::Decompress(_)
+        | fjall::Error::InvalidTrailer
+        | fjall::Error::InvalidTag(_)
+        | fjall::Error::Unrecoverable => StoreError::Corrupt(error.to_string()),
+        other => StoreError::Storage(other.to_string()),
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Arc<EmbeddedStore>, StoreError> {
+        let db = Database::builder(dir).open().map_err(storage_error)?;
+        let documents = db
+            .keyspace(DOCUMENTS_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(storage_error)?;
+        let catalog = db
+            .keyspace(CATALOG_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(storage_error)?;
+        Ok(Arc::new(EmbeddedStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                db,
+                documents,
+                catalog,
+                apply_locks: std::array::from_fn(|_| Mutex::new(())),
+            }),
+        }))
+    }
+
+    /// Runs `job` on the blocking pool: fjall calls block on disk I/O.
+    async fn run_blocking<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || job(&inner))
+            .await
+            .map_err(|join_error| {
+                if join_error.is_cancelled() {
+                    StoreError::Unavailable("the runtime is shutting down".into())
+                } else {
+                    StoreError::Storage("a store operation panicked".into())
+                }
+            })?
+    }
+}
+
+impl Inner {
+    fn apply_lock(&self, collection: &CollectionName) -> &Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        collection.hash(&mut hasher);
+        &self.apply_locks[(hasher.finish() % APPLY_LOCK_STRIPES as u64) as usize]
+    }
+
+    fn stored_seq(&self, key: &[u8]) -> Result<Option<Seq>, StoreError> {
+        match self.documents.get(key).map_err(storage_error)? {
+            Some(value) => Ok(Some(Record::decode(&value)?.seq)),
+            None => Ok(None),
+        }
+    }
+
+    /// Decides every write against the stored (or earlier in-batch) sequence, commits
+    /// the winners as one batch, then syncs. Returns the outcomes and how many
+    /// documents were written.
+    fn apply(
+        &self,
+        collection: &CollectionName,
+        writes: &[StoreWrite],
+    ) -> Result<(Vec<WriteOutcome>, usize), StoreError> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let written = {
+            // The guard protects no data, only the read-compare-commit sequence, so a
+            // poisoned lock (a panic elsewhere) leaves nothing inconsistent behind.
+            let _guard = self
+                .apply_lock(collection)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Per key: the sequence to beat and the index of the write that wins so far.
+            let mut winners: HashMap<Vec<u8>, (Seq, usize)> = HashMap::new();
+            for (index, write) in writes.iter().enumerate() {
+                let key = doc_key(collection, write.id());
+                let outcome = match winners.entry(key) {
+                    Entry::Occupied(mut entry) => {
+                        if write.seq() > entry.get().0 {
+                            entry.insert((write.seq(), index));
+                            WriteOutcome::Applied
+                        } else {
+                            WriteOutcome::Stale
+                        }
+                    }
+                    Entry::Vacant(entry) => match self.stored_seq(entry.key())? {
+                        Some(stored) if write.seq() <= stored => WriteOutcome::Stale,
+                        _ => {
+                            entry.insert((write.seq(), index));
+                            WriteOutcome::Applied
+                        }
+                    },
+                };
+                outcomes.push(outcome);
+            }
+            let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+            for (key, (_, index)) in &winners {
+                let record = match &writes[*index] {
+                    StoreWrite::Upsert {
+                        seq, hash, source, ..
+                    } => Record {
+                        seq: *seq,
+                        hash: *hash,
+                        source: Some(source),
+                    },
+                    StoreWrite::Delete { seq, .. } => Record {
+                        seq: *seq,
+                        hash: ContentHash(0),
+                        source: None,
+                    },
+                };
+                batch.insert(&self.documents, key.as_slice(), record.encode());
+            }
+            batch.commit().map_err(storage_error)?;
+            winners.len()
+        };
+        // Even an all-stale batch syncs: its outcomes may rest on another applier's
+        // commit that is not synced yet.
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(storage_error)?;
+        Ok((outcomes, written))
+    }
+
+    fn get(&self, collection: &CollectionName, id: DocId) -> Result<Option<StoredDoc>, StoreError> {
+        let key = doc_key(collection, &id);
+        match self.documents.get(&key).map_err(storage_error)? {
+            Some(value) => Ok(Some(Record::decode(&value)?.into_stored(id))),
+            None => Ok(None),
+        }
+    }
+
+    fn versions(
+        &self,
+        collection: &CollectionName,
+        ids: &[DocId],
+    ) -> Result<Vec<Option<DocVersion>>, StoreError> {
+        // One snapshot, so the answer is one consistent point in time.
+        let snapshot = self.db.snapshot();
+        ids.iter()
+            .map(|id| {
+                let key = doc_key(collection, id);
+                match snapshot.get(&self.documents, &key).map_err(storage_error)? {
+                    Some(value) => Ok(Some(Record::decode(&value)?.version())),
+                    None => Ok(None),
+                }
+            })
+            .collect()
+    }
+
+    /// Walks the collection's key range from `after`, skipping tombstones; a collection
+    /// dense with tombstones costs a walk over them.
+    fn scan(
+        &self,
+        collection: &CollectionName,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        let mut docs = Vec::new();
+        if limit == 0 {
+            return Ok(docs);
+        }
+        let prefix = collection_prefix(collection);
+        let start = match &after {
+            Some(id) => Bound::Excluded(doc_key(collection, id)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let range = (start, Bound::Excluded(collection_end(collection)));
+        for entry in self.documents.range::<Vec<u8>, _>(range) {
+            let (key, value) = entry.into_inner().map_err(storage_error)?;
+            let record = Record::decode(&value)?;
+            if record.source.is_none() {
+                continue;
+            }
+            docs.push(record.into_stored(id_from_key(&key, prefix.len())?));
+            if docs.len() >= limit {
+                break;
+            }
+        }
+        Ok(docs)
+    }
+
+    /// Removes every key of the collection in bounded batches, then syncs once. The
+    /// iterator reads a snapshot, so its own deletions do not disturb it; writes applied
+    /// concurrently may survive (the catalog removes the collection first, so none
+    /// should arrive).
+    fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for entry in self.documents.prefix(collection_prefix(collection)) {
+            let key = entry.key().map_err(storage_error)?;
+            batch.remove(&self.documents, key);
+            if batch.len() >= DROP_BATCH_KEYS {
+                std::mem::replace(&mut batch, self.db.batch())
+                    .commit()
+                    .map_err(storage_error)?;
+            }
+        }
+        batch.commit().map_err(storage_error)?;
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(storage_error)
+    }
+
+    fn put_collection(&self, meta: &CollectionMeta) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(meta)
+            .map_err(|e| StoreError::Storage(format!("cannot encode catalog entry: {e}")))?;
+        self.catalog
+            .insert(meta.name.as_str(), json)
+            .map_err(storage_error)?;
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(storage_error)
+    }
+
+    fn get_collection(
+        &self,
+        collection: &CollectionName,
+    ) -> Result<Option<CollectionMeta>, StoreError> {
+        match self
+            .catalog
+            .get(collection.as_str())
+            .map_err(storage_error)?
+        {
+            Some(json) => decode_catalog_entry(&json).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_collections(&self) -> Result<Vec<CollectionMeta>, StoreError> {
+        self.catalog
+            .iter()
+            .map(|entry| {
+                let json = entry.value().map_err(storage_error)?;
+                decode_catalog_entry(&json)
+            })
+            .collect()
+    }
+
+    fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError> {
+        self.catalog
+            .remove(collection.as_str())
+            .map_err(storage_error)?;
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(storage_error)
+    }
+}
+
+fn decode_catalog_entry(json: &[u8]) -> Result<CollectionMeta, StoreError> {
+    serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(format!("catalog entry: {e}")))
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn apply(
+        &self,
+        collection: &CollectionName,
+        writes: Vec<StoreWrite>,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owned_collection = collection.clone();
+        let (outcomes, written) = self
+            .run_blocking(move |inner| inner.apply(&owned_collection, &writes))
+            .await?;
+        metrics::counter!(STORE_WRITES_TOTAL, "collection" => collection.to_string())
+            .increment(written as u64);
+        Ok(outcomes)
+    }
+
+    async fn get(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<StoredDoc>, StoreError> {
+        let (collection, id) = (collection.clone(), id.clone());
+        self.run_blocking(move |inner| inner.get(&collection, id))
+            .await
+    }
+
+    async fn versions(
+        &self,
+        collection: &CollectionName,
+        ids: &[DocId],
+    ) -> Result<Vec<Option<DocVersion>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (collection, ids) = (collection.clone(), ids.to_vec());
+        self.run_blocking(move |inner| inner.versions(&collection, &ids))
+            .await
+    }
+
+    async fn scan(
+        &self,
+        collection: &CollectionName,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        let (collection, after) = (collection.clone(), after.cloned());
+        self.run_blocking(move |inner| inner.scan(&collection, after, limit))
+            .await
+    }
+
+    async fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError> {
+        let collection = collection.clone();
+        self.run_blocking(move |inner| inner.drop_documents(&collection))
+            .await
+    }
+
+    async fn put_collection(&self, meta: &CollectionMeta) -> Result<(), StoreError> {
+        let meta = meta.clone();
+        self.run_blocking(move |inner| inner.put_collection(&meta))
+            .await
+    }
+
+    async fn get_collection(
+        &self,
+        collection: &CollectionName,
+    ) -> Result<Option<CollectionMeta>, StoreError> {
+        let collection = collection.clone();
+        self.run_blocking(move |inner| inner.get_collection(&collection))
+            .await
+    }
+
+    async fn list_collections(&self) -> Result<Vec<CollectionMeta>, StoreError> {
+        self.run_blocking(|inner| inner.list_collections()).await
+    }
+
+    async fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError> {
+        let collection = collection.clone();
+        self.run_blocking(move |inner| inner.delete_collection(&collection))
+            .await
+    }
+}
