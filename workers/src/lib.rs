@@ -1,1 +1,47 @@
-//! placeholder
+//! The store-writer pool: DOCS log → dedup → store (last-writer-wins) → EVENTS log.
+//!
+//! A [`WorkerPool`] runs N workers that share one durable consumer on the DOCS stream, so
+//! each batch message is handled by exactly one worker of one process and redelivered if
+//! it is not acked. For every op a worker skips what the store already has (same content
+//! hash, or an older sequence), writes the rest last-writer-wins, publishes one event per
+//! applied change, and acks only once both are durable. Transient failures are retried
+//! with backoff and then redelivered; ops the store keeps refusing go to the dead-letter
+//! queue ([`dlq::DeadLetter`]) without holding back their batch-mates.
+//!
+//! Every step is idempotent, so at-least-once delivery gives an exactly-once effect on
+//! the store; events may be published again after a crash (indexers are idempotent).
+//!
+//! Known limit: the dedup cache and the per-partition serialization are per pool. When
+//! several pools (processes) write the same ids at once, a pool may skip an op as
+//! "unchanged" against a version another pool has just replaced; closing that gap needs
+//! a conditional write in the `Store` port.
+//!
+//! # Layout
+//! - [`pool`]: the pool, its workers' fetch loop, shutdown.
+//! - `batch`: handling one DOCS message, from decode to ack or nak.
+//! - `dedup`: the version cache in front of the store and the per-op decisions.
+//! - `retry`: failure classification and backoff, in one place.
+//! - [`dlq`]: the dead-letter record.
+
+mod batch;
+mod dedup;
+pub mod dlq;
+pub mod pool;
+mod retry;
+
+pub use dlq::{DeadLetter, DeadLetterCode};
+pub use pool::WorkerPool;
+
+use sluice_core::log::LogError;
+
+/// Why the pool could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The `[workers]` configuration cannot work; fix the value named.
+    #[error("invalid workers configuration: {0}")]
+    InvalidConfig(String),
+    /// The log refused to open the shared DOCS consumer; check that the log is reachable.
+    #[error("cannot open the DOCS consumer: {0}")]
+    Consumer(#[source] LogError),
+}

@@ -1,0 +1,254 @@
+//! Dedup: decide, per op, whether the store must be written at all.
+//!
+//! The deciding facts are the version the store holds for the op's id (sequence, content
+//! hash, tombstone). They come from a moka cache of (collection, id) → [`DocVersion`] in
+//! front of [`Store::versions`], which is asked once per message for the cache misses.
+//! [`resolve`] then walks the ops in order against a working copy of those versions, so
+//! several ops on one id in one message resolve exactly as if applied one after another:
+//!
+//! - known sequence above the op's: [`Decision::Stale`] (last-writer-wins, skip).
+//! - known sequence equal to the op's: [`Decision::AlreadyApplied`] — an earlier delivery
+//!   of this very message wrote it; no write, but its event is published again (the
+//!   earlier delivery may have died between the store write and the event append).
+//! - an upsert whose content hash equals the known live version, or a delete of a
+//!   tombstone: [`Decision::Unchanged`] (skip, no event).
+//! - otherwise [`Decision::Write`].
+//!
+//! Invariants and concurrency: the pool serializes the lookup → write → cache update of
+//! one (collection, partition) (every op on an id travels in its partition), so the cache
+//! never lags the store for writes made by this pool. An unchanged op records its own
+//! (higher) sequence in the cache though the store keeps the older one: a late,
+//! redelivered older op for that id is then recognized as stale instead of overwriting
+//! newer content. Writes made by *another* process are not seen by this cache; see the
+//! crate documentation for what that means.
+
+use std::collections::HashMap;
+
+use metrics::counter;
+use moka::future::Cache;
+use sluice_core::ids::{CollectionName, DocId, Seq};
+use sluice_core::metrics::WORKER_DEDUP_CACHE_LOOKUPS_TOTAL;
+use sluice_core::op::DocOp;
+use sluice_core::store::{DocVersion, Store, StoreError};
+
+/// What to do with one op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Write it to the store.
+    Write,
+    /// Same content as stored (or deleting a tombstone): skip, no event.
+    Unchanged,
+    /// A newer version is known: skip, no event.
+    Stale,
+    /// This op's own write is already stored: no write, publish its event again.
+    AlreadyApplied,
+}
+
+/// The versions known for a message's ids, before its ops are resolved.
+pub(crate) type KnownVersions = HashMap<DocId, DocVersion>;
+
+/// The shared dedup cache of a pool.
+#[derive(Clone)]
+pub(crate) struct DedupCache {
+    versions: Cache<(CollectionName, DocId), DocVersion>,
+}
+
+impl DedupCache {
+    /// A cache of at most `max_entries` ids.
+    pub(crate) fn new(max_entries: u64) -> Self {
+        Self {
+            versions: Cache::new(max_entries),
+        }
+    }
+
+    /// The known version of every id of `ops`: cache first, then one store multi-get for
+    /// the misses (whose answers are cached).
+    pub(crate) async fn lookup(
+        &self,
+        store: &dyn Store,
+        collection: &CollectionName,
+        ops: &[DocOp],
+    ) -> Result<KnownVersions, StoreError> {
+        let mut known = KnownVersions::with_capacity(ops.len());
+        let mut misses: Vec<DocId> = Vec::new();
+        let mut seen: std::collections::HashSet<&DocId> = std::collections::HashSet::new();
+        let (mut hits, mut missed) = (0u64, 0u64);
+        for op in ops {
+            let id = op.id();
+            if !seen.insert(id) {
+                continue;
+            }
+            match self.versions.get(&(collection.clone(), id.clone())).await {
+                Some(version) => {
+                    hits += 1;
+                    known.insert(id.clone(), version);
+                }
+                None => {
+                    missed += 1;
+                    misses.push(id.clone());
+                }
+            }
+        }
+        counter!(WORKER_DEDUP_CACHE_LOOKUPS_TOTAL, "outcome" => "hit").increment(hits);
+        counter!(WORKER_DEDUP_CACHE_LOOKUPS_TOTAL, "outcome" => "miss").increment(missed);
+        if misses.is_empty() {
+            return Ok(known);
+        }
+        let stored = store.versions(collection, &misses).await?;
+        for (id, version) in misses.into_iter().zip(stored) {
+            if let Some(version) = version {
+                self.versions
+                    .insert((collection.clone(), id.clone()), version)
+                    .await;
+                known.insert(id, version);
+            }
+        }
+        Ok(known)
+    }
+
+    /// Records what the store now holds (or is known to be superseded) for `id`.
+    pub(crate) async fn remember(
+        &self,
+        collection: &CollectionName,
+        id: DocId,
+        version: DocVersion,
+    ) {
+        self.versions
+            .insert((collection.clone(), id), version)
+            .await;
+    }
+
+    /// Forgets `id`, so the next lookup asks the store.
+    pub(crate) async fn forget(&self, collection: &CollectionName, id: DocId) {
+        self.versions.invalidate(&(collection.clone(), id)).await;
+    }
+}
+
+/// The version an op leaves behind once applied.
+pub(crate) fn version_after(op: &DocOp, seq: Seq) -> DocVersion {
+    match op {
+        DocOp::Upsert { hash, .. } => DocVersion {
+            seq,
+            hash: *hash,
+            deleted: false,
+        },
+        DocOp::Delete { .. } => DocVersion {
+            seq,
+            hash: Default::default(),
+            deleted: true,
+        },
+    }
+}
+
+/// Decides every op of a message (`ops[i]` has sequence `message_seq.for_op(i)`), in op
+/// order. `known` starts as the versions looked up and ends as the versions the message
+/// leaves behind once its writes are applied.
+pub(crate) fn resolve(ops: &[DocOp], message_seq: Seq, known: &mut KnownVersions) -> Vec<Decision> {
+    ops.iter()
+        .enumerate()
+        .map(|(index, op)| {
+            let seq = message_seq.for_op(index);
+            let current = known.get(op.id()).copied();
+            let decision = match (current, op) {
+                (Some(v), _) if v.seq > seq => Decision::Stale,
+                (Some(v), _) if v.seq == seq => Decision::AlreadyApplied,
+                (Some(v), DocOp::Upsert { hash, .. }) if !v.deleted && v.hash == *hash => {
+                    Decision::Unchanged
+                }
+                (Some(v), DocOp::Delete { .. }) if v.deleted => Decision::Unchanged,
+                _ => Decision::Write,
+            };
+            match decision {
+                // An unchanged op still moves the known sequence forward (see module docs).
+                Decision::Write | Decision::Unchanged => {
+                    known.insert(op.id().clone(), version_after(op, seq));
+                }
+                Decision::Stale | Decision::AlreadyApplied => {}
+            }
+            decision
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use sluice_core::document::ContentHash;
+
+    fn id(s: &str) -> DocId {
+        DocId::new(s).unwrap()
+    }
+
+    fn upsert(doc: &str, hash: u128) -> DocOp {
+        DocOp::Upsert {
+            id: id(doc),
+            hash: ContentHash(hash),
+            source: Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn delete(doc: &str) -> DocOp {
+        DocOp::Delete { id: id(doc) }
+    }
+
+    fn stored(seq: Seq, hash: u128, deleted: bool) -> DocVersion {
+        DocVersion {
+            seq,
+            hash: ContentHash(hash),
+            deleted,
+        }
+    }
+
+    #[test]
+    fn new_ids_are_written_and_same_content_is_unchanged() {
+        let mut known = KnownVersions::new();
+        known.insert(id("a"), stored(Seq(1).for_op(0), 7, false));
+        let decisions = resolve(&[upsert("a", 7), upsert("b", 1)], Seq(5), &mut known);
+        assert_eq!(decisions, vec![Decision::Unchanged, Decision::Write]);
+        // The unchanged op still advances the known sequence.
+        assert_eq!(known[&id("a")].seq, Seq(5).for_op(0));
+    }
+
+    #[test]
+    fn older_ops_are_stale_and_own_writes_are_recognized() {
+        let mut known = KnownVersions::new();
+        known.insert(id("a"), stored(Seq(9).for_op(0), 1, false));
+        known.insert(id("b"), stored(Seq(5).for_op(1), 2, false));
+        let decisions = resolve(&[upsert("a", 3), upsert("b", 2)], Seq(5), &mut known);
+        assert_eq!(decisions, vec![Decision::Stale, Decision::AlreadyApplied]);
+        assert_eq!(known[&id("a")].seq, Seq(9).for_op(0));
+    }
+
+    #[test]
+    fn ops_on_one_id_resolve_in_order() {
+        let mut known = KnownVersions::new();
+        let ops = [
+            upsert("a", 1),
+            upsert("a", 1),
+            delete("a"),
+            delete("a"),
+            upsert("a", 1),
+        ];
+        let decisions = resolve(&ops, Seq(3), &mut known);
+        assert_eq!(
+            decisions,
+            vec![
+                Decision::Write,
+                Decision::Unchanged,
+                Decision::Write,
+                Decision::Unchanged,
+                Decision::Write
+            ]
+        );
+        assert_eq!(known[&id("a")], stored(Seq(3).for_op(4), 1, false));
+    }
+
+    #[test]
+    fn upsert_over_tombstone_with_same_hash_is_written() {
+        let mut known = KnownVersions::new();
+        known.insert(id("a"), stored(Seq(1).for_op(0), 0, true));
+        let decisions = resolve(&[upsert("a", 0), delete("b")], Seq(2), &mut known);
+        assert_eq!(decisions, vec![Decision::Write, Decision::Write]);
+    }
+}

@@ -1,0 +1,249 @@
+//! The dead-letter queue record: what could not be applied, why, and how often it was tried.
+//!
+//! One [`DeadLetter`] per op (or per undecodable message) is appended, as JSON, to the DLQ
+//! stream on `sluice.dlq.{collection}`, with a deterministic `msg_id` so a retried append
+//! is not stored twice. The HTTP layer lists and replays them; the record therefore
+//! carries the op itself (the document's canonical JSON, or `"delete"`), its sequence and
+//! the failure history. Only after the append is durable is the DOCS message acked, so an
+//! op is never lost between the two streams.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sluice_core::ids::{CollectionName, DocId, Seq};
+use sluice_core::log::OutgoingMessage;
+use sluice_core::op::DocOp;
+use sluice_core::subjects;
+
+/// The `op` value of a dead-lettered delete.
+pub const DELETE_OP: &str = "delete";
+
+/// Why an op was dead-lettered. Stable snake_case codes, like `sluice_core::ErrorCode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeadLetterCode {
+    /// The DOCS message could not be decoded at all.
+    MalformedMessage,
+    /// The store failed the op permanently on every delivery up to `max_deliver`.
+    StoreRejected,
+    /// The message was delivered more than `max_deliver` times (e.g. a crash loop).
+    DeliveryLimitExceeded,
+}
+
+impl DeadLetterCode {
+    /// The code as it appears in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterCode::MalformedMessage => "malformed_message",
+            DeadLetterCode::StoreRejected => "store_rejected",
+            DeadLetterCode::DeliveryLimitExceeded => "delivery_limit_exceeded",
+        }
+    }
+}
+
+/// One dead-lettered op, as stored (JSON) in the DLQ stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The collection of the op.
+    pub collection: CollectionName,
+    /// The document id; `None` when the message could not be decoded.
+    pub id: Option<DocId>,
+    /// The op: the document's canonical JSON for an upsert, `"delete"` for a delete,
+    /// `null` when the message could not be decoded.
+    pub op: serde_json::Value,
+    /// The op sequence (the message sequence for an undecodable message).
+    pub seq: Seq,
+    /// Why it was dead-lettered.
+    pub code: DeadLetterCode,
+    /// The last error, for humans. Never contains document values.
+    pub message: String,
+    /// Deliveries of the DOCS message when it was dead-lettered.
+    pub attempts: u32,
+    /// First failure seen by this process, milliseconds since the Unix epoch.
+    pub first_failure_ms: u64,
+    /// Last failure, milliseconds since the Unix epoch.
+    pub last_failure_ms: u64,
+    /// The undecodable message's bytes, hex-encoded (only for `malformed_message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_message_hex: Option<String>,
+}
+
+/// Failure timing and attempt count shared by the records of one dead-lettering.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FailureHistory {
+    pub(crate) attempts: u32,
+    pub(crate) first_failure_ms: u64,
+    pub(crate) last_failure_ms: u64,
+}
+
+impl DeadLetter {
+    /// The record of `op`, the op of sequence `seq`.
+    pub(crate) fn for_op(
+        collection: &CollectionName,
+        op: &DocOp,
+        seq: Seq,
+        code: DeadLetterCode,
+        message: String,
+        history: FailureHistory,
+    ) -> Self {
+        let op_value = match op {
+            // The source is canonical JSON from ingest; if it somehow is not, keep it
+            // as a string rather than lose the op.
+            DocOp::Upsert { source, .. } => serde_json::from_slice(source).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(source).into_owned())
+            }),
+            DocOp::Delete { .. } => serde_json::Value::String(DELETE_OP.to_owned()),
+        };
+        Self {
+            collection: collection.clone(),
+            id: Some(op.id().clone()),
+            op: op_value,
+            seq,
+            code,
+            message,
+            attempts: history.attempts,
+            first_failure_ms: history.first_failure_ms,
+            last_failure_ms: history.last_failure_ms,
+            raw_message_hex: None,
+        }
+    }
+
+    /// The record of a DOCS message that could not be decoded.
+    pub(crate) fn for_malformed_message(
+        collection: &CollectionName,
+        message_seq: Seq,
+        payload: &[u8],
+        message: String,
+        history: FailureHistory,
+    ) -> Self {
+        Self {
+            collection: collection.clone(),
+            id: None,
+            op: serde_json::Value::Null,
+            seq: message_seq,
+            code: DeadLetterCode::MalformedMessage,
+            message,
+            attempts: history.attempts,
+            first_failure_ms: history.first_failure_ms,
+            last_failure_ms: history.last_failure_ms,
+            raw_message_hex: Some(hex(payload)),
+        }
+    }
+
+    /// The JSON bytes stored in the DLQ stream.
+    pub fn encode(&self) -> Bytes {
+        // A struct of strings, numbers and JSON values always serializes.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Reads a record back from the DLQ stream.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The message to append: subject `sluice.dlq.{c}`, deduplicated by op sequence
+    /// (or message sequence for an undecodable message).
+    pub(crate) fn to_outgoing(&self) -> OutgoingMessage {
+        let msg_id = match self.code {
+            DeadLetterCode::MalformedMessage => format!("dlq-msg-{}", self.seq),
+            _ => format!("dlq-{}", self.seq),
+        };
+        OutgoingMessage {
+            subject: subjects::dlq(&self.collection),
+            msg_id,
+            payload: self.encode(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::document::ContentHash;
+
+    fn history() -> FailureHistory {
+        FailureHistory {
+            attempts: 3,
+            first_failure_ms: 10,
+            last_failure_ms: 20,
+        }
+    }
+
+    #[test]
+    fn upsert_record_carries_the_document_and_round_trips() {
+        let collection = CollectionName::new("books").unwrap();
+        let op = DocOp::Upsert {
+            id: DocId::new("b1").unwrap(),
+            hash: ContentHash(1),
+            source: Bytes::from_static(br#"{"id":"b1","title":"t"}"#),
+        };
+        let record = DeadLetter::for_op(
+            &collection,
+            &op,
+            Seq(77),
+            DeadLetterCode::StoreRejected,
+            "store storage failure: x".into(),
+            history(),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&record.encode()).unwrap();
+        assert_eq!(json["op"]["title"], "t");
+        assert_eq!(json["code"], "store_rejected");
+        assert_eq!(json["seq"], 77);
+        assert_eq!(json["attempts"], 3);
+        assert!(json.get("raw_message_hex").is_none());
+        assert_eq!(DeadLetter::decode(&record.encode()).unwrap(), record);
+        let outgoing = record.to_outgoing();
+        assert_eq!(outgoing.subject, "sluice.dlq.books");
+        assert_eq!(outgoing.msg_id, "dlq-77");
+    }
+
+    #[test]
+    fn delete_and_malformed_records() {
+        let collection = CollectionName::new("books").unwrap();
+        let op = DocOp::Delete {
+            id: DocId::new("b1").unwrap(),
+        };
+        let record = DeadLetter::for_op(
+            &collection,
+            &op,
+            Seq(5),
+            DeadLetterCode::DeliveryLimitExceeded,
+            String::new(),
+            history(),
+        );
+        assert_eq!(record.op, serde_json::Value::String(DELETE_OP.into()));
+        let malformed = DeadLetter::for_malformed_message(
+            &collection,
+            Seq(9),
+            &[0xff, 0x01],
+            "undecodable".into(),
+            history(),
+        );
+        assert_eq!(malformed.raw_message_hex.as_deref(), Some("ff01"));
+        assert_eq!(malformed.id, None);
+        assert_eq!(malformed.to_outgoing().msg_id, "dlq-msg-9");
+        assert_eq!(
+            DeadLetterCode::MalformedMessage.as_str(),
+            "malformed_message"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The worker pool: N workers sharing the durable DOCS consumer.
+//!
+//! Each worker owns one handle on the shared consumer
+//! ([`sluice_core::subjects::WORKERS_CONSUMER`], filter `sluice.docs.>`), so the log hands
+//! each message to exactly one worker of one pool, in this process or another. A worker
+//! loops: fetch up to `fetch_batch` messages (waiting up to [`FETCH_WAIT`]), handle them
+//! one after another ([`crate::batch`]), repeat.
+//!
+//! Backpressure is the log's: at most `max_ack_pending` messages are delivered and not
+//! yet settled across the pool, so a slow store slows fetching instead of growing memory.
+//!
+//! Shutdown: when the token is cancelled, a worker waiting in `fetch` stops at once; a
+//! worker holding messages finishes them (retries are cut short and end in a nak, never
+//! in a lost message), settles them, and stops. [`WorkerPool::wait_stopped`] returns once
+//! every worker has.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_core::config::WorkersConfig;
+use sluice_core::log::{Consumer, ConsumerConfig, Log};
+use sluice_core::store::Store;
+use sluice_core::subjects::{StreamKind, WORKERS_CONSUMER};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn, Instrument};
+
+use crate::batch::BatchHandler;
+use crate::retry::RetryPolicy;
+use crate::WorkerError;
+
+/// Longest a fetch waits for a message before the worker checks in again.
+pub const FETCH_WAIT: Duration = Duration::from_secs(1);
+
+/// A running pool of store writers.
+pub struct WorkerPool {
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl WorkerPool {
+    /// Starts `config.effective_count()` workers sharing the durable DOCS consumer
+    /// `sluice_core::subjects::WORKERS_CONSUMER` (filter "sluice.docs.>").
+    pub async fn start(
+        config: WorkersConfig,
+        ack_wait: Duration,
+        log: Arc<dyn Log>,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) -> Result<WorkerPool, WorkerError> {
+        if config.fetch_batch == 0 {
+            return Err(WorkerError::InvalidConfig(
+                "workers.fetch_batch must be at least 1".into(),
+            ));
+        }
+        if config.max_ack_pending == 0 {
+            return Err(WorkerError::InvalidConfig(
+                "workers.max_ack_pending must be at least 1".into(),
+            ));
+        }
+        let count = config.effective_count();
+        let consumer_config = ConsumerConfig {
+            durable_name: WORKERS_CONSUMER.to_owned(),
+            filter_subject: StreamKind::Docs.all_subjects().to_owned(),
+            ack_wait,
+            max_ack_pending: config.max_ack_pending,
+        };
+        // Open every handle before spawning anything, so a log that refuses fails the
+        // start instead of leaving a half-started pool behind.
+        let mut consumers = Vec::with_capacity(count);
+        for _ in 0..count {
+            consumers.push(
+                log.consumer(StreamKind::Docs, consumer_config.clone())
+                    .await
+                    .map_err(WorkerError::Consumer)?,
+            );
+        }
+        let handler = Arc::new(BatchHandler::new(&config, log, store, shutdown.clone()));
+        let tracker = TaskTracker::new();
+        for (worker, consumer) in consumers.into_iter().enumerate() {
+            let run = run_worker(
+                consumer,
+                Arc::clone(&handler),
+                config.fetch_batch,
+                shutdown.clone(),
+            );
+            tracker.spawn(run.instrument(tracing::info_span!("worker", worker)));
+        }
+        tracker.close();
+        info!(workers = count, "worker pool started");
+        Ok(WorkerPool { tracker, shutdown })
+    }
+
+    /// After `shutdown` is cancelled: waits until every worker finished (and acked) its batch.
+    pub async fn wait_stopped(self) {
+        self.tracker.wait().await;
+        if self.shutdown.is_cancelled() {
+            info!("worker pool stopped");
+        }
+    }
+}
+
+async fn run_worker(
+    consumer: Box<dyn Consumer>,
+    handler: Arc<BatchHandler>,
+    fetch_batch: usize,
+    shutdown: CancellationToken,
+) {
+    let policy: RetryPolicy = *handler.policy();
+    let mut fetch_errors: u32 = 0;
+    while !shutdown.is_cancelled() {
+        let fetched = tokio::select! {
+            // Dropping a pending fetch is safe: anything it had taken but not returned
+            // stays unacked and is delivered again after ack_wait.
+            () = shutdown.cancelled() => break,
+            fetched = consumer.fetch(fetch_batch, FETCH_WAIT) => fetched,
+        };
+        let deliveries = match fetched {
+            Ok(deliveries) => {
+                fetch_errors = 0;
+                deliveries
+            }
+            Err(error) => {
+                fetch_errors = fetch_errors.saturating_add(1);
+                let delay = policy.nak_delay(fetch_errors);
+                warn!(%error, ?delay, "fetch from DOCS failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        for delivery in &deliveries {
+            handler
+                .handle(consumer.as_ref(), delivery)
+                .instrument(tracing::debug_span!(
+                    "docs_message",
+                    subject = %delivery.subject,
+                    seq = delivery.seq.0,
+                    deliveries = delivery.delivery_count
+                ))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Failure classification and retry timing, in one place.
+//!
+//! Every failure a worker meets while handling a DOCS message is a [`Failure`]: a store
+//! error or a log error. [`Failure::is_transient`] is the only place that decides whether
+//! retrying the same work may help; everything else asks it. Transient failures are
+//! retried in place with exponential backoff and jitter ([`RetryPolicy::backoff`]), for
+//! a bounded total time, then the message is nak'ed with [`RetryPolicy::nak_delay`] so
+//! the log delivers it again later: a retried message is never a dropped one.
+//!
+//! Concurrency: the policy is plain data, copied into every worker; each retry loop owns
+//! its own backoff state.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
+use sluice_core::config::WorkersConfig;
+use sluice_core::log::LogError;
+use sluice_core::store::StoreError;
+use tokio_util::sync::CancellationToken;
+
+/// Most time a worker keeps retrying one message in place before nak'ing it (less when
+/// `retry_max` is small: four of its delays). Bounded so a long outage turns into
+/// redeliveries (visible in metrics) rather than a stuck worker.
+const MAX_RETRY_ELAPSED: Duration = Duration::from_secs(5);
+
+/// Jitter applied to every backoff delay (±30 %), so workers that failed together do
+/// not retry together.
+const JITTER: f64 = 0.3;
+
+/// Why handling a message failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// The store refused or failed a read or a write.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log failed an append, an ack or a nak.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl Failure {
+    /// Whether retrying the same work later may succeed.
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            Failure::Store(e) => e.is_transient(),
+            Failure::Log(e) => e.is_transient(),
+        }
+    }
+}
+
+/// Retry timing derived from the `[workers]` configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RetryPolicy {
+    initial: Duration,
+    max: Duration,
+    budget: Duration,
+}
+
+impl RetryPolicy {
+    /// The policy of `config` (`retry_initial` .. `retry_max`).
+    pub(crate) fn from_config(config: &WorkersConfig) -> Self {
+        let initial = config.retry_initial.max(Duration::from_millis(1));
+        let max = config.retry_max.max(initial);
+        Self {
+            initial,
+            max,
+            budget: max.saturating_mul(4).min(MAX_RETRY_ELAPSED),
+        }
+    }
+
+    /// A fresh in-place backoff: doubling from `initial` up to `max`, with jitter,
+    /// giving up once the retry budget (at most [`MAX_RETRY_ELAPSED`]) is spent.
+    pub(crate) fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBackoffBuilder::new()
+            .with_initial_interval(self.initial)
+            .with_max_interval(self.max)
+            .with_multiplier(2.0)
+            .with_randomization_factor(JITTER)
+            .with_max_elapsed_time(Some(self.budget))
+            .build()
+    }
+
+    /// How long the log should wait before delivering a nak'ed message again: grows
+    /// with the number of deliveries so a message that keeps failing backs off.
+    pub(crate) fn nak_delay(&self, delivery_count: u32) -> Duration {
+        let doublings = delivery_count.saturating_sub(1).min(16);
+        self.initial.saturating_mul(1u32 << doublings).min(self.max)
+    }
+
+    /// The delay before the next in-place retry, or `None` when the budget is spent.
+    pub(crate) fn next_delay(backoff: &mut ExponentialBackoff) -> Option<Duration> {
+        backoff.next_backoff()
+    }
+}
+
+/// Runs `operation` until it succeeds, fails permanently, spends the retry budget of
+/// `policy`, or `shutdown` is cancelled (then the last failure is returned at once, so a
+/// stopping worker does not sit in a backoff). Only [`Failure::is_transient`] failures
+/// are retried, so a retried operation must be idempotent.
+pub(crate) async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    shutdown: &CancellationToken,
+    what: &'static str,
+    mut operation: F,
+) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let mut backoff = policy.backoff();
+    loop {
+        let failure = match operation().await {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
+        };
+        let delay = if failure.is_transient() && !shutdown.is_cancelled() {
+            RetryPolicy::next_delay(&mut backoff)
+        } else {
+            None
+        };
+        let Some(delay) = delay else {
+            return Err(failure);
+        };
+        tracing::debug!(error = %failure, ?delay, what, "transient failure, retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(failure),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        let config = WorkersConfig {
+            retry_initial: Duration::from_millis(10),
+            retry_max: Duration::from_millis(200),
+            ..WorkersConfig::default()
+        };
+        RetryPolicy::from_config(&config)
+    }
+
+    #[test]
+    fn classification_follows_the_ports() {
+        assert!(Failure::from(StoreError::Timeout).is_transient());
+        assert!(Failure::from(StoreError::Unavailable("down".into())).is_transient());
+        assert!(!Failure::from(StoreError::Corrupt("bad".into())).is_transient());
+        assert!(!Failure::from(StoreError::Storage("disk".into())).is_transient());
+        assert!(Failure::from(LogError::Timeout).is_transient());
+        assert!(!Failure::from(LogError::Closed).is_transient());
+    }
+
+    #[test]
+    fn nak_delay_doubles_and_is_capped() {
+        let policy = policy();
+        assert_eq!(policy.nak_delay(1), Duration::from_millis(10));
+        assert_eq!(policy.nak_delay(2), Duration::from_millis(20));
+        assert_eq!(policy.nak_delay(4), Duration::from_millis(80));
+        assert_eq!(policy.nak_delay(6), Duration::from_millis(200));
+        assert_eq!(policy.nak_delay(u32::MAX), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn retry_budget_is_bounded() {
+        assert_eq!(policy().budget, Duration::from_millis(800));
+        assert_eq!(
+            RetryPolicy::from_config(&WorkersConfig::default()).budget,
+            MAX_RETRY_ELAPSED
+        );
+    }
+
+    #[tokio::test]
+    async fn with_retries_retries_transient_failures_only() {
+        let policy = policy();
+        let shutdown = CancellationToken::new();
+        let mut calls = 0;
+        let result = with_retries(&policy, &shutdown, "test", || {
+            calls += 1;
+            let attempt = calls;
+            async move {
+                if attempt < 3 {
+                    Err(Failure::from(StoreError::Timeout))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 3);
+
+        let mut calls = 0;
+        let result: Result<(), Failure> = with_retries(&policy, &shutdown, "test", || {
+            calls += 1;
+            async { Err(Failure::from(StoreError::Corrupt("x".into()))) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1, "permanent failures are not retried");
+
+        shutdown.cancel();
+        let mut calls = 0;
+        let result: Result<(), Failure> = with_retries(&policy, &shutdown, "test", || {
+            calls += 1;
+            async { Err(Failure::from(StoreError::Timeout)) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1, "no retries once shutting down");
+    }
+
+    #[test]
+    fn backoff_stays_within_bounds_with_jitter() {
+        let policy = policy();
+        let mut backoff = policy.backoff();
+        for _ in 0..3 {
+            let delay = RetryPolicy::next_delay(&mut backoff).expect("budget not spent yet");
+            assert!(delay >= Duration::from_millis(7), "{delay:?}");
+            assert!(delay <= Duration::from_millis(260), "{delay:?}");
+        }
+    }
+}

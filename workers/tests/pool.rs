@@ -1,0 +1,796 @@
+//! End-to-end tests of the worker pool on the real embedded log and store.
+//!
+//! Every test opens its own log and store in a temp dir and uses its own collection, so
+//! tests run in parallel; counters are read through one process-wide recorder that
+//! accumulates per label set. Faults are injected by [`FaultyStore`], a test-only `Store`
+//! that wraps the real embedded store. Waits poll with a deadline, never sleep blindly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use sluice_core::config::{LogConfig, WorkersConfig};
+use sluice_core::document::ContentHash;
+use sluice_core::ids::{CollectionName, DocId, Partition, Seq};
+use sluice_core::log::{Consumer, ConsumerConfig, Log, LogError, OutgoingMessage, StoredMessage};
+use sluice_core::metrics::{DLQ_MESSAGES_TOTAL, WORKER_DEDUP_SKIPS_TOTAL, WORKER_OPS_TOTAL};
+use sluice_core::op::{DocBatch, DocOp, Event, EventBatch};
+use sluice_core::store::{
+    CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
+};
+use sluice_core::subjects::{self, StreamKind, WORKERS_CONSUMER};
+use sluice_queue::EmbeddedLog;
+use sluice_store::EmbeddedStore;
+use sluice_workers::{DeadLetter, DeadLetterCode, WorkerPool};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------
+// metrics
+
+/// A counter's name and its labels, sorted.
+type CounterKey = (String, BTreeMap<String, String>);
+
+struct Counters {
+    snapshotter: Snapshotter,
+    totals: Mutex<HashMap<CounterKey, u64>>,
+}
+
+fn counters() -> &'static Counters {
+    static COUNTERS: OnceLock<Counters> = OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("no other recorder in this test binary");
+        Counters {
+            snapshotter,
+            totals: Mutex::new(HashMap::new()),
+        }
+    })
+}
+
+/// The counter `name` with exactly `labels`, summed since the binary started. Snapshots
+/// reset the recorder, so every read folds the deltas into one shared table.
+fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    let counters = counters();
+    let mut totals = counters.totals.lock().unwrap();
+    for (key, _, _, value) in counters.snapshotter.snapshot().into_vec() {
+        if let DebugValue::Counter(delta) = value {
+            let key = key.key();
+            let labels = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            *totals.entry((key.name().to_owned(), labels)).or_default() += delta;
+        }
+    }
+    let wanted: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    totals.get(&(name.to_owned(), wanted)).copied().unwrap_or(0)
+}
+
+fn ops_counter(collection: &CollectionName, outcome: &str) -> u64 {
+    counter(
+        WORKER_OPS_TOTAL,
+        &[("collection", collection.as_str()), ("outcome", outcome)],
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// a store with injected faults
+
+enum Fault {
+    None,
+    /// Every apply that writes this id fails permanently.
+    PermanentFor(DocId),
+    /// The first n applies fail transiently.
+    TransientFirst(AtomicU32),
+    /// Applies that write `held` fail transiently until a write of `releaser` succeeded.
+    HoldUntilApplied {
+        held: ContentHash,
+        releaser: ContentHash,
+        released: AtomicBool,
+    },
+    /// Applies wait until the gate opens; `entered` counts those that reached it.
+    Gate {
+        open: watch::Receiver<bool>,
+        entered: AtomicUsize,
+    },
+}
+
+struct FaultyStore {
+    inner: Arc<EmbeddedStore>,
+    fault: Fault,
+    applies: AtomicUsize,
+}
+
+fn write_hash(write: &StoreWrite) -> Option<ContentHash> {
+    match write {
+        StoreWrite::Upsert { hash, .. } => Some(*hash),
+        StoreWrite::Delete { .. } => None,
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn apply(
+        &self,
+        collection: &CollectionName,
+        writes: Vec<StoreWrite>,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        match &self.fault {
+            Fault::None => {}
+            Fault::PermanentFor(id) => {
+                if writes.iter().any(|w| w.id() == id) {
+                    return Err(StoreError::Storage("injected permanent failure".into()));
+                }
+            }
+            Fault::TransientFirst(left) => {
+                let failing = left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if failing {
+                    return Err(StoreError::Unavailable("injected outage".into()));
+                }
+            }
+            Fault::HoldUntilApplied { held, released, .. } => {
+                let holds = writes.iter().any(|w| write_hash(w) == Some(*held));
+                if holds && !released.load(Ordering::SeqCst) {
+                    return Err(StoreError::Unavailable("held back by the test".into()));
+                }
+            }
+            Fault::Gate { open, entered } => {
+                entered.fetch_add(1, Ordering::SeqCst);
+                let mut open = open.clone();
+                open.wait_for(|open| *open)
+                    .await
+                    .map_err(|_| StoreError::Unavailable("gate dropped".into()))?;
+            }
+        }
+        let releases = match &self.fault {
+            Fault::HoldUntilApplied { releaser, .. } => {
+                writes.iter().any(|w| write_hash(w) == Some(*releaser))
+            }
+            _ => false,
+        };
+        let outcomes = self.inner.apply(collection, writes).await?;
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        if let (true, Fault::HoldUntilApplied { released, .. }) = (releases, &self.fault) {
+            released.store(true, Ordering::SeqCst);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<StoredDoc>, StoreError> {
+        self.inner.get(collection, id).await
+    }
+
+    async fn versions(
+        &self,
+        collection: &CollectionName,
+        ids: &[DocId],
+    ) -> Result<Vec<Option<DocVersion>>, StoreError> {
+        self.inner.versions(collection, ids).await
+    }
+
+    async fn scan(
+        &self,
+        collection: &CollectionName,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        self.inner.scan(collection, after, limit).await
+    }
+
+    async fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError> {
+        self.inner.drop_documents(collection).await
+    }
+
+    async fn put_collection(&self, meta: &CollectionMeta) -> Result<(), StoreError> {
+        self.inner.put_collection(meta).await
+    }
+
+    async fn get_collection(
+        &self,
+        collection: &CollectionName,
+    ) -> Result<Option<CollectionMeta>, StoreError> {
+        self.inner.get_collection(collection).await
+    }
+
+    async fn list_collections(&self) -> Result<Vec<CollectionMeta>, StoreError> {
+        self.inner.list_collections().await
+    }
+
+    async fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError> {
+        self.inner.delete_collection(collection).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// a log whose EVENTS appends fail for a while
+
+struct FlakyEventsLog {
+    inner: Arc<EmbeddedLog>,
+    failing_event_appends: AtomicU32,
+}
+
+#[async_trait]
+impl Log for FlakyEventsLog {
+    async fn append(
+        &self,
+        stream: StreamKind,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<Vec<Seq>, LogError> {
+        let failing = stream == StreamKind::Events
+            && self
+                .failing_event_appends
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if failing {
+            return Err(LogError::Unavailable("injected outage".into()));
+        }
+        self.inner.append(stream, messages).await
+    }
+
+    async fn consumer(
+        &self,
+        stream: StreamKind,
+        config: ConsumerConfig,
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        self.inner.consumer(stream, config).await
+    }
+
+    async fn ack_floor(
+        &self,
+        stream: StreamKind,
+        durable_name: &str,
+    ) -> Result<Option<Seq>, LogError> {
+        self.inner.ack_floor(stream, durable_name).await
+    }
+
+    async fn last_seq(&self, stream: StreamKind) -> Result<Seq, LogError> {
+        self.inner.last_seq(stream).await
+    }
+
+    async fn read(
+        &self,
+        stream: StreamKind,
+        filter: &str,
+        from: Seq,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>, LogError> {
+        self.inner.read(stream, filter, from, max).await
+    }
+
+    async fn purge(&self, stream: StreamKind, filter: &str) -> Result<u64, LogError> {
+        self.inner.purge(stream, filter).await
+    }
+
+    async fn delete_message(&self, stream: StreamKind, seq: Seq) -> Result<bool, LogError> {
+        self.inner.delete_message(stream, seq).await
+    }
+
+    async fn delete_consumer(
+        &self,
+        stream: StreamKind,
+        durable_name: &str,
+    ) -> Result<(), LogError> {
+        self.inner.delete_consumer(stream, durable_name).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// fixture
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    log: Arc<EmbeddedLog>,
+    store: Arc<FaultyStore>,
+    collection: CollectionName,
+    next_msg_id: AtomicU32,
+}
+
+impl Fixture {
+    fn new(collection: &str, fault: Fault) -> Self {
+        counters();
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(&dir.path().join("log"), &LogConfig::default()).unwrap();
+        let inner = EmbeddedStore::open(&dir.path().join("store")).unwrap();
+        Self {
+            _dir: dir,
+            log,
+            store: Arc::new(FaultyStore {
+                inner,
+                fault,
+                applies: AtomicUsize::new(0),
+            }),
+            collection: CollectionName::new(collection).unwrap(),
+            next_msg_id: AtomicU32::new(0),
+        }
+    }
+
+    async fn start_pool(&self, config: WorkersConfig, shutdown: &CancellationToken) -> WorkerPool {
+        self.start_pool_on(self.log.clone(), config, shutdown).await
+    }
+
+    async fn start_pool_on(
+        &self,
+        log: Arc<dyn Log>,
+        config: WorkersConfig,
+        shutdown: &CancellationToken,
+    ) -> WorkerPool {
+        WorkerPool::start(config, ACK_WAIT, log, self.store.clone(), shutdown.clone())
+            .await
+            .unwrap()
+    }
+
+    /// Appends one DOCS message like ingest does; returns its sequence.
+    async fn append(&self, partition: u32, ops: Vec<DocOp>) -> Seq {
+        let batch = DocBatch {
+            collection: self.collection.clone(),
+            partition: Partition(partition),
+            ops,
+        };
+        self.append_raw(partition, batch.encode()).await
+    }
+
+    async fn append_raw(&self, partition: u32, payload: Bytes) -> Seq {
+        let n = self.next_msg_id.fetch_add(1, Ordering::SeqCst);
+        let message = OutgoingMessage {
+            subject: subjects::docs(&self.collection, Partition(partition)),
+            msg_id: format!("test-{}-{n}", self.collection),
+            payload,
+        };
+        self.log
+            .append(StreamKind::Docs, vec![message])
+            .await
+            .unwrap()[0]
+    }
+
+    /// Waits until the workers acked every DOCS message up to `seq`.
+    async fn wait_acked(&self, seq: Seq) {
+        let log = self.log.clone();
+        wait_until("DOCS acked", || {
+            let log = log.clone();
+            async move {
+                log.ack_floor(StreamKind::Docs, WORKERS_CONSUMER)
+                    .await
+                    .unwrap()
+                    .is_some_and(|floor| floor >= seq)
+            }
+        })
+        .await;
+    }
+
+    async fn events(&self) -> Vec<Event> {
+        let messages = self
+            .log
+            .read(
+                StreamKind::Events,
+                &subjects::events_of_collection(&self.collection),
+                Seq(0),
+                100_000,
+            )
+            .await
+            .unwrap();
+        messages
+            .iter()
+            .flat_map(|m| EventBatch::decode(&m.payload).unwrap().events)
+            .collect()
+    }
+
+    async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.log
+            .read(
+                StreamKind::Dlq,
+                &subjects::dlq(&self.collection),
+                Seq(0),
+                10_000,
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| DeadLetter::decode(&m.payload).unwrap())
+            .collect()
+    }
+
+    async fn stored(&self, id: &str) -> Option<StoredDoc> {
+        self.store
+            .get(&self.collection, &DocId::new(id).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn wait_events(&self, count: usize) -> Vec<Event> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let events = self.events().await;
+            if events.len() >= count {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {count} events, have {}",
+                events.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn config(workers: usize) -> WorkersConfig {
+    WorkersConfig {
+        count: workers,
+        fetch_batch: 8,
+        max_ack_pending: 64,
+        dedup_cache_entries: 10_000,
+        max_deliver: 3,
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(100),
+    }
+}
+
+fn upsert(id: &str, body: &str) -> DocOp {
+    let source = format!(r#"{{"body":"{body}","id":"{id}"}}"#);
+    DocOp::Upsert {
+        id: DocId::new(id).unwrap(),
+        hash: ContentHash::of(source.as_bytes()),
+        source: Bytes::from(source),
+    }
+}
+
+fn delete(id: &str) -> DocOp {
+    DocOp::Delete {
+        id: DocId::new(id).unwrap(),
+    }
+}
+
+async fn stop(shutdown: CancellationToken, pools: Vec<WorkerPool>) {
+    shutdown.cancel();
+    for pool in pools {
+        tokio::time::timeout(Duration::from_secs(10), pool.wait_stopped())
+            .await
+            .expect("pool stops promptly");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_ops_publishes_events_and_skips_unchanged_content() {
+    let fx = Fixture::new("apply-dedup", Fault::None);
+    let shutdown = CancellationToken::new();
+    let pool = fx.start_pool(config(2), &shutdown).await;
+
+    let first = fx
+        .append(
+            0,
+            vec![upsert("a", "1"), upsert("b", "1"), upsert("c", "1")],
+        )
+        .await;
+    let second = fx.append(1, vec![upsert("d", "1"), delete("e")]).await;
+    let events = fx.wait_events(5).await;
+    fx.wait_acked(second).await;
+    assert_eq!(events.len(), 5, "one event per applied change");
+    let a = fx.stored("a").await.expect("a stored");
+    assert_eq!(a.seq, first.for_op(0));
+    assert_eq!(a.source.as_deref(), Some(&br#"{"body":"1","id":"a"}"#[..]));
+    assert_eq!(fx.stored("d").await.unwrap().seq, second.for_op(0));
+    assert!(events.contains(&Event::Deleted {
+        id: DocId::new("e").unwrap(),
+        seq: second.for_op(1),
+    }));
+    assert_eq!(ops_counter(&fx.collection, "applied"), 5);
+
+    // The same content again: no store write, no event, counted as a dedup skip.
+    let applies_before = fx.store.applies.load(Ordering::SeqCst);
+    let skips_before = counter(
+        WORKER_DEDUP_SKIPS_TOTAL,
+        &[("collection", fx.collection.as_str())],
+    );
+    let again = fx
+        .append(
+            0,
+            vec![upsert("a", "1"), upsert("b", "1"), upsert("c", "1")],
+        )
+        .await;
+    fx.wait_acked(again).await;
+    assert_eq!(fx.events().await.len(), 5, "no event for unchanged content");
+    assert_eq!(fx.store.applies.load(Ordering::SeqCst), applies_before);
+    assert_eq!(fx.stored("a").await.unwrap().seq, first.for_op(0));
+    let skips = counter(
+        WORKER_DEDUP_SKIPS_TOTAL,
+        &[("collection", fx.collection.as_str())],
+    );
+    assert_eq!(skips - skips_before, 3);
+    assert_eq!(ops_counter(&fx.collection, "unchanged"), 3);
+
+    // An update and a repeated id within one message resolve in op order.
+    let update = fx
+        .append(
+            0,
+            vec![upsert("a", "2"), upsert("b", "1"), upsert("a", "3")],
+        )
+        .await;
+    let events = fx.wait_events(7).await;
+    fx.wait_acked(update).await;
+    assert_eq!(events.len(), 7);
+    let a = fx.stored("a").await.unwrap();
+    assert_eq!(a.seq, update.for_op(2));
+    assert_eq!(a.source.as_deref(), Some(&br#"{"body":"3","id":"a"}"#[..]));
+    assert!(events.iter().any(|e| e.seq() == update.for_op(0)));
+    assert!(events.iter().any(|e| e.seq() == update.for_op(2)));
+
+    stop(shutdown, vec![pool]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_op_delivered_after_a_newer_one_is_stale() {
+    let old = upsert("x", "old");
+    let new = upsert("x", "new");
+    let hash_of = |op: &DocOp| match op {
+        DocOp::Upsert { hash, .. } => *hash,
+        DocOp::Delete { .. } => unreachable!(),
+    };
+    // The older write is held back (transient failures) until the newer one is stored,
+    // so the older op reaches the store after the newer one, as after a redelivery.
+    let fx = Fixture::new(
+        "out-of-order",
+        Fault::HoldUntilApplied {
+            held: hash_of(&old),
+            releaser: hash_of(&new),
+            released: AtomicBool::new(false),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let mut workers = config(2);
+    workers.fetch_batch = 1;
+    let pool = fx.start_pool(workers, &shutdown).await;
+
+    let older = fx.append(0, vec![old]).await;
+    let newer = fx.append(0, vec![new]).await;
+    fx.wait_acked(newer).await;
+    assert!(older < newer);
+
+    let x = fx.stored("x").await.unwrap();
+    assert_eq!(x.seq, newer.for_op(0), "the store keeps the newer version");
+    assert_eq!(
+        x.source.as_deref(),
+        Some(&br#"{"body":"new","id":"x"}"#[..])
+    );
+    let events = fx.events().await;
+    assert_eq!(events.len(), 1, "no event for the stale op: {events:?}");
+    assert_eq!(events[0].seq(), newer.for_op(0));
+    assert_eq!(ops_counter(&fx.collection, "stale"), 1);
+    assert_eq!(ops_counter(&fx.collection, "applied"), 1);
+
+    stop(shutdown, vec![pool]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_op_is_dead_lettered_and_its_batch_mates_are_applied() {
+    let fx = Fixture::new("poison", Fault::PermanentFor(DocId::new("poison").unwrap()));
+    let shutdown = CancellationToken::new();
+    let workers = config(2);
+    let max_deliver = workers.max_deliver;
+    let pool = fx.start_pool(workers, &shutdown).await;
+
+    let seq = fx
+        .append(
+            0,
+            vec![upsert("a", "1"), upsert("poison", "1"), upsert("b", "1")],
+        )
+        .await;
+    fx.wait_acked(seq).await;
+
+    let dead = fx.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let record = &dead[0];
+    assert_eq!(record.id.as_ref().map(DocId::as_str), Some("poison"));
+    assert_eq!(record.seq, seq.for_op(1));
+    assert_eq!(record.code, DeadLetterCode::StoreRejected);
+    assert_eq!(record.attempts, max_deliver);
+    assert_eq!(record.op["body"], "1");
+    assert!(record.message.contains("injected permanent failure"));
+    assert!(record.first_failure_ms <= record.last_failure_ms);
+    assert!(record.first_failure_ms > 0);
+
+    assert!(fx.stored("a").await.is_some());
+    assert!(fx.stored("b").await.is_some());
+    assert!(fx.stored("poison").await.is_none());
+    let events = fx.events().await;
+    let mut seqs: Vec<Seq> = events.iter().map(Event::seq).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        vec![seq.for_op(0), seq.for_op(2)],
+        "each batch-mate published once, across redeliveries"
+    );
+    assert_eq!(
+        counter(
+            DLQ_MESSAGES_TOTAL,
+            &[("collection", fx.collection.as_str())]
+        ),
+        1
+    );
+    assert_eq!(ops_counter(&fx.collection, "dead_lettered"), 1);
+    assert_eq!(ops_counter(&fx.collection, "applied"), 2);
+
+    stop(shutdown, vec![pool]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_until_applied() {
+    let fx = Fixture::new("transient", Fault::TransientFirst(AtomicU32::new(4)));
+    let shutdown = CancellationToken::new();
+    let pool = fx.start_pool(config(1), &shutdown).await;
+
+    let seq = fx.append(0, vec![upsert("a", "1"), delete("b")]).await;
+    fx.wait_acked(seq).await;
+    assert!(fx.stored("a").await.is_some());
+    assert_eq!(fx.events().await.len(), 2);
+    assert!(fx.dead_letters().await.is_empty());
+    assert_eq!(ops_counter(&fx.collection, "applied"), 2);
+    assert_eq!(ops_counter(&fx.collection, "dead_lettered"), 0);
+
+    stop(shutdown, vec![pool]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_message_is_dead_lettered() {
+    let fx = Fixture::new("malformed", Fault::None);
+    let shutdown = CancellationToken::new();
+    let pool = fx.start_pool(config(1), &shutdown).await;
+
+    let bad = fx.append_raw(0, Bytes::from_static(b"\xff\xff\xff")).await;
+    let good = fx.append(0, vec![upsert("a", "1")]).await;
+    fx.wait_acked(good).await;
+    let dead = fx.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].code, DeadLetterCode::MalformedMessage);
+    assert_eq!(dead[0].seq, bad);
+    assert_eq!(dead[0].raw_message_hex.as_deref(), Some("ffffff"));
+    assert!(fx.stored("a").await.is_some());
+
+    stop(shutdown, vec![pool]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_and_acks_the_message_in_hand() {
+    let (open_gate, gate) = watch::channel(false);
+    let fx = Fixture::new(
+        "shutdown",
+        Fault::Gate {
+            open: gate,
+            entered: AtomicUsize::new(0),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let pool = fx.start_pool(config(1), &shutdown).await;
+
+    let seq = fx.append(0, vec![upsert("a", "1"), upsert("b", "1")]).await;
+    let store = fx.store.clone();
+    wait_until("a write in flight", || {
+        let store = store.clone();
+        async move {
+            match &store.fault {
+                Fault::Gate { entered, .. } => entered.load(Ordering::SeqCst) > 0,
+                _ => false,
+            }
+        }
+    })
+    .await;
+    shutdown.cancel();
+    open_gate.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), pool.wait_stopped())
+        .await
+        .expect("pool stops once its message is done");
+
+    assert!(fx.stored("a").await.is_some());
+    assert!(fx.stored("b").await.is_some());
+    assert_eq!(fx.events().await.len(), 2);
+    let floor = fx
+        .log
+        .ack_floor(StreamKind::Docs, WORKERS_CONSUMER)
+        .await
+        .unwrap();
+    assert!(floor.is_some_and(|f| f >= seq), "acked before stopping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_share_the_consumer_and_apply_every_op_once() {
+    let fx = Fixture::new("two-pools", Fault::None);
+    let shutdown = CancellationToken::new();
+    let first = fx.start_pool(config(2), &shutdown).await;
+    let second = fx.start_pool(config(2), &shutdown).await;
+
+    const MESSAGES: usize = 40;
+    const OPS: usize = 5;
+    let mut last = Seq(0);
+    for m in 0..MESSAGES {
+        let ops = (0..OPS)
+            .map(|i| upsert(&format!("doc-{m}-{i}"), "v1"))
+            .collect();
+        last = fx.append((m % 2) as u32, ops).await;
+    }
+    fx.wait_acked(last).await;
+    let events = fx.events().await;
+    assert_eq!(events.len(), MESSAGES * OPS, "one event per op, none twice");
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id().as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), MESSAGES * OPS);
+    assert_eq!(
+        ops_counter(&fx.collection, "applied"),
+        (MESSAGES * OPS) as u64
+    );
+    let stored = fx.store.scan(&fx.collection, None, 10_000).await.unwrap();
+    assert_eq!(stored.len(), MESSAGES * OPS);
+
+    stop(shutdown, vec![first, second]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_not_lost_when_their_append_fails_after_the_write() {
+    for (collection, failing_appends) in [("events-retried", 2), ("events-redelivered", 1_000)] {
+        let fx = Fixture::new(collection, Fault::None);
+        let log = Arc::new(FlakyEventsLog {
+            inner: fx.log.clone(),
+            failing_event_appends: AtomicU32::new(failing_appends),
+        });
+        let shutdown = CancellationToken::new();
+        let pool = fx.start_pool_on(log.clone(), config(1), &shutdown).await;
+
+        let seq = fx.append(0, vec![upsert("a", "1"), delete("b")]).await;
+        if failing_appends > 2 {
+            // Outlast the in-place retries so the message is nak'ed and redelivered.
+            let collection = fx.collection.clone();
+            wait_until("a nak", || {
+                let collection = collection.clone();
+                async move { ops_counter(&collection, "failed") > 0 }
+            })
+            .await;
+            assert!(fx.stored("a").await.is_some(), "written before the nak");
+            log.failing_event_appends.store(0, Ordering::SeqCst);
+        }
+        fx.wait_acked(seq).await;
+        let events = fx.events().await;
+        assert_eq!(events.len(), 2, "{collection}: {events:?}");
+        assert_eq!(
+            fx.store.applies.load(Ordering::SeqCst),
+            1,
+            "{collection}: the store is written once"
+        );
+        assert!(fx.dead_letters().await.is_empty());
+        stop(shutdown, vec![pool]).await;
+    }
+}
