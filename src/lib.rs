@@ -94,7 +94,9 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!("shutdown deadline passed; unacked work will be redelivered at the next start");
+        tracing::warn!(
+            "shutdown deadline passed; unacked work will be redelivered at the next start"
+        );
     }
     tracing::info!("sluice stopped");
     Ok(())

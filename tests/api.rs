@@ -24,7 +24,10 @@ fn body_word_counts(docs: &[Value]) -> BTreeMap<String, u64> {
 /// A frequent, a medium and a rare body word with their document counts.
 fn pick_words(counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
     let frequent = counts.iter().max_by_key(|(_, c)| **c).unwrap();
-    let medium = counts.iter().find(|(_, c)| (150..=400).contains(*c)).unwrap();
+    let medium = counts
+        .iter()
+        .find(|(_, c)| (150..=400).contains(*c))
+        .unwrap();
     let rare = counts.iter().find(|(_, c)| **c == 2).unwrap();
     [frequent, medium, rare]
         .into_iter()
@@ -42,7 +45,11 @@ async fn corpus_ingest_search_dedup_and_update() {
     let (lines, docs) = corpus(20_000);
     let requests: Vec<String> = lines.chunks(2_000).map(|c| c.join("\n") + "\n").collect();
     for (i, body) in requests.iter().enumerate() {
-        let wait = if i == requests.len() - 1 { "searchable" } else { "durable" };
+        let wait = if i == requests.len() - 1 {
+            "searchable"
+        } else {
+            "durable"
+        };
         let (status, result) = server.ingest("corpus", body.clone(), wait).await;
         assert_eq!(status, 200, "{result}");
         assert_eq!(result["accepted"], 2_000);
@@ -54,7 +61,11 @@ async fn corpus_ingest_search_dedup_and_update() {
     let counts = body_word_counts(&docs);
     let words = pick_words(&counts);
     for (word, expected) in &words {
-        assert_eq!(server.total("corpus", &format!("body:{word}")).await, *expected, "body:{word}");
+        assert_eq!(
+            server.total("corpus", &format!("body:{word}")).await,
+            *expected,
+            "body:{word}"
+        );
     }
     assert_eq!(server.total("corpus", "*").await, 20_000);
 
@@ -64,32 +75,66 @@ async fn corpus_ingest_search_dedup_and_update() {
     for page in 0..5 {
         let offset = (page * 20).to_string();
         let (status, body) = server
-            .search("corpus", &[("q", &format!("body:{frequent}")), ("limit", "20"), ("offset", &offset)])
+            .search(
+                "corpus",
+                &[
+                    ("q", &format!("body:{frequent}")),
+                    ("limit", "20"),
+                    ("offset", &offset),
+                ],
+            )
             .await;
         assert_eq!(status, 200);
         assert_eq!(body["total"].as_u64().unwrap(), *frequent_count);
         let hits = body["hits"].as_array().unwrap();
         assert_eq!(hits.len(), 20);
         for hit in hits {
-            assert!(seen.insert(hit["id"].as_str().unwrap().to_owned()), "overlap at {hit}");
-            assert!(hit["doc"]["body"].as_str().unwrap().split(' ').any(|w| w == frequent));
+            assert!(
+                seen.insert(hit["id"].as_str().unwrap().to_owned()),
+                "overlap at {hit}"
+            );
+            assert!(hit["doc"]["body"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .any(|w| w == frequent));
         }
     }
 
     // Sorted by price.
     let (status, body) = server
-        .search("corpus", &[("q", "*"), ("sort", "price:asc"), ("limit", "200")])
+        .search(
+            "corpus",
+            &[("q", "*"), ("sort", "price:asc"), ("limit", "200")],
+        )
         .await;
     assert_eq!(status, 200);
-    let prices: Vec<i64> = body["hits"].as_array().unwrap().iter().map(|h| h["doc"]["price"].as_i64().unwrap()).collect();
+    let prices: Vec<i64> = body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["doc"]["price"].as_i64().unwrap())
+        .collect();
     assert_eq!(prices.len(), 200);
-    assert!(prices.windows(2).all(|w| w[0] <= w[1]), "not ascending: {prices:?}");
-    let min_price = docs.iter().map(|d| d["price"].as_i64().unwrap()).min().unwrap();
+    assert!(
+        prices.windows(2).all(|w| w[0] <= w[1]),
+        "not ascending: {prices:?}"
+    );
+    let min_price = docs
+        .iter()
+        .map(|d| d["price"].as_i64().unwrap())
+        .min()
+        .unwrap();
     assert_eq!(prices[0], min_price);
 
     // GET returns the document as sent.
     for i in [0, 7_777, 19_999] {
-        let response = server.client.get(server.url(&format!("/v1/collections/corpus/documents/doc-{i}"))).send().await.unwrap();
+        let response = server
+            .client
+            .get(server.url(&format!("/v1/collections/corpus/documents/doc-{i}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.headers().get("etag").is_some());
         let got: Value = response.json().await.unwrap();
@@ -101,14 +146,27 @@ async fn corpus_ingest_search_dedup_and_update() {
     let skips_before = server.metric("sluice_worker_dedup_skips_total").await;
     assert_eq!(writes_before, 20_000.0);
     for (i, body) in requests.iter().enumerate() {
-        let wait = if i == requests.len() - 1 { "searchable" } else { "durable" };
+        let wait = if i == requests.len() - 1 {
+            "searchable"
+        } else {
+            "durable"
+        };
         let (status, _) = server.ingest("corpus", body.clone(), wait).await;
         assert_eq!(status, 200);
     }
-    assert_eq!(server.metric("sluice_store_writes_total").await, writes_before);
-    assert_eq!(server.metric("sluice_worker_dedup_skips_total").await - skips_before, 20_000.0);
+    assert_eq!(
+        server.metric("sluice_store_writes_total").await,
+        writes_before
+    );
+    assert_eq!(
+        server.metric("sluice_worker_dedup_skips_total").await - skips_before,
+        20_000.0
+    );
     for (word, expected) in &words {
-        assert_eq!(server.total("corpus", &format!("body:{word}")).await, *expected);
+        assert_eq!(
+            server.total("corpus", &format!("body:{word}")).await,
+            *expected
+        );
     }
     assert_eq!(server.total("corpus", "*").await, 20_000);
 
@@ -117,7 +175,16 @@ async fn corpus_ingest_search_dedup_and_update() {
     let mut old_words = Vec::new();
     for i in 0..100 {
         let mut doc = docs[i * 100].clone();
-        old_words.push((doc["id"].as_str().unwrap().to_owned(), doc["body"].as_str().unwrap().split(' ').next().unwrap().to_owned()));
+        old_words.push((
+            doc["id"].as_str().unwrap().to_owned(),
+            doc["body"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned(),
+        ));
         doc["body"] = json!(format!("replacementword{i} sharedreplacement"));
         updated.push_str(&doc.to_string());
         updated.push('\n');
@@ -138,12 +205,19 @@ async fn corpus_ingest_search_dedup_and_update() {
 async fn bad_lines_are_rejected_by_line_and_code_while_good_lines_go_through() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None).await;
-    assert_eq!(server.put_schema("corpus", &corpus_schema()).await.status(), 201);
+    assert_eq!(
+        server.put_schema("corpus", &corpus_schema()).await.status(),
+        201
+    );
     let (lines, _) = corpus(6);
     let mut body: Vec<u8> = Vec::new();
     body.extend_from_slice(lines[0].as_bytes());
     body.extend_from_slice(b"\n{\"id\": \"broken\", \"title\": \n");
-    body.extend_from_slice(lines[1].replace("\"price\":", "\"price\":\"cheap\",\"x\":").as_bytes());
+    body.extend_from_slice(
+        lines[1]
+            .replace("\"price\":", "\"price\":\"cheap\",\"x\":")
+            .as_bytes(),
+    );
     body.push(b'\n');
     let missing: Value = {
         let mut doc: Value = serde_json::from_str(&lines[2]).unwrap();
@@ -163,16 +237,34 @@ async fn bad_lines_are_rejected_by_line_and_code_while_good_lines_go_through() {
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["accepted"], 2);
     assert_eq!(result["rejected"], 4);
-    let errors: Vec<(u64, &str)> = result["errors"].as_array().unwrap().iter()
-        .map(|e| (e["line"].as_u64().unwrap(), e["code"].as_str().unwrap())).collect();
-    assert_eq!(errors, vec![(2, "malformed_json"), (3, "wrong_type"), (4, "missing_field"), (5, "invalid_utf8")]);
+    let errors: Vec<(u64, &str)> = result["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (2, "malformed_json"),
+            (3, "wrong_type"),
+            (4, "missing_field"),
+            (5, "invalid_utf8")
+        ]
+    );
     let ids = result["ids"].as_array().unwrap();
     assert_eq!(ids.len(), 6);
     assert_eq!(ids[0], "doc-0");
     assert!(ids[1..5].iter().all(Value::is_null));
     assert_eq!(ids[5], "doc-4");
     assert_eq!(server.total("corpus", "*").await, 2);
-    let status = server.client.get(server.url("/v1/collections/corpus/documents/doc-1")).send().await.unwrap().status();
+    let status = server
+        .client
+        .get(server.url("/v1/collections/corpus/documents/doc-1"))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 404);
 }
 
@@ -180,7 +272,10 @@ async fn bad_lines_are_rejected_by_line_and_code_while_good_lines_go_through() {
 async fn kill9_during_ingest_loses_no_acknowledged_document_and_duplicates_none() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None).await;
-    assert_eq!(server.put_schema("corpus", &corpus_schema()).await.status(), 201);
+    assert_eq!(
+        server.put_schema("corpus", &corpus_schema()).await.status(),
+        201
+    );
     let (lines, _) = corpus(6_000);
     let bodies: Vec<String> = lines.chunks(100).map(|c| c.join("\n")).collect();
 
@@ -194,47 +289,86 @@ async fn kill9_during_ingest_loses_no_acknowledged_document_and_duplicates_none(
         let acked = acked.clone();
         producers.push(tokio::spawn(async move {
             for body in bodies {
-                let Ok(response) = client.post(&url).body(body).send().await else { break };
+                let Ok(response) = client.post(&url).body(body).send().await else {
+                    break;
+                };
                 if response.status() != 200 {
                     break;
                 }
                 let result: Value = response.json().await.unwrap();
-                let ids = result["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned());
+                let ids = result["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned());
                 acked.lock().unwrap().extend(ids);
             }
         }));
     }
-    assert!(eventually(Duration::from_secs(60), || {
-        let n = acked.lock().unwrap().len();
-        async move { n >= 1_500 }
-    }).await, "ingest did not progress");
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let n = acked.lock().unwrap().len();
+            async move { n >= 1_500 }
+        })
+        .await,
+        "ingest did not progress"
+    );
     let server = server.kill9_and_restart().await;
     for producer in producers {
         producer.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 1_500 && acked.len() < 6_000, "killed too late to test anything: {}", acked.len());
+    assert!(
+        acked.len() >= 1_500 && acked.len() < 6_000,
+        "killed too late to test anything: {}",
+        acked.len()
+    );
 
     // A sentinel written with wait=searchable after the restart is visible only once
     // everything before it (redelivered work included) is.
     let mut sentinel: Value = serde_json::from_str(&lines[0]).unwrap();
     sentinel["id"] = json!("sentinel");
-    let (status, result) = server.ingest("corpus", sentinel.to_string(), "searchable").await;
+    let (status, result) = server
+        .ingest("corpus", sentinel.to_string(), "searchable")
+        .await;
     assert_eq!(status, 200, "{result}");
 
     // Everything acknowledged is there after the restart, and searchable exactly once.
     let present = server.total("corpus", "*").await as usize - 1;
     assert!(present >= acked.len(), "{present} < {}", acked.len());
-    let (status, body) = server.search("corpus", &[("q", "*"), ("limit", "6001"), ("highlight", "false")]).await;
+    let (status, body) = server
+        .search(
+            "corpus",
+            &[("q", "*"), ("limit", "6001"), ("highlight", "false")],
+        )
+        .await;
     assert_eq!(status, 200);
-    let hit_ids: Vec<&str> = body["hits"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect();
+    let hit_ids: Vec<&str> = body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
     let unique: HashSet<&str> = hit_ids.iter().copied().collect();
-    assert_eq!(unique.len(), hit_ids.len(), "a document appears twice in search results");
+    assert_eq!(
+        unique.len(),
+        hit_ids.len(),
+        "a document appears twice in search results"
+    );
     for id in &acked {
-        assert!(unique.contains(id.as_str()), "acknowledged {id} missing from search");
+        assert!(
+            unique.contains(id.as_str()),
+            "acknowledged {id} missing from search"
+        );
     }
     for id in acked.iter().step_by(97) {
-        let status = server.client.get(server.url(&format!("/v1/collections/corpus/documents/{id}"))).send().await.unwrap().status();
+        let status = server
+            .client
+            .get(server.url(&format!("/v1/collections/corpus/documents/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, 200, "{id}");
     }
 }
@@ -255,7 +389,12 @@ async fn collections_are_validated_created_updated_and_deleted() {
     assert_eq!(body["error"]["code"], "incompatible_schema");
     assert!(!body["error"]["trace_id"].as_str().unwrap().is_empty());
 
-    let response = server.put_schema("books", &json!({"fields": [{"name": "x", "type": "colour"}]})).await;
+    let response = server
+        .put_schema(
+            "books",
+            &json!({"fields": [{"name": "x", "type": "colour"}]}),
+        )
+        .await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_schema");
@@ -263,27 +402,79 @@ async fn collections_are_validated_created_updated_and_deleted() {
     assert_eq!(response.status(), 400);
 
     // First ingest into an unknown collection creates it with an inferred schema.
-    let (status, result) = server.ingest("notes", "{\"id\":\"n1\",\"text\":\"hello world\",\"stars\":4}\n", "searchable").await;
+    let (status, result) = server
+        .ingest(
+            "notes",
+            "{\"id\":\"n1\",\"text\":\"hello world\",\"stars\":4}\n",
+            "searchable",
+        )
+        .await;
     assert_eq!(status, 200, "{result}");
-    let info: Value = server.client.get(server.url("/v1/collections/notes")).send().await.unwrap().json().await.unwrap();
+    let info: Value = server
+        .client
+        .get(server.url("/v1/collections/notes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["dynamic"], true);
-    let fields: Vec<&str> = info["schema"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert!(fields.contains(&"text") && fields.contains(&"stars"), "{info}");
+    let fields: Vec<&str> = info["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"text") && fields.contains(&"stars"),
+        "{info}"
+    );
     assert_eq!(server.total("notes", "text:hello").await, 1);
     assert_eq!(server.total("notes", "hello").await, 1);
-    let (status, result) = server.ingest("notes", "{\"id\":\"n2\",\"text\":\"bye\",\"stars\":\"many\",\"extra\":\"late field\"}\n", "searchable").await;
+    let (status, result) = server
+        .ingest(
+            "notes",
+            "{\"id\":\"n2\",\"text\":\"bye\",\"stars\":\"many\",\"extra\":\"late field\"}\n",
+            "searchable",
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(result["errors"][0]["code"], "wrong_type");
-    let (_, result) = server.ingest("notes", "{\"id\":\"n3\",\"text\":\"bye\",\"extra\":\"late field\"}\n", "searchable").await;
+    let (_, result) = server
+        .ingest(
+            "notes",
+            "{\"id\":\"n3\",\"text\":\"bye\",\"extra\":\"late field\"}\n",
+            "searchable",
+        )
+        .await;
     assert_eq!(result["accepted"], 1);
     assert_eq!(server.total("notes", "extra:late").await, 1);
 
-    let list: Value = server.client.get(server.url("/v1/collections")).send().await.unwrap().json().await.unwrap();
+    let list: Value = server
+        .client
+        .get(server.url("/v1/collections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["collections"].as_array().unwrap().len(), 2);
 
-    let response = server.client.delete(server.url("/v1/collections/notes")).send().await.unwrap();
+    let response = server
+        .client
+        .delete(server.url("/v1/collections/notes"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    let response = server.client.get(server.url("/v1/collections/notes")).send().await.unwrap();
+    let response = server
+        .client
+        .get(server.url("/v1/collections/notes"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     let (status, _) = server.search("notes", &[("q", "hello")]).await;
     assert_eq!(status, 404);
@@ -293,17 +484,38 @@ async fn collections_are_validated_created_updated_and_deleted() {
 async fn deletes_updates_and_read_your_writes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None).await;
-    assert_eq!(server.put_schema("corpus", &corpus_schema()).await.status(), 201);
+    assert_eq!(
+        server.put_schema("corpus", &corpus_schema()).await.status(),
+        201
+    );
     let (lines, docs) = corpus(50);
     let (status, _) = server.ingest("corpus", lines.join("\n"), "durable").await;
     assert_eq!(status, 200);
     // GET right after a durable 2xx sees the write.
-    let got: Value = server.client.get(server.url("/v1/collections/corpus/documents/doc-3")).send().await.unwrap().json().await.unwrap();
+    let got: Value = server
+        .client
+        .get(server.url("/v1/collections/corpus/documents/doc-3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got, docs[3]);
 
-    let response = server.client.delete(server.url("/v1/collections/corpus/documents/doc-3?wait=searchable")).send().await.unwrap();
+    let response = server
+        .client
+        .delete(server.url("/v1/collections/corpus/documents/doc-3?wait=searchable"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    let response = server.client.get(server.url("/v1/collections/corpus/documents/doc-3")).send().await.unwrap();
+    let response = server
+        .client
+        .get(server.url("/v1/collections/corpus/documents/doc-3"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "document_not_found");
@@ -317,7 +529,15 @@ async fn deletes_updates_and_read_your_writes() {
     assert_eq!(status, 200);
     let id = result["ids"][0].as_str().unwrap().to_owned();
     assert_eq!(id.len(), 36);
-    let got: Value = server.client.get(server.url(&format!("/v1/collections/corpus/documents/{id}"))).send().await.unwrap().json().await.unwrap();
+    let got: Value = server
+        .client
+        .get(server.url(&format!("/v1/collections/corpus/documents/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["id"], id.as_str());
     assert_eq!(got["title"], docs[0]["title"]);
 
@@ -326,12 +546,30 @@ async fn deletes_updates_and_read_your_writes() {
     first["title"] = json!("first version");
     let mut second = docs[5].clone();
     second["title"] = json!("second version");
-    let (status, _) = server.ingest("corpus", format!("{first}\n{second}\n"), "searchable").await;
+    let (status, _) = server
+        .ingest("corpus", format!("{first}\n{second}\n"), "searchable")
+        .await;
     assert_eq!(status, 200);
-    let got: Value = server.client.get(server.url("/v1/collections/corpus/documents/doc-5")).send().await.unwrap().json().await.unwrap();
+    let got: Value = server
+        .client
+        .get(server.url("/v1/collections/corpus/documents/doc-5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["title"], "second version");
-    assert_eq!(server.total("corpus", "title:second AND id:\"doc-5\"").await, 1);
-    assert_eq!(server.total("corpus", "title:first AND id:\"doc-5\"").await, 0);
+    assert_eq!(
+        server
+            .total("corpus", "title:second AND id:\"doc-5\"")
+            .await,
+        1
+    );
+    assert_eq!(
+        server.total("corpus", "title:first AND id:\"doc-5\"").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,26 +577,47 @@ async fn http_errors_limits_and_encodings() {
     let dir = tempfile::tempdir().unwrap();
     let config = "[ingest]\nmax_body_size = \"64KiB\"\nmax_line_size = \"4KiB\"\nmax_depth = 16\n";
     let server = Server::start(&dir.path().join("data"), Some(config)).await;
-    assert_eq!(server.put_schema("corpus", &corpus_schema()).await.status(), 201);
+    assert_eq!(
+        server.put_schema("corpus", &corpus_schema()).await.status(),
+        201
+    );
     let (lines, _) = corpus(20);
 
     // gzip and zstd bodies.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(lines[..10].join("\n").as_bytes()).unwrap();
-    let response = server.client.post(server.url("/v1/collections/corpus/documents"))
-        .header("content-encoding", "gzip").body(gz.finish().unwrap()).send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/v1/collections/corpus/documents"))
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body = zstd::encode_all(lines[10..].join("\n").as_bytes(), 3).unwrap();
-    let response = server.client.post(server.url("/v1/collections/corpus/documents?wait=searchable"))
-        .header("content-encoding", "zstd").body(body).send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/v1/collections/corpus/documents?wait=searchable"))
+        .header("content-encoding", "zstd")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(server.total("corpus", "*").await, 20);
 
     // Body over the limit (after decompression: a small gzip of a large body).
     let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     bomb.write_all(&vec![b' '; 10 << 20]).unwrap();
-    let response = server.client.post(server.url("/v1/collections/corpus/documents"))
-        .header("content-encoding", "gzip").body(bomb.finish().unwrap()).send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/v1/collections/corpus/documents"))
+        .header("content-encoding", "gzip")
+        .body(bomb.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large");
@@ -368,54 +627,122 @@ async fn http_errors_limits_and_encodings() {
     gz.write_all(lines.join("\n").as_bytes()).unwrap();
     let mut truncated = gz.finish().unwrap();
     truncated.truncate(truncated.len() / 2);
-    let response = server.client.post(server.url("/v1/collections/corpus/documents"))
-        .header("content-encoding", "gzip").body(truncated).send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/v1/collections/corpus/documents"))
+        .header("content-encoding", "gzip")
+        .body(truncated)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
 
     // Line over the line limit and nesting over the depth limit: per-line errors.
     let long = format!("{{\"id\":\"long\",\"title\":\"{}\"}}", "x".repeat(5_000));
-    let deep = format!("{{\"id\":\"deep\",\"j\":{}{}}}", "[".repeat(100), "]".repeat(100));
-    let (status, result) = server.ingest("corpus", format!("{long}\n{deep}\n{}\n", lines[0]), "durable").await;
+    let deep = format!(
+        "{{\"id\":\"deep\",\"j\":{}{}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let (status, result) = server
+        .ingest(
+            "corpus",
+            format!("{long}\n{deep}\n{}\n", lines[0]),
+            "durable",
+        )
+        .await;
     assert_eq!(status, 200, "{result}");
-    let codes: Vec<&str> = result["errors"].as_array().unwrap().iter().map(|e| e["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = result["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes, vec!["line_too_large", "nesting_too_deep"]);
     assert_eq!(result["accepted"], 1);
 
     // Wrong content type, unknown route, wrong method, invalid query.
-    let response = server.client.post(server.url("/v1/collections/corpus/documents"))
-        .header("content-type", "application/xml").body("<doc/>").send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/v1/collections/corpus/documents"))
+        .header("content-type", "application/xml")
+        .body("<doc/>")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 415);
-    let response = server.client.get(server.url("/v2/nothing")).send().await.unwrap();
+    let response = server
+        .client
+        .get(server.url("/v2/nothing"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     assert!(response.headers().get("x-trace-id").is_some());
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
-    let response = server.client.patch(server.url("/v1/collections/corpus")).send().await.unwrap();
+    let response = server
+        .client
+        .patch(server.url("/v1/collections/corpus"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 405);
     let (status, body) = server.search("corpus", &[("q", "title:(unclosed")]).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_query");
-    let (status, body) = server.search("corpus", &[("q", "*"), ("sort", "body:asc")]).await;
+    let (status, body) = server
+        .search("corpus", &[("q", "*"), ("sort", "body:asc")])
+        .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = server.search("corpus", &[("q", "*"), ("limit", "ten")]).await;
+    let (status, _) = server
+        .search("corpus", &[("q", "*"), ("limit", "ten")])
+        .await;
     assert_eq!(status, 400);
 
     // Filters and POST search.
-    let response = server.client.post(server.url("/v1/collections/corpus/search"))
-        .json(&json!({"q": "*", "filter": ["price:[0 TO 4999]"], "sort": "price:desc", "limit": 100}))
-        .send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/v1/collections/corpus/search"))
+        .json(
+            &json!({"q": "*", "filter": ["price:[0 TO 4999]"], "sort": "price:desc", "limit": 100}),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let prices: Vec<i64> = body["hits"].as_array().unwrap().iter().map(|h| h["doc"]["price"].as_i64().unwrap()).collect();
+    let prices: Vec<i64> = body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["doc"]["price"].as_i64().unwrap())
+        .collect();
     assert!(prices.iter().all(|p| *p <= 4999));
     assert!(prices.windows(2).all(|w| w[0] >= w[1]));
     assert_eq!(body["total"].as_u64().unwrap() as usize, prices.len());
 
     // The server is still serving after all of that.
-    let response = server.client.get(server.url("/_internal_/healthcheck")).send().await.unwrap();
+    let response = server
+        .client
+        .get(server.url("/_internal_/healthcheck"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"status": "healthy"}));
-    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "healthy"})
+    );
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sluice_http_requests_total"));
     assert!(metrics.contains("sluice_ingest_documents_total"));
 }
@@ -424,19 +751,37 @@ async fn http_errors_limits_and_encodings() {
 async fn openapi_document_matches_the_routes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None).await;
-    let doc: Value = server.client.get(server.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = server
+        .client
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 8);
     let mut checked = 0;
     for (path, operations) in paths {
-        let concrete = path.replace("{c}", "openapi_probe").replace("{id}", "some-id");
+        let concrete = path
+            .replace("{c}", "openapi_probe")
+            .replace("{id}", "some-id");
         for method in operations.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let response = server.client.request(method.clone(), server.url(&concrete)).send().await.unwrap();
+            let response = server
+                .client
+                .request(method.clone(), server.url(&concrete))
+                .send()
+                .await
+                .unwrap();
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let code = body["error"]["code"].as_str().unwrap_or("");
-            assert!(code != "not_found" && code != "method_not_allowed", "{method} {path} is documented but not routed");
+            assert!(
+                code != "not_found" && code != "method_not_allowed",
+                "{method} {path} is documented but not routed"
+            );
             assert!(status != 405, "{method} {path}");
             checked += 1;
         }
@@ -444,7 +789,13 @@ async fn openapi_document_matches_the_routes() {
         for method in ["get", "put", "post", "delete"] {
             if operations.get(method).is_none() {
                 let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-                let status = server.client.request(m, server.url(&concrete)).send().await.unwrap().status();
+                let status = server
+                    .client
+                    .request(m, server.url(&concrete))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
                 assert_eq!(status, 405, "{method} {path} is routed but not documented");
             }
         }

@@ -73,7 +73,12 @@ impl Server {
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = self.client.get(self.url("/_internal_/healthcheck")).send().await {
+            if let Ok(r) = self
+                .client
+                .get(self.url("/_internal_/healthcheck"))
+                .send()
+                .await
+            {
                 if r.status() == 200 {
                     return;
                 }
@@ -111,10 +116,17 @@ impl Server {
     }
 
     /// POSTs NDJSON; returns status and JSON body.
-    pub async fn ingest(&self, collection: &str, body: impl Into<reqwest::Body>, wait: &str) -> (u16, Value) {
+    pub async fn ingest(
+        &self,
+        collection: &str,
+        body: impl Into<reqwest::Body>,
+        wait: &str,
+    ) -> (u16, Value) {
         let response = self
             .client
-            .post(self.url(&format!("/v1/collections/{collection}/documents?wait={wait}")))
+            .post(self.url(&format!(
+                "/v1/collections/{collection}/documents?wait={wait}"
+            )))
             .header("content-type", "application/x-ndjson")
             .body(body)
             .send()
@@ -177,7 +189,10 @@ pub fn corpus(n: usize) -> (Vec<String>, Vec<Value>) {
     assert!(output.status.success(), "corpus.py failed");
     let text = String::from_utf8(output.stdout).expect("utf-8");
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let docs = lines.iter().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let docs = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     (lines, docs)
 }
 

@@ -99,7 +99,12 @@ impl Catalog {
 
     /// Every collection, by name.
     pub fn list(&self) -> Vec<Arc<CollectionMeta>> {
-        self.cache.read().expect("catalog lock").values().cloned().collect()
+        self.cache
+            .read()
+            .expect("catalog lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Follows creations, schema changes and deletions from now on.

@@ -211,24 +211,59 @@ impl Config {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(ConfigError(what.to_owned())) };
-        check(self.ingest.max_line_size <= self.ingest.max_body_size, "ingest.max_line_size exceeds ingest.max_body_size")?;
-        check(self.ingest.max_depth >= 1 && self.ingest.max_depth <= 1000, "ingest.max_depth must be 1..=1000")?;
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError(what.to_owned()))
+            }
+        };
         check(
-            self.ingest.max_batch_docs >= 1 && self.ingest.max_batch_docs <= crate::ids::MAX_OPS_PER_BATCH,
+            self.ingest.max_line_size <= self.ingest.max_body_size,
+            "ingest.max_line_size exceeds ingest.max_body_size",
+        )?;
+        check(
+            self.ingest.max_depth >= 1 && self.ingest.max_depth <= 1000,
+            "ingest.max_depth must be 1..=1000",
+        )?;
+        check(
+            self.ingest.max_batch_docs >= 1
+                && self.ingest.max_batch_docs <= crate::ids::MAX_OPS_PER_BATCH,
             "ingest.max_batch_docs must be 1..=1048576",
         )?;
         check(
-            self.ingest.default_shards >= 1 && self.ingest.default_shards <= crate::schema::MAX_SHARDS,
+            self.ingest.default_shards >= 1
+                && self.ingest.default_shards <= crate::schema::MAX_SHARDS,
             "ingest.default_shards must be 1..=256",
         )?;
-        check(self.ingest.max_in_flight_requests >= 1, "ingest.max_in_flight_requests must be at least 1")?;
-        check(self.log.max_pending_appends >= 1, "log.max_pending_appends must be at least 1")?;
-        check(self.workers.fetch_batch >= 1, "workers.fetch_batch must be at least 1")?;
-        check(self.workers.max_deliver >= 1, "workers.max_deliver must be at least 1")?;
-        check(self.indexer.writer_memory >= ByteSize::mib(16), "indexer.writer_memory must be at least 16MiB")?;
-        check(self.indexer.commit_max_docs >= 1, "indexer.commit_max_docs must be at least 1")?;
-        check(self.indexer.fetch_batch >= 1, "indexer.fetch_batch must be at least 1")?;
+        check(
+            self.ingest.max_in_flight_requests >= 1,
+            "ingest.max_in_flight_requests must be at least 1",
+        )?;
+        check(
+            self.log.max_pending_appends >= 1,
+            "log.max_pending_appends must be at least 1",
+        )?;
+        check(
+            self.workers.fetch_batch >= 1,
+            "workers.fetch_batch must be at least 1",
+        )?;
+        check(
+            self.workers.max_deliver >= 1,
+            "workers.max_deliver must be at least 1",
+        )?;
+        check(
+            self.indexer.writer_memory >= ByteSize::mib(16),
+            "indexer.writer_memory must be at least 16MiB",
+        )?;
+        check(
+            self.indexer.commit_max_docs >= 1,
+            "indexer.commit_max_docs must be at least 1",
+        )?;
+        check(
+            self.indexer.fetch_batch >= 1,
+            "indexer.fetch_batch must be at least 1",
+        )?;
         Ok(())
     }
 }

@@ -106,10 +106,7 @@ pub fn parse_line(line: &[u8], limits: &LineLimits) -> Result<Map<String, Value>
     if depth > limits.max_depth {
         return Err(LineError::new(
             ErrorCode::NestingTooDeep,
-            format!(
-                "nesting depth exceeds the limit of {}",
-                limits.max_depth
-            ),
+            format!("nesting depth exceeds the limit of {}", limits.max_depth),
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -280,9 +277,9 @@ pub fn validate_document(
 /// and the expected type, never the value.
 pub fn check_field_value(field: &FieldDef, value: &Value) -> Result<(), (ErrorCode, String)> {
     match value {
-        Value::Array(items) if field.array => items
-            .iter()
-            .try_for_each(|item| check_scalar(field, item)),
+        Value::Array(items) if field.array => {
+            items.iter().try_for_each(|item| check_scalar(field, item))
+        }
         Value::Array(_) if field.field_type != FieldType::Json => Err((
             ErrorCode::WrongType,
             format!(
@@ -340,8 +337,7 @@ fn check_scalar(field: &FieldDef, value: &Value) -> Result<(), (ErrorCode, Strin
             }
         }
         (FieldType::Datetime, Value::String(s)) => {
-            match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            {
+            match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
                 Ok(_) => Ok(()),
                 Err(_) => wrong_type(),
             }
@@ -419,7 +415,10 @@ mod tests {
         let b = check(r#"{ "price":5, "ts":"2026-01-01T00:00:00Z","author":"x","tags":["t1"],"body":"c d","title":"a b","id":"doc-1"}"#).unwrap();
         assert_eq!(a.hash, b.hash);
         assert_eq!(a.source, b.source);
-        assert!(a.source.starts_with(br#"{"author":"x","body""#), "keys sorted");
+        assert!(
+            a.source.starts_with(br#"{"author":"x","body""#),
+            "keys sorted"
+        );
         let c = check(&GOOD.replace("c d", "c e")).unwrap();
         assert_ne!(a.hash, c.hash);
     }
@@ -431,7 +430,12 @@ mod tests {
         let stored: Value = serde_json::from_slice(&doc.source).unwrap();
         assert_eq!(stored["id"], doc.id.as_str());
         assert_eq!(stored["price"], 0);
-        assert_eq!(uuid::Uuid::parse_str(doc.id.as_str()).unwrap().get_version_num(), 7);
+        assert_eq!(
+            uuid::Uuid::parse_str(doc.id.as_str())
+                .unwrap()
+                .get_version_num(),
+            7
+        );
     }
 
     #[test]
@@ -439,17 +443,44 @@ mod tests {
         let cases = [
             (r#"{"id":"1","title":"#.to_owned(), ErrorCode::MalformedJson),
             ("[1,2]".to_owned(), ErrorCode::NotAnObject),
-            (GOOD.replace(r#""price":5"#, r#""price":"5""#), ErrorCode::WrongType),
-            (GOOD.replace(r#""price":5"#, r#""price":1.5"#), ErrorCode::WrongType),
-            (GOOD.replace(r#""price":5"#, r#""price":9223372036854775808"#), ErrorCode::NumberOutOfRange),
-            (GOOD.replace(r#""price":5"#, r#""price":1e300"#), ErrorCode::NumberOutOfRange),
-            (GOOD.replace(r#""author":"x","#, ""), ErrorCode::MissingField),
-            (GOOD.replace(r#""author":"x""#, r#""author":null"#), ErrorCode::MissingField),
-            (GOOD.replace(r#""ts":"2026-01-01T00:00:00Z""#, r#""ts":"yesterday""#), ErrorCode::WrongType),
-            (GOOD.replace(r#""price":5"#, r#""price":5,"price":6"#), ErrorCode::DuplicateKey),
+            (
+                GOOD.replace(r#""price":5"#, r#""price":"5""#),
+                ErrorCode::WrongType,
+            ),
+            (
+                GOOD.replace(r#""price":5"#, r#""price":1.5"#),
+                ErrorCode::WrongType,
+            ),
+            (
+                GOOD.replace(r#""price":5"#, r#""price":9223372036854775808"#),
+                ErrorCode::NumberOutOfRange,
+            ),
+            (
+                GOOD.replace(r#""price":5"#, r#""price":1e300"#),
+                ErrorCode::NumberOutOfRange,
+            ),
+            (
+                GOOD.replace(r#""author":"x","#, ""),
+                ErrorCode::MissingField,
+            ),
+            (
+                GOOD.replace(r#""author":"x""#, r#""author":null"#),
+                ErrorCode::MissingField,
+            ),
+            (
+                GOOD.replace(r#""ts":"2026-01-01T00:00:00Z""#, r#""ts":"yesterday""#),
+                ErrorCode::WrongType,
+            ),
+            (
+                GOOD.replace(r#""price":5"#, r#""price":5,"price":6"#),
+                ErrorCode::DuplicateKey,
+            ),
             (GOOD.replace(r#""doc-1""#, r#""""#), ErrorCode::InvalidId),
             (GOOD.replace(r#""doc-1""#, r#"true"#), ErrorCode::WrongType),
-            (GOOD.replace(r#""author":"x""#, r#""author":["x"]"#), ErrorCode::WrongType),
+            (
+                GOOD.replace(r#""author":"x""#, r#""author":["x"]"#),
+                ErrorCode::WrongType,
+            ),
         ];
         for (line, code) in cases {
             assert_eq!(check(&line).unwrap_err().code, code, "{line}");
@@ -465,13 +496,19 @@ mod tests {
             max_depth: 8,
         };
         let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(100));
-        assert_eq!(parse_line(long.as_bytes(), &limits).unwrap_err().code, ErrorCode::LineTooLarge);
+        assert_eq!(
+            parse_line(long.as_bytes(), &limits).unwrap_err().code,
+            ErrorCode::LineTooLarge
+        );
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let limits = LineLimits {
             max_line_bytes: 1 << 20,
             max_depth: 8,
         };
-        assert_eq!(parse_line(deep.as_bytes(), &limits).unwrap_err().code, ErrorCode::NestingTooDeep);
+        assert_eq!(
+            parse_line(deep.as_bytes(), &limits).unwrap_err().code,
+            ErrorCode::NestingTooDeep
+        );
         let braces_in_string = r#"{"a":"[[[[[[[[[[[[[[[[[[["}"#;
         assert!(parse_line(braces_in_string.as_bytes(), &limits).is_ok());
     }
@@ -487,9 +524,17 @@ mod tests {
     #[test]
     fn strict_schemas_refuse_unknown_fields() {
         let mut schema = corpus_schema();
-        let doc = parse_line(GOOD.replace(r#""price":5"#, r#""price":5,"extra":1"#).as_bytes(), &LineLimits::default()).unwrap();
+        let doc = parse_line(
+            GOOD.replace(r#""price":5"#, r#""price":5,"extra":1"#)
+                .as_bytes(),
+            &LineLimits::default(),
+        )
+        .unwrap();
         assert!(validate_document(&schema, doc.clone()).is_ok());
         schema.strict = true;
-        assert_eq!(validate_document(&schema, doc).unwrap_err().code, ErrorCode::UnknownField);
+        assert_eq!(
+            validate_document(&schema, doc).unwrap_err().code,
+            ErrorCode::UnknownField
+        );
     }
 }

@@ -76,9 +76,20 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            MalformedJson | InvalidUtf8 | NotAnObject | WrongType | MissingField
-            | UnknownField | InvalidId | NumberOutOfRange | NestingTooDeep | DuplicateKey
-            | InvalidCollectionName | InvalidSchema | InvalidQuery | InvalidRequest => 400,
+            MalformedJson
+            | InvalidUtf8
+            | NotAnObject
+            | WrongType
+            | MissingField
+            | UnknownField
+            | InvalidId
+            | NumberOutOfRange
+            | NestingTooDeep
+            | DuplicateKey
+            | InvalidCollectionName
+            | InvalidSchema
+            | InvalidQuery
+            | InvalidRequest => 400,
             LineTooLarge | PayloadTooLarge => 413,
             IncompatibleSchema => 409,
             CollectionNotFound | DocumentNotFound | NotFound => 404,

@@ -126,8 +126,11 @@ pub trait Log: Send + Sync + 'static {
 
     /// The highest sequence such that every message of the consumer's filter at or
     /// below it is acked; `None` when the consumer does not exist.
-    async fn ack_floor(&self, stream: StreamKind, durable_name: &str)
-        -> Result<Option<Seq>, LogError>;
+    async fn ack_floor(
+        &self,
+        stream: StreamKind,
+        durable_name: &str,
+    ) -> Result<Option<Seq>, LogError>;
 
     /// The sequence of the last message appended to `stream` (0 when none ever was).
     async fn last_seq(&self, stream: StreamKind) -> Result<Seq, LogError>;

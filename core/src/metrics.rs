@@ -67,8 +67,15 @@ pub fn describe() {
         "HTTP request latency"
     );
     describe_counter!(INGEST_DOCUMENTS_TOTAL, "Lines received by ingest");
-    describe_counter!(INGEST_BYTES_TOTAL, Unit::Bytes, "Decoded request body bytes received");
-    describe_counter!(LOG_APPENDED_MESSAGES_TOTAL, "Messages appended to a log stream");
+    describe_counter!(
+        INGEST_BYTES_TOTAL,
+        Unit::Bytes,
+        "Decoded request body bytes received"
+    );
+    describe_counter!(
+        LOG_APPENDED_MESSAGES_TOTAL,
+        "Messages appended to a log stream"
+    );
     describe_histogram!(
         LOG_APPEND_DURATION_SECONDS,
         Unit::Seconds,

@@ -215,8 +215,10 @@ impl Schema {
             )));
         }
         if self.field(&self.primary_key).is_none() {
-            self.fields
-                .insert(0, FieldDef::new(self.primary_key.clone(), FieldType::String));
+            self.fields.insert(
+                0,
+                FieldDef::new(self.primary_key.clone(), FieldType::String),
+            );
         }
         let mut seen = HashSet::new();
         for field in &self.fields {
@@ -416,12 +418,27 @@ mod tests {
     #[test]
     fn refuses_bad_schemas_with_clear_messages() {
         for (body, needle) in [
-            (r#"{"fields":[{"name":"a","type":"nope"}]}"#, "unknown variant"),
-            (r#"{"fields":[{"name":"a","type":"text"},{"name":"a","type":"text"}]}"#, "twice"),
+            (
+                r#"{"fields":[{"name":"a","type":"nope"}]}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"fields":[{"name":"a","type":"text"},{"name":"a","type":"text"}]}"#,
+                "twice",
+            ),
             (r#"{"fields":[{"name":"_a","type":"text"}]}"#, "field name"),
-            (r#"{"fields":[{"name":"n","type":"i64","default":"x"}]}"#, "default"),
-            (r#"{"fields":[{"name":"k","type":"keyword","tokenizer":"raw"}]}"#, "tokenizer"),
-            (r#"{"primary_key":"id","fields":[{"name":"id","type":"f64"}]}"#, "primary key"),
+            (
+                r#"{"fields":[{"name":"n","type":"i64","default":"x"}]}"#,
+                "default",
+            ),
+            (
+                r#"{"fields":[{"name":"k","type":"keyword","tokenizer":"raw"}]}"#,
+                "tokenizer",
+            ),
+            (
+                r#"{"primary_key":"id","fields":[{"name":"id","type":"f64"}]}"#,
+                "primary key",
+            ),
             (r#"{"fields":[],"bogus":1}"#, "unknown field"),
             (r#"{"fields":[],"shards":0}"#, "shards"),
         ] {

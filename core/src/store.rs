@@ -149,8 +149,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<WriteOutcome>, StoreError>;
 
     /// The stored version of `id`, tombstones included.
-    async fn get(&self, collection: &CollectionName, id: &DocId)
-        -> Result<Option<StoredDoc>, StoreError>;
+    async fn get(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<StoredDoc>, StoreError>;
 
     /// The stored versions of `ids`, in order, without bodies.
     async fn versions(

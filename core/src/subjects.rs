@@ -44,6 +44,11 @@ pub fn docs(collection: &CollectionName, partition: Partition) -> String {
     format!("sluice.docs.{collection}.{partition}")
 }
 
+/// `sluice.docs.{c}.>`: every partition of one collection's ops.
+pub fn docs_of_collection(collection: &CollectionName) -> String {
+    format!("sluice.docs.{collection}.>")
+}
+
 /// `sluice.events.{c}.{p}`
 pub fn events(collection: &CollectionName, partition: Partition) -> String {
     format!("sluice.events.{collection}.{partition}")

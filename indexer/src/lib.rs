@@ -1,1 +1,32 @@
-//! placeholder
+//! sluice index shards: Tantivy indexes fed from the EVENTS log, their commit policy, and
+//! search over them.
+//!
+//! Each collection has `shards` Tantivy indexes (one per log partition). Each shard is fed
+//! by its own consume loop on its own durable EVENTS consumer; it applies micro-batches as
+//! delete-by-id + add, never letting an older sequence overwrite a newer one, commits on a
+//! size-or-time policy, reloads its searcher, bumps its generation and only then acks.
+//! Searches fan out over a collection's shards, merge the top hits and are cached by
+//! (collection, normalized request, shard generations).
+//!
+//! # Layout
+//! - [`indexer`]: the role: catalog following, collection lifecycle, cached search.
+//! - `collection`: one collection's shards at one schema version; building from the store.
+//! - `consume`: the per-shard consume loop (fetch, apply, commit, ack).
+//! - `commit_policy`: when a shard commits.
+//! - `shard`: one Tantivy index, its writer, the sequence guard, commits and generations.
+//! - `index_schema`: the Tantivy schema of a collection and document mapping.
+//! - [`search`]: request validation, query planning, per-shard collection, merge, highlights.
+//! - [`error`]: start-up and search errors.
+
+mod collection;
+mod commit_policy;
+mod consume;
+pub mod error;
+mod index_schema;
+pub mod indexer;
+pub mod search;
+mod shard;
+
+pub use error::{IndexerError, SearchError};
+pub use indexer::Indexer;
+pub use search::{Hit, SearchRequest, SearchResponse};

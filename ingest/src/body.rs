@@ -53,7 +53,10 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         )),
         Err(e) => Err(ApiError::new(
             ErrorCode::InvalidRequest,
-            format!("the request body could not be read or decoded: {}", root_cause(&*e)),
+            format!(
+                "the request body could not be read or decoded: {}",
+                root_cause(&*e)
+            ),
         )),
     }
 }
@@ -86,16 +89,24 @@ mod tests {
     fn content_types() {
         let mut headers = HeaderMap::new();
         assert!(check_ndjson_content_type(&headers).is_ok());
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson; charset=utf-8"),
+        );
         assert!(check_ndjson_content_type(&headers).is_ok());
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
         let err = check_ndjson_content_type(&headers).unwrap_err();
         assert_eq!(err.code(), ErrorCode::UnsupportedMediaType);
     }
 
     #[tokio::test]
     async fn limit_is_a_413_not_a_400() {
-        let err = read_limited(Body::from(vec![b'x'; 100]), 10).await.unwrap_err();
+        let err = read_limited(Body::from(vec![b'x'; 100]), 10)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::PayloadTooLarge);
         let ok = read_limited(Body::from(vec![b'x'; 10]), 10).await.unwrap();
         assert_eq!(ok.len(), 10);

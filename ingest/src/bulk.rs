@@ -159,10 +159,8 @@ pub fn prepare(
     let batches = by_partition
         .into_iter()
         .flat_map(|(partition, ops)| {
-            let chunks: Vec<Vec<DocOp>> = ops
-                .chunks(max_batch_docs)
-                .map(<[DocOp]>::to_vec)
-                .collect();
+            let chunks: Vec<Vec<DocOp>> =
+                ops.chunks(max_batch_docs).map(<[DocOp]>::to_vec).collect();
             chunks.into_iter().map(move |ops| DocBatch {
                 collection: collection.clone(),
                 partition,
@@ -225,16 +223,19 @@ async fn collection_for_ingest(
     let sample = tokio::task::spawn_blocking(move || inference_sample(&sample_body, &limits))
         .await
         .map_err(ApiError::internal)?;
-    state
+    let meta = state
         .inner
         .catalog
         .get_or_create_dynamic(name, &sample)
         .await
-        .map_err(|e| match e.code() {
-            ErrorCode::Unavailable => ApiError::unavailable("store", e),
-            ErrorCode::Internal => ApiError::internal(e),
-            code => ApiError::new(code, e.to_string()),
-        })
+        .map_err(crate::collections::catalog_error)?;
+    state
+        .inner
+        .visibility
+        .wait_index_ready(&meta)
+        .await
+        .map_err(wait_error)?;
+    Ok(meta)
 }
 
 /// Maps a failed visibility wait to its error response.
@@ -256,8 +257,10 @@ pub async fn ingest_documents(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let collection = CollectionName::new(collection).map_err(|e| ApiError::new(e.code, e.message))?;
-    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let collection =
+        CollectionName::new(collection).map_err(|e| ApiError::new(e.code, e.message))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     check_ndjson_content_type(&headers)?;
     let _permit = tokio::time::timeout(
         ADMISSION_WAIT,
@@ -265,8 +268,11 @@ pub async fn ingest_documents(
     )
     .await
     .map_err(|_| {
-        ApiError::new(ErrorCode::Overloaded, "too many ingest requests in flight; retry later")
-            .retry_after(1)
+        ApiError::new(
+            ErrorCode::Overloaded,
+            "too many ingest requests in flight; retry later",
+        )
+        .retry_after(1)
     })?
     .map_err(ApiError::internal)?;
 
@@ -290,7 +296,8 @@ pub async fn ingest_documents(
     .map_err(ApiError::internal)?;
 
     let label = collection.to_string();
-    metrics::counter!(m::INGEST_BYTES_TOTAL, "collection" => label.clone()).increment(body_len as u64);
+    metrics::counter!(m::INGEST_BYTES_TOTAL, "collection" => label.clone())
+        .increment(body_len as u64);
     metrics::counter!(m::INGEST_DOCUMENTS_TOTAL, "collection" => label.clone(), "outcome" => "rejected")
         .increment(prepared.response.rejected as u64);
 
@@ -298,7 +305,9 @@ pub async fn ingest_documents(
         Ok(seq) => seq,
         Err(error) => {
             let nulls = vec![Value::Null; prepared.response.ids.len()];
-            return Err(error.with("ids", Value::Array(nulls)).with("accepted", json!(0)));
+            return Err(error
+                .with("ids", Value::Array(nulls))
+                .with("accepted", json!(0)));
         }
     };
     metrics::counter!(m::INGEST_DOCUMENTS_TOTAL, "collection" => label, "outcome" => "accepted")
@@ -345,7 +354,10 @@ mod tests {
         assert_eq!(r.ids[10], None);
         assert_eq!(r.ids[11], None);
         let codes: Vec<_> = r.errors.iter().map(|e| (e.line, e.code)).collect();
-        assert_eq!(codes, vec![(11, ErrorCode::WrongType), (13, ErrorCode::MalformedJson)]);
+        assert_eq!(
+            codes,
+            vec![(11, ErrorCode::WrongType), (13, ErrorCode::MalformedJson)]
+        );
         let ops: usize = prepared.batches.iter().map(|b| b.ops.len()).sum();
         assert_eq!(ops, 10);
         for batch in &prepared.batches {

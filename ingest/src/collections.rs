@@ -12,8 +12,10 @@ use serde_json::{json, Value};
 use sluice_core::catalog::{CatalogError, PutOutcome};
 use sluice_core::schema::Schema;
 use sluice_core::store::CollectionMeta;
+use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{CollectionName, ErrorCode};
 
+use crate::bulk::wait_error;
 use crate::documents::collection_meta;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -29,7 +31,7 @@ fn view(meta: &CollectionMeta) -> Value {
     })
 }
 
-fn catalog_error(error: CatalogError) -> ApiError {
+pub(crate) fn catalog_error(error: CatalogError) -> ApiError {
     match error.code() {
         ErrorCode::Unavailable => ApiError::unavailable("store", error),
         ErrorCode::Internal => ApiError::internal(error),
@@ -52,7 +54,15 @@ pub async fn put_collection(
         .await
         .map_err(catalog_error)?;
     let status = match outcome {
-        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Created => {
+            state
+                .inner
+                .visibility
+                .wait_index_ready(&meta)
+                .await
+                .map_err(wait_error)?;
+            StatusCode::CREATED
+        }
         PutOutcome::Updated => StatusCode::OK,
     };
     Ok((status, Json(view(&meta))))
@@ -85,6 +95,18 @@ pub async fn delete_collection(
         .delete(&name)
         .await
         .map_err(catalog_error)?;
+    // Old ops and events must not replay into a collection re-created under this name.
+    for (stream, filter) in [
+        (StreamKind::Docs, subjects::docs_of_collection(&name)),
+        (StreamKind::Events, subjects::events_of_collection(&name)),
+    ] {
+        state
+            .inner
+            .log
+            .purge(stream, &filter)
+            .await
+            .map_err(|e| ApiError::unavailable("log", e))?;
+    }
     state
         .inner
         .store

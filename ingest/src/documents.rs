@@ -26,7 +26,10 @@ pub(crate) fn collection_meta(
 ) -> Result<(CollectionName, std::sync::Arc<CollectionMeta>), ApiError> {
     let name = CollectionName::new(name).map_err(|e| ApiError::new(e.code, e.message))?;
     let meta = state.inner.catalog.get(&name).ok_or_else(|| {
-        ApiError::new(ErrorCode::CollectionNotFound, format!("no collection named {name:?}"))
+        ApiError::new(
+            ErrorCode::CollectionNotFound,
+            format!("no collection named {name:?}"),
+        )
     })?;
     Ok((name, meta))
 }
@@ -67,7 +70,10 @@ pub async fn get_document(
     };
     let mut response = source.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
         headers.insert(header::ETAG, etag);
     }
@@ -81,7 +87,8 @@ pub async fn delete_document(
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (name, meta) = collection_meta(&state, collection)?;
-    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     let id = document_id(id)?;
     let batch = DocBatch {
         collection: name,

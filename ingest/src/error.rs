@@ -33,13 +33,20 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
         .headers()
         .get(TRACE_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     let span = tracing::info_span!("request", trace_id = %trace_id, method = %request.method(), path = %request.uri().path());
     let header_value = HeaderValue::from_str(&trace_id).ok();
     let mut response = TRACE_ID
-        .scope(trace_id, tracing::Instrument::instrument(next.run(request), span))
+        .scope(
+            trace_id,
+            tracing::Instrument::instrument(next.run(request), span),
+        )
         .await;
     if let Some(value) = header_value {
         response.headers_mut().insert(TRACE_ID_HEADER, value);

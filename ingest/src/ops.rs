@@ -13,7 +13,10 @@ pub async fn healthcheck(State(state): State<AppState>) -> (StatusCode, Json<Val
     if state.is_ready() {
         (StatusCode::OK, Json(json!({"status": "healthy"})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting"})),
+        )
     }
 }
 

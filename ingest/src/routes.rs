@@ -20,13 +20,10 @@ use crate::{bulk, collections, documents, error, ops, search};
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let ingest = post(bulk::ingest_documents)
-        .layer(RequestDecompressionLayer::new())
+        .layer::<_, std::convert::Infallible>(RequestDecompressionLayer::new())
         .layer(DefaultBodyLimit::disable());
     Router::new()
-        .route(
-            "/v1/collections",
-            get(collections::list_collections),
-        )
+        .route("/v1/collections", get(collections::list_collections))
         .route(
             "/v1/collections/{c}",
             put(collections::put_collection)

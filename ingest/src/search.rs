@@ -69,17 +69,12 @@ async fn run(
     let started = Instant::now();
     let result = state.inner.indexer.search(&name, &request).await;
     metrics::histogram!(m::SEARCH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(SearchError::InvalidQuery(_)) => "invalid",
-        Err(_) => "error",
-    };
-    metrics::counter!(m::SEARCH_REQUESTS_TOTAL, "outcome" => outcome).increment(1);
     result.map(Json).map_err(|e| match e {
         SearchError::InvalidQuery(message) => ApiError::new(ErrorCode::InvalidQuery, message),
-        SearchError::CollectionNotFound => {
-            ApiError::new(ErrorCode::CollectionNotFound, format!("no collection named {name:?}"))
-        }
+        SearchError::CollectionNotFound => ApiError::new(
+            ErrorCode::CollectionNotFound,
+            format!("no collection named {name:?}"),
+        ),
         SearchError::Unavailable(cause) => ApiError::unavailable("index", cause),
         other => ApiError::internal(other),
     })
@@ -104,9 +99,8 @@ pub async fn search_post(
     let request: SearchRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SearchRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(ErrorCode::InvalidRequest, format!("search body: {e}"))
-        })?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("search body: {e}")))?
     };
     run(&state, collection, request).await
 }
@@ -119,10 +113,22 @@ mod tests {
     fn query_parameters_map_to_a_request() {
         let r = request_from_query("q=body%3Afoo&filter=tags:a&filter=price:%5B1+TO+5%5D&sort=price:asc&limit=5&offset=10&highlight=false").unwrap();
         assert_eq!(r.q.as_deref(), Some("body:foo"));
-        assert_eq!(r.filter, vec!["tags:a".to_owned(), "price:[1 TO 5]".to_owned()]);
+        assert_eq!(
+            r.filter,
+            vec!["tags:a".to_owned(), "price:[1 TO 5]".to_owned()]
+        );
         assert_eq!(r.sort.as_deref(), Some("price:asc"));
-        assert_eq!((r.limit, r.offset, r.highlight), (Some(5), Some(10), Some(false)));
-        assert_eq!(request_from_query("limit=-1").unwrap_err().code(), ErrorCode::InvalidRequest);
-        assert_eq!(request_from_query("bogus=1").unwrap_err().code(), ErrorCode::InvalidRequest);
+        assert_eq!(
+            (r.limit, r.offset, r.highlight),
+            (Some(5), Some(10), Some(false))
+        );
+        assert_eq!(
+            request_from_query("limit=-1").unwrap_err().code(),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            request_from_query("bogus=1").unwrap_err().code(),
+            ErrorCode::InvalidRequest
+        );
     }
 }

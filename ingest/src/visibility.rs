@@ -65,9 +65,26 @@ impl Visibility {
         Ok(())
     }
 
+    /// Waits until every index shard consumer of a new collection exists, so that no
+    /// event of the collection can be appended (and truncated) before its shard listens.
+    pub async fn wait_index_ready(&self, collection: &CollectionMeta) -> Result<(), WaitError> {
+        let deadline = Instant::now() + self.timeout;
+        for shard in 0..collection.shards() {
+            let consumer = subjects::indexer_consumer(&collection.name, Partition(shard));
+            self.wait_floor(StreamKind::Events, &consumer, Seq(0), deadline)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn wait_applied(&self, docs_seq: Seq, deadline: Instant) -> Result<(), WaitError> {
-        self.wait_floor(StreamKind::Docs, subjects::WORKERS_CONSUMER, docs_seq, deadline)
-            .await
+        self.wait_floor(
+            StreamKind::Docs,
+            subjects::WORKERS_CONSUMER,
+            docs_seq,
+            deadline,
+        )
+        .await
     }
 
     async fn wait_floor(

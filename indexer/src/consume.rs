@@ -1,0 +1,176 @@
+//! The consume loop of one shard: fetch EVENTS micro-batches, apply them, commit on the
+//! policy, then ack.
+//!
+//! Concurrency: one task per shard; Tantivy work (applying, committing) runs on blocking
+//! threads so the async workers stay free. The loop is the only writer of its shard.
+//!
+//! Invariants:
+//! - A message is acked only after the commit that made its events durable and
+//!   searchable (acks trail the commit, never precede it). A crash before the ack means
+//!   redelivery, and re-applying is a no-op thanks to the shard's sequence guard.
+//! - On cancellation the loop finishes its batch, commits and acks before returning.
+//! - A message that cannot be decoded can never succeed: it is logged and acked with the
+//!   next commit rather than redelivered forever.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_core::config::IndexerConfig;
+use sluice_core::log::{Consumer, ConsumerConfig, Delivery, Log};
+use sluice_core::op::EventBatch;
+use sluice_core::subjects::{self, StreamKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::commit_policy::CommitPolicy;
+use crate::error::ShardError;
+use crate::shard::ShardIndex;
+
+/// How long a delivered event message may stay unacked: several commit intervals, so a
+/// slow commit does not trigger redeliveries.
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(60);
+/// Most event messages delivered and unacked per shard (backpressure on the log).
+pub(crate) const MAX_ACK_PENDING: usize = 512;
+/// Longest a fetch waits when nothing is pending (bounds shutdown and idle latency).
+const MAX_FETCH_WAIT: Duration = Duration::from_millis(250);
+/// Delay after a log failure before trying again.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// The consumer configuration of one shard.
+pub(crate) fn consumer_config(shard: &ShardIndex) -> ConsumerConfig {
+    ConsumerConfig {
+        durable_name: subjects::indexer_consumer(shard.collection(), shard.partition()),
+        filter_subject: subjects::events(shard.collection(), shard.partition()),
+        ack_wait: ACK_WAIT,
+        max_ack_pending: MAX_ACK_PENDING,
+    }
+}
+
+/// Runs `f` on a blocking thread.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ShardError>
+where
+    F: FnOnce() -> Result<T, ShardError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ShardError::Task(e.to_string()))?
+}
+
+/// Consumes the shard's events until `cancel` fires, then commits and acks what it holds.
+pub(crate) async fn run(
+    shard: Arc<ShardIndex>,
+    log: Arc<dyn Log>,
+    config: IndexerConfig,
+    cancel: CancellationToken,
+) {
+    let Some(consumer) = open_consumer(&shard, log.as_ref(), &cancel).await else {
+        return;
+    };
+    let mut policy = CommitPolicy::new(config.commit_max_docs, config.commit_interval);
+    let mut unacked: Vec<Delivery> = Vec::new();
+    loop {
+        let wait = policy
+            .time_until_due(Instant::now())
+            .map_or(MAX_FETCH_WAIT, |until| until.min(MAX_FETCH_WAIT));
+        let fetched = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            fetched = consumer.fetch(config.fetch_batch, wait) => fetched,
+        };
+        match fetched {
+            Ok(deliveries) if !deliveries.is_empty() => {
+                let events = decode(&shard, &deliveries);
+                let apply_shard = shard.clone();
+                match blocking(move || apply_shard.apply(events)).await {
+                    Ok(outcome) => {
+                        policy.record(outcome.changed(), Instant::now());
+                        unacked.extend(deliveries);
+                    }
+                    Err(error) => {
+                        // Not acked: the log delivers these again after `ack_wait`.
+                        tracing::error!(%error, collection = %shard.collection(), shard = shard.partition().0, "applying events failed");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "fetching events failed");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+            }
+        }
+        if policy.is_due(Instant::now()) {
+            commit_and_ack(&shard, consumer.as_ref(), &mut policy, &mut unacked).await;
+        }
+    }
+    if policy.has_pending() {
+        commit_and_ack(&shard, consumer.as_ref(), &mut policy, &mut unacked).await;
+    }
+}
+
+async fn open_consumer(
+    shard: &ShardIndex,
+    log: &dyn Log,
+    cancel: &CancellationToken,
+) -> Option<Box<dyn Consumer>> {
+    loop {
+        match log
+            .consumer(StreamKind::Events, consumer_config(shard))
+            .await
+        {
+            Ok(consumer) => return Some(consumer),
+            Err(error) => {
+                tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "opening the events consumer failed");
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+            }
+        }
+    }
+}
+
+fn decode(shard: &ShardIndex, deliveries: &[Delivery]) -> Vec<sluice_core::op::Event> {
+    let mut events = Vec::new();
+    for delivery in deliveries {
+        match EventBatch::decode(&delivery.payload) {
+            Ok(batch) => events.extend(batch.events),
+            Err(error) => {
+                tracing::error!(%error, seq = delivery.seq.0, collection = %shard.collection(), shard = shard.partition().0, "undecodable events message skipped");
+            }
+        }
+    }
+    events
+}
+
+async fn commit_and_ack(
+    shard: &Arc<ShardIndex>,
+    consumer: &dyn Consumer,
+    policy: &mut CommitPolicy,
+    unacked: &mut Vec<Delivery>,
+) {
+    if policy.pending_docs() > 0 {
+        let commit_shard = shard.clone();
+        if let Err(error) = blocking(move || commit_shard.commit()).await {
+            tracing::error!(%error, collection = %shard.collection(), shard = shard.partition().0, "commit failed; changes will be redelivered");
+            let rollback_shard = shard.clone();
+            if let Err(error) = blocking(move || rollback_shard.rollback()).await {
+                tracing::error!(%error, collection = %shard.collection(), shard = shard.partition().0, "rollback failed");
+            }
+            // Not acked: redelivered after `ack_wait`, re-applied idempotently.
+            unacked.clear();
+            policy.reset();
+            return;
+        }
+    }
+    if !unacked.is_empty() {
+        if let Err(error) = consumer.ack(unacked).await {
+            // The changes are committed; the redelivery this causes is a no-op.
+            tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed");
+        }
+    }
+    unacked.clear();
+    policy.reset();
+}

@@ -1,0 +1,509 @@
+//! The indexer role: follows the catalog, owns every collection's shards and their loops,
+//! and answers searches through the result cache.
+//!
+//! Concurrency: one follower task applies catalog changes one at a time (so a collection
+//! is never opened, rebuilt and dropped concurrently with itself); searches read the
+//! collection map under a short read lock and run on blocking threads, one per shard.
+//! A rebuild keeps the old index searchable until the new one is swapped in.
+//!
+//! Shutdown: cancelling the token stops the follower, which then stops every
+//! collection's loops; each loop commits and acks its last batch. [`Indexer::wait_stopped`]
+//! returns once all of that is done.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use sluice_core::catalog::{Catalog, CatalogChange};
+use sluice_core::config::IndexerConfig;
+use sluice_core::log::Log;
+use sluice_core::metrics::{
+    SEARCH_CACHE_LOOKUPS_TOTAL, SEARCH_DURATION_SECONDS, SEARCH_REQUESTS_TOTAL,
+};
+use sluice_core::store::{CollectionMeta, Store};
+use sluice_core::CollectionName;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::collection::{self, CollectionIndex};
+use crate::error::{IndexerError, SearchError};
+use crate::search::{self, NormalizedRequest, SearchRequest, SearchResponse};
+
+/// Attempts at opening or rebuilding a collection after a catalog change.
+const OPEN_ATTEMPTS: u32 = 5;
+/// First delay between those attempts (doubles).
+const OPEN_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Identifies a result: any commit on any shard changes `generations`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    collection: CollectionName,
+    request: NormalizedRequest,
+    generations: Vec<u64>,
+}
+
+/// Index shards of every collection, and search over them.
+pub struct Indexer {
+    config: IndexerConfig,
+    root: PathBuf,
+    log: Arc<dyn Log>,
+    store: Arc<dyn Store>,
+    collections: RwLock<HashMap<CollectionName, Arc<CollectionIndex>>>,
+    cache: Cache<CacheKey, Arc<SearchResponse>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Indexer {
+    /// Opens the shards of every collection in the catalog under `data_dir/index`, starts one
+    /// consume loop per shard, and follows catalog changes (new collections get shards,
+    /// deleted ones are dropped, a schema_version change rebuilds the collection's index).
+    pub async fn start(
+        config: IndexerConfig,
+        data_dir: &Path,
+        log: Arc<dyn Log>,
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Indexer>, IndexerError> {
+        let root = data_dir.join("index");
+        std::fs::create_dir_all(&root).map_err(|source| IndexerError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        // Subscribe before listing so no change falls between the two.
+        let changes = catalog.subscribe();
+        let indexer = Arc::new(Indexer {
+            cache: Cache::builder()
+                .max_capacity(config.search_cache_entries)
+                .build(),
+            config,
+            root,
+            log,
+            store,
+            collections: RwLock::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutdown,
+        });
+        let metas = catalog.list();
+        for meta in &metas {
+            let index = indexer.open_collection(meta.clone()).await?;
+            indexer.install(index);
+        }
+        indexer.remove_unknown_collection_dirs(&metas);
+        let follower = indexer.clone();
+        indexer
+            .tasks
+            .spawn(async move { follower.follow(catalog, changes).await });
+        indexer.tasks.close();
+        Ok(indexer)
+    }
+
+    /// After `shutdown` is cancelled: waits for the loops to finish their batch, commit and ack.
+    pub async fn wait_stopped(&self) {
+        self.tasks.wait().await;
+    }
+
+    /// Runs a search over every shard of the collection (cached, see below).
+    pub async fn search(
+        &self,
+        collection: &CollectionName,
+        request: &SearchRequest,
+    ) -> Result<SearchResponse, SearchError> {
+        let started = Instant::now();
+        let result = self.search_uncounted(collection, request, started).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(SearchError::InvalidQuery(_) | SearchError::CollectionNotFound) => "invalid",
+            Err(_) => "error",
+        };
+        metrics::counter!(SEARCH_REQUESTS_TOTAL, "outcome" => outcome).increment(1);
+        metrics::histogram!(SEARCH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn search_uncounted(
+        &self,
+        collection: &CollectionName,
+        request: &SearchRequest,
+        started: Instant,
+    ) -> Result<SearchResponse, SearchError> {
+        let index = self
+            .collection(collection)
+            .ok_or(SearchError::CollectionNotFound)?;
+        let key = self.cache_key(&index, request)?;
+        if let Some(cached) = self.cache.get(&key) {
+            metrics::counter!(SEARCH_CACHE_LOOKUPS_TOTAL, "outcome" => "hit").increment(1);
+            let mut response = SearchResponse::clone(&cached);
+            response.took_ms = started.elapsed().as_millis() as u64;
+            return Ok(response);
+        }
+        metrics::counter!(SEARCH_CACHE_LOOKUPS_TOTAL, "outcome" => "miss").increment(1);
+        let mut response = run_search(index, key.request.clone()).await?;
+        self.cache.insert(key, Arc::new(response.clone()));
+        response.took_ms = started.elapsed().as_millis() as u64;
+        Ok(response)
+    }
+
+    /// Validates `request` and keys it with the shards' current generations.
+    ///
+    /// Generations are read before searching: a commit racing the search can only make
+    /// the cached result fresher than its key, never staler.
+    fn cache_key(
+        &self,
+        index: &CollectionIndex,
+        request: &SearchRequest,
+    ) -> Result<CacheKey, SearchError> {
+        let first = index
+            .shards
+            .first()
+            .ok_or_else(|| SearchError::Unavailable("the collection has no shards".into()))?;
+        Ok(CacheKey {
+            collection: index.meta.name.clone(),
+            request: NormalizedRequest::new(
+                request,
+                first.schema(),
+                self.config.max_result_window,
+            )?,
+            generations: index.shards.iter().map(|s| s.generation()).collect(),
+        })
+    }
+
+    fn collection(&self, name: &CollectionName) -> Option<Arc<CollectionIndex>> {
+        self.collections
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Makes `index` the served one and starts its loops; returns the one it replaces.
+    fn install(&self, index: CollectionIndex) -> Option<Arc<CollectionIndex>> {
+        index.start_loops(&self.log, &self.config);
+        let index = Arc::new(index);
+        self.collections
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(index.meta.name.clone(), index)
+    }
+
+    fn uninstall(&self, name: &CollectionName) -> Option<Arc<CollectionIndex>> {
+        self.collections
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name)
+    }
+
+    async fn open_collection(
+        &self,
+        meta: Arc<CollectionMeta>,
+    ) -> Result<CollectionIndex, IndexerError> {
+        let index = CollectionIndex::open(
+            &self.root,
+            meta.clone(),
+            &self.config,
+            self.store.as_ref(),
+            &self.shutdown,
+        )
+        .await?;
+        collection::remove_other_versions(&self.root, &meta)?;
+        Ok(index)
+    }
+
+    /// Index directories of collections the catalog no longer has (deleted while down).
+    fn remove_unknown_collection_dirs(&self, known: &[Arc<CollectionMeta>]) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !known.iter().any(|meta| meta.name.as_str() == name) {
+                if let Err(error) = collection::remove_dir(&entry.path()) {
+                    tracing::warn!(%error, "removing the index of a deleted collection failed");
+                }
+            }
+        }
+    }
+
+    async fn follow(
+        self: Arc<Self>,
+        catalog: Arc<Catalog>,
+        mut changes: tokio::sync::broadcast::Receiver<CatalogChange>,
+    ) {
+        loop {
+            let change = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                change = changes.recv() => change,
+            };
+            match change {
+                Ok(CatalogChange::Upserted(meta)) => self.on_upserted(meta).await,
+                Ok(CatalogChange::Deleted(name)) => self.on_deleted(&name).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "catalog changes missed; reconciling with the catalog"
+                    );
+                    self.reconcile(&catalog).await;
+                }
+                Err(RecvError::Closed) => {
+                    self.shutdown.cancelled().await;
+                    break;
+                }
+            }
+        }
+        let all: Vec<Arc<CollectionIndex>> = self
+            .collections
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for index in all {
+            index.stop_loops().await;
+        }
+    }
+
+    async fn on_upserted(&self, meta: Arc<CollectionMeta>) {
+        let current = self.collection(&meta.name);
+        if let Some(current) = &current {
+            if current.meta.schema_version >= meta.schema_version
+                && current.meta.created_at_ms == meta.created_at_ms
+            {
+                return;
+            }
+            // The new index is built while nobody consumes the events (see
+            // `collection`); the old one keeps answering searches meanwhile.
+            current.stop_loops().await;
+        }
+        let mut delay = OPEN_RETRY_DELAY;
+        for attempt in 1..=OPEN_ATTEMPTS {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            match self.open_collection(meta.clone()).await {
+                Ok(index) => {
+                    if let Some(old) = self.install(index) {
+                        old.retire_metrics();
+                    }
+                    tracing::info!(collection = %meta.name, version = meta.schema_version, "collection index ready");
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, collection = %meta.name, attempt, "opening the collection index failed");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay *= 2;
+                }
+            }
+        }
+        // Give the previous version its loops back rather than leave it frozen.
+        if let Some(current) = current {
+            tracing::error!(collection = %meta.name, "keeping the previous index version");
+            current.start_loops(&self.log, &self.config);
+        }
+    }
+
+    async fn on_deleted(&self, name: &CollectionName) {
+        let Some(index) = self.uninstall(name) else {
+            return;
+        };
+        index.stop_loops().await;
+        index.delete_consumers(self.log.as_ref()).await;
+        index.retire_metrics();
+        let dir = collection::collection_dir(&self.root, &index.meta);
+        drop(index);
+        if let Err(error) = collection::remove_dir(&dir) {
+            tracing::warn!(%error, collection = %name, "removing the index directory failed");
+        }
+        tracing::info!(collection = %name, "collection index dropped");
+    }
+
+    /// Brings the served collections in line with the catalog after missed changes.
+    async fn reconcile(&self, catalog: &Catalog) {
+        let metas = catalog.list();
+        let served: Vec<CollectionName> = self
+            .collections
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for name in served {
+            if !metas.iter().any(|meta| meta.name == name) {
+                self.on_deleted(&name).await;
+            }
+        }
+        for meta in metas {
+            self.on_upserted(meta).await;
+        }
+    }
+}
+
+/// Fans the search out to every shard on blocking threads, merges, loads the page.
+async fn run_search(
+    index: Arc<CollectionIndex>,
+    request: NormalizedRequest,
+) -> Result<SearchResponse, SearchError> {
+    let plan = {
+        let index = index.clone();
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || search::plan(&index.shards[0], &request))
+            .await
+            .map_err(|e| SearchError::Internal(e.to_string()))??
+    };
+    let plan = Arc::new(plan);
+    let top_k = request.top_k();
+    let mut tasks = Vec::with_capacity(index.shards.len());
+    for (shard_no, shard) in index.shards.iter().enumerate() {
+        let shard = shard.clone();
+        let plan = plan.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            search::collect_shard(shard_no, &shard, &plan, top_k)
+        }));
+    }
+    let mut tops = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        tops.push(
+            task.await
+                .map_err(|e| SearchError::Internal(e.to_string()))??,
+        );
+    }
+    let (offset, limit) = (request.offset(), request.limit());
+    tokio::task::spawn_blocking(move || {
+        let (total, page) = search::merge(&tops, &plan, offset, limit);
+        let hits = search::load_hits(&index.shards, &tops, &plan, page)?;
+        Ok(SearchResponse {
+            total,
+            hits,
+            took_ms: 0,
+        })
+    })
+    .await
+    .map_err(|e| SearchError::Internal(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use sluice_core::config::{Config, LogConfig};
+    use sluice_core::document::ContentHash;
+    use sluice_core::log::OutgoingMessage;
+    use sluice_core::op::{Event, EventBatch};
+    use sluice_core::schema::Schema;
+    use sluice_core::store::StoreWrite;
+    use sluice_core::subjects::{self, StreamKind};
+    use sluice_core::{DocId, Seq};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn results_are_cached_until_a_commit_changes_a_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> =
+            sluice_queue::EmbeddedLog::open(&dir.path().join("log"), &LogConfig::default())
+                .unwrap();
+        let store: Arc<dyn Store> =
+            sluice_store::EmbeddedStore::open(&dir.path().join("store")).unwrap();
+        let catalog = Arc::new(Catalog::load(store.clone(), 2).await.unwrap());
+        let books = CollectionName::new("books").unwrap();
+        let schema = Schema::from_json(br#"{"fields":[{"name":"title","type":"text"}]}"#).unwrap();
+        catalog.put_schema(&books, schema).await.unwrap();
+        let doc = |id: &str, seq: u64| {
+            let source = serde_json::json!({"id": id, "title": "cached words"}).to_string();
+            (
+                DocId::new(id).unwrap(),
+                Seq(seq),
+                ContentHash::of(source.as_bytes()),
+                Bytes::from(source),
+            )
+        };
+        let (id, seq, hash, source) = doc("a", 1);
+        store
+            .apply(
+                &books,
+                vec![StoreWrite::Upsert {
+                    id,
+                    seq,
+                    hash,
+                    source,
+                }],
+            )
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let indexer = Indexer::start(
+            Config::for_test(dir.path()).indexer,
+            dir.path(),
+            log.clone(),
+            store,
+            catalog,
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+
+        let request = SearchRequest {
+            q: Some("cached".into()),
+            ..SearchRequest::default()
+        };
+        let key = |indexer: &Indexer| {
+            let index = indexer.collection(&books).unwrap();
+            indexer.cache_key(&index, &request).unwrap()
+        };
+        let first_key = key(&indexer);
+        assert!(!indexer.cache.contains_key(&first_key));
+        let first = indexer.search(&books, &request).await.unwrap();
+        assert_eq!(first.total, 1);
+        assert!(indexer.cache.contains_key(&first_key), "stored on a miss");
+        // Equivalent spellings share the entry.
+        let respelled = SearchRequest {
+            q: Some("  cached ".into()),
+            limit: Some(10),
+            ..SearchRequest::default()
+        };
+        let index = indexer.collection(&books).unwrap();
+        assert_eq!(indexer.cache_key(&index, &respelled).unwrap(), first_key);
+        let again = indexer.search(&books, &respelled).await.unwrap();
+        assert_eq!(again.total, 1);
+
+        // A committed change moves a generation: the old entry is no longer used.
+        let (id, seq, hash, source) = doc("b", 2);
+        let partition = id.partition(2);
+        let batch = EventBatch {
+            collection: books.clone(),
+            partition,
+            events: vec![Event::Upserted {
+                id,
+                seq,
+                hash,
+                source,
+            }],
+        };
+        log.append(
+            StreamKind::Events,
+            vec![OutgoingMessage {
+                subject: subjects::events(&books, partition),
+                msg_id: "b".into(),
+                payload: batch.encode(),
+            }],
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while key(&indexer) == first_key {
+            assert!(Instant::now() < deadline, "no commit happened");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after = indexer.search(&books, &request).await.unwrap();
+        assert_eq!(after.total, 2, "the cache did not serve the stale result");
+        shutdown.cancel();
+        indexer.wait_stopped().await;
+    }
+}

@@ -1,0 +1,381 @@
+//! The indexer role end to end on the real embedded log and store: building from the
+//! store, consuming events, the sequence guard across batches, acks after commits,
+//! restart, schema-change rebuilds and collection deletion.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_core::catalog::Catalog;
+use sluice_core::config::{Config, IndexerConfig, LogConfig};
+use sluice_core::document::ContentHash;
+use sluice_core::log::{Log, OutgoingMessage};
+use sluice_core::op::{Event, EventBatch};
+use sluice_core::schema::Schema;
+use sluice_core::store::{Store, StoreWrite};
+use sluice_core::subjects::{self, StreamKind};
+use sluice_core::{CollectionName, DocId, Seq};
+use sluice_indexer::{Indexer, SearchError, SearchRequest, SearchResponse};
+use sluice_queue::EmbeddedLog;
+use sluice_store::EmbeddedStore;
+use tokio_util::sync::CancellationToken;
+
+const SHARDS: u32 = 2;
+
+struct Env {
+    dir: tempfile::TempDir,
+    log: Arc<dyn Log>,
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    books: CollectionName,
+    next_msg: std::sync::atomic::AtomicU64,
+}
+
+fn schema(extra_field: bool) -> Schema {
+    let extra = if extra_field {
+        r#",{"name":"genre","type":"keyword","required":false}"#
+    } else {
+        ""
+    };
+    let body = format!(
+        r#"{{"shards":{SHARDS},"fields":[{{"name":"id","type":"string"}},{{"name":"title","type":"text"}},
+        {{"name":"price","type":"i64","required":false}}{extra}]}}"#
+    );
+    Schema::from_json(body.as_bytes()).unwrap()
+}
+
+fn source(id: &str, title: &str) -> String {
+    serde_json::json!({"id": id, "title": title}).to_string()
+}
+
+impl Env {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> =
+            EmbeddedLog::open(&dir.path().join("log"), &LogConfig::default()).unwrap();
+        let store: Arc<dyn Store> = EmbeddedStore::open(&dir.path().join("store")).unwrap();
+        let catalog = Arc::new(Catalog::load(store.clone(), SHARDS).await.unwrap());
+        Self {
+            dir,
+            log,
+            store,
+            catalog,
+            books: CollectionName::new("books").unwrap(),
+            next_msg: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn config() -> IndexerConfig {
+        Config::for_test("unused").indexer
+    }
+
+    async fn start(&self, shutdown: &CancellationToken) -> Arc<Indexer> {
+        Indexer::start(
+            Self::config(),
+            self.dir.path(),
+            self.log.clone(),
+            self.store.clone(),
+            self.catalog.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn index_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("index").join("books")
+    }
+
+    /// Writes the store only (as if the events had been consumed long ago).
+    async fn store_only(&self, id: &str, seq: u64, title: &str) {
+        let source = source(id, title);
+        self.store
+            .apply(
+                &self.books,
+                vec![StoreWrite::Upsert {
+                    id: DocId::new(id).unwrap(),
+                    seq: Seq(seq),
+                    hash: ContentHash::of(source.as_bytes()),
+                    source: Bytes::from(source),
+                }],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Does what a worker does: store write, then one EVENTS message. Returns its sequence.
+    async fn publish(&self, event: Event) -> Seq {
+        let write = match &event {
+            Event::Upserted {
+                id,
+                seq,
+                hash,
+                source,
+            } => StoreWrite::Upsert {
+                id: id.clone(),
+                seq: *seq,
+                hash: *hash,
+                source: source.clone(),
+            },
+            Event::Deleted { id, seq } => StoreWrite::Delete {
+                id: id.clone(),
+                seq: *seq,
+            },
+        };
+        self.store.apply(&self.books, vec![write]).await.unwrap();
+        let partition = event.id().partition(SHARDS);
+        let batch = EventBatch {
+            collection: self.books.clone(),
+            partition,
+            events: vec![event],
+        };
+        let n = self
+            .next_msg
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seqs = self
+            .log
+            .append(
+                StreamKind::Events,
+                vec![OutgoingMessage {
+                    subject: subjects::events(&self.books, partition),
+                    msg_id: format!("test-{n}"),
+                    payload: batch.encode(),
+                }],
+            )
+            .await
+            .unwrap();
+        seqs[0]
+    }
+
+    async fn wait_acked(&self, id: &str, seq: Seq) {
+        let partition = DocId::new(id).unwrap().partition(SHARDS);
+        let consumer = subjects::indexer_consumer(&self.books, partition);
+        eventually("the consumer acks", || async {
+            self.log
+                .ack_floor(StreamKind::Events, &consumer)
+                .await
+                .unwrap()
+                .is_some_and(|floor| floor >= seq)
+        })
+        .await;
+    }
+}
+
+fn upsert(id: &str, seq: u64, title: &str) -> Event {
+    let source = source(id, title);
+    Event::Upserted {
+        id: DocId::new(id).unwrap(),
+        seq: Seq(seq),
+        hash: ContentHash::of(source.as_bytes()),
+        source: Bytes::from(source),
+    }
+}
+
+fn query(q: &str) -> SearchRequest {
+    SearchRequest {
+        q: Some(q.to_owned()),
+        limit: Some(100),
+        ..SearchRequest::default()
+    }
+}
+
+async fn search(indexer: &Indexer, request: SearchRequest) -> Result<SearchResponse, SearchError> {
+    indexer
+        .search(&CollectionName::new("books").unwrap(), &request)
+        .await
+}
+
+async fn total(indexer: &Indexer, request: SearchRequest) -> u64 {
+    search(indexer, request).await.unwrap().total
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stop(indexer: &Indexer, shutdown: &CancellationToken) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), indexer.wait_stopped())
+        .await
+        .expect("indexer stops in time");
+}
+
+fn built(dir: &Path) -> bool {
+    dir.join(".built").exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_from_the_store_consumes_events_and_survives_a_restart() {
+    let env = Env::new().await;
+    env.catalog
+        .put_schema(&env.books, schema(false))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        env.store_only(&format!("old-{i}"), i + 1, "stored before start")
+            .await;
+    }
+    let shutdown = CancellationToken::new();
+    let indexer = env.start(&shutdown).await;
+    assert_eq!(
+        total(&indexer, SearchRequest::default()).await,
+        5,
+        "built from the store"
+    );
+    assert!(built(&env.index_dir().join("v1")));
+
+    for i in 0..10 {
+        env.publish(upsert(&format!("new-{i}"), 100 + i, "fresh arrival"))
+            .await;
+    }
+    eventually("new documents are searchable", || async {
+        total(&indexer, query("fresh")).await == 10
+    })
+    .await;
+
+    // A delete, then an older upsert of the same id in a later batch: it stays deleted.
+    env.publish(Event::Deleted {
+        id: DocId::new("new-0").unwrap(),
+        seq: Seq(300),
+    })
+    .await;
+    let last = env
+        .publish(upsert("new-0", 200, "fresh resurrection"))
+        .await;
+    // And an update that wins over its older version.
+    let update = env.publish(upsert("new-1", 400, "fresh rewrite")).await;
+    env.wait_acked("new-0", last).await;
+    env.wait_acked("new-1", update).await;
+    // Acks come after the commit: everything acked is searchable.
+    assert_eq!(total(&indexer, query("fresh")).await, 9);
+    assert_eq!(total(&indexer, query("resurrection")).await, 0);
+    assert_eq!(total(&indexer, query("rewrite")).await, 1);
+    assert_eq!(total(&indexer, SearchRequest::default()).await, 14);
+
+    stop(&indexer, &shutdown).await;
+    drop(indexer);
+
+    // Only in the store: a restart that rebuilt from the store would show it.
+    env.store_only("store-only", 500, "never evented").await;
+    let shutdown = CancellationToken::new();
+    let indexer = env.start(&shutdown).await;
+    assert_eq!(
+        total(&indexer, SearchRequest::default()).await,
+        14,
+        "committed index reopened"
+    );
+    assert_eq!(total(&indexer, query("never")).await, 0);
+    // Still consuming after the restart.
+    env.publish(upsert("after-restart", 600, "fresh again"))
+        .await;
+    eventually("events after a restart are indexed", || async {
+        total(&indexer, query("again")).await == 1
+    })
+    .await;
+    stop(&indexer, &shutdown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_creation_schema_changes_and_deletion() {
+    let env = Env::new().await;
+    let shutdown = CancellationToken::new();
+    let indexer = env.start(&shutdown).await;
+    assert!(matches!(
+        search(&indexer, SearchRequest::default()).await,
+        Err(SearchError::CollectionNotFound)
+    ));
+
+    // Created after start: shards open and consume.
+    env.catalog
+        .put_schema(&env.books, schema(false))
+        .await
+        .unwrap();
+    eventually("the new collection is served", || async {
+        search(&indexer, SearchRequest::default()).await.is_ok()
+    })
+    .await;
+    for i in 0..6 {
+        env.publish(upsert(&format!("doc-{i}"), 10 + i, "first version"))
+            .await;
+    }
+    eventually("documents are indexed", || async {
+        total(&indexer, query("first")).await == 6
+    })
+    .await;
+
+    // A compatible schema change rebuilds the index at v2 from the store.
+    let genre_filter = || SearchRequest {
+        filter: vec!["genre:scifi".into()],
+        ..SearchRequest::default()
+    };
+    assert!(matches!(
+        search(&indexer, genre_filter()).await,
+        Err(SearchError::InvalidQuery(_))
+    ));
+    env.catalog
+        .put_schema(&env.books, schema(true))
+        .await
+        .unwrap();
+    eventually("the rebuilt index is served", || async {
+        search(&indexer, genre_filter()).await.is_ok()
+    })
+    .await;
+    assert!(built(&env.index_dir().join("v2")));
+    assert!(
+        !env.index_dir().join("v1").exists(),
+        "the old version is removed"
+    );
+    assert_eq!(
+        total(&indexer, query("first")).await,
+        6,
+        "rebuilt from the store"
+    );
+    let source = serde_json::json!({"id": "doc-9", "title": "later", "genre": "scifi"}).to_string();
+    env.publish(Event::Upserted {
+        id: DocId::new("doc-9").unwrap(),
+        seq: Seq(99),
+        hash: ContentHash::of(source.as_bytes()),
+        source: Bytes::from(source),
+    })
+    .await;
+    eventually("the new field is filterable", || async {
+        total(&indexer, genre_filter()).await == 1
+    })
+    .await;
+
+    // Deletion drops shards, consumers and files.
+    env.catalog.delete(&env.books).await.unwrap();
+    eventually("the collection is gone", || async {
+        matches!(
+            search(&indexer, SearchRequest::default()).await,
+            Err(SearchError::CollectionNotFound)
+        )
+    })
+    .await;
+    eventually("its index directory is removed", || async {
+        !env.index_dir().exists()
+    })
+    .await;
+    for shard in 0..SHARDS {
+        let consumer = subjects::indexer_consumer(&env.books, sluice_core::Partition(shard));
+        eventually("its consumers are deleted", || async {
+            env.log
+                .ack_floor(StreamKind::Events, &consumer)
+                .await
+                .unwrap()
+                .is_none()
+        })
+        .await;
+    }
+    stop(&indexer, &shutdown).await;
+}
