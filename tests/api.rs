@@ -802,3 +802,29 @@ async fn openapi_document_matches_the_routes() {
     }
     assert!(checked >= 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_with_an_idempotency_key_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None).await;
+    let body = "{\"text\":\"alpha\"}\n{\"text\":\"beta\"}\n";
+    let send = |key: &'static str| {
+        let request = server
+            .client
+            .post(server.url("/v1/collections/keyed/documents?wait=searchable"))
+            .header("idempotency-key", key)
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let first = send("batch-7").await;
+    let retry = send("batch-7").await;
+    assert_eq!(first["ids"], retry["ids"]);
+    assert_eq!(server.total("keyed", "*").await, 2);
+    let other = send("batch-8").await;
+    assert_ne!(first["ids"], other["ids"]);
+    assert_eq!(server.total("keyed", "*").await, 4);
+}

@@ -223,10 +223,12 @@ impl<'de> Visitor<'de> for UniqueKeysValue {
 }
 
 /// Validates a parsed document against `schema`: fills defaults, checks types and
-/// required fields, takes or assigns the id, and computes the canonical form and hash.
+/// required fields, takes the id or assigns one from `assign_id`, and computes the
+/// canonical form and hash.
 pub fn validate_document(
     schema: &Schema,
     mut doc: Map<String, Value>,
+    assign_id: impl FnOnce() -> DocId,
 ) -> Result<ValidDocument, LineError> {
     for field in &schema.fields {
         let present = doc.get(&field.name).is_some_and(|v| !v.is_null());
@@ -256,7 +258,7 @@ pub fn validate_document(
         Some(Value::String(s)) => (DocId::new(s.as_str()), false),
         Some(Value::Number(n)) => (DocId::new(n.to_string()), false),
         Some(Value::Null) | None => {
-            let id = DocId::generate();
+            let id = assign_id();
             doc.insert(schema.primary_key.clone(), Value::String(id.to_string()));
             (Ok(id), true)
         }
@@ -397,7 +399,7 @@ mod tests {
 
     fn check(line: &str) -> Result<ValidDocument, LineError> {
         let map = parse_line(line.as_bytes(), &LineLimits::default())?;
-        validate_document(&corpus_schema(), map)
+        validate_document(&corpus_schema(), map, DocId::generate)
     }
 
     const GOOD: &str = r#"{"id":"doc-1","title":"a b","body":"c d","tags":["t1"],"author":"x","ts":"2026-01-01T00:00:00Z","price":5}"#;
@@ -530,10 +532,12 @@ mod tests {
             &LineLimits::default(),
         )
         .unwrap();
-        assert!(validate_document(&schema, doc.clone()).is_ok());
+        assert!(validate_document(&schema, doc.clone(), DocId::generate).is_ok());
         schema.strict = true;
         assert_eq!(
-            validate_document(&schema, doc).unwrap_err().code,
+            validate_document(&schema, doc, DocId::generate)
+                .unwrap_err()
+                .code,
             ErrorCode::UnknownField
         );
     }

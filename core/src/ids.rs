@@ -102,6 +102,15 @@ impl DocId {
         Self(uuid::Uuid::now_v7().to_string())
     }
 
+    /// A deterministic id for line `line` of a request retried under `idempotency_key`:
+    /// every retry of the request assigns the same ids (a UUIDv8 derived from both).
+    pub fn derived(idempotency_key: &str, line: usize) -> Self {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(idempotency_key.as_bytes());
+        hasher.update(&(line as u64).to_le_bytes());
+        Self(uuid::Uuid::new_v8(hasher.digest128().to_be_bytes()).to_string())
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -201,6 +210,19 @@ mod tests {
         assert!(DocId::new("").is_err());
         assert!(DocId::new("a\nb").is_err());
         assert!(DocId::new("x".repeat(MAX_DOC_ID_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn derived_ids_are_deterministic_per_key_and_line() {
+        assert_eq!(DocId::derived("k", 1), DocId::derived("k", 1));
+        assert_ne!(DocId::derived("k", 1), DocId::derived("k", 2));
+        assert_ne!(DocId::derived("k", 1), DocId::derived("j", 1));
+        assert_eq!(
+            uuid::Uuid::parse_str(DocId::derived("k", 1).as_str())
+                .unwrap()
+                .get_version_num(),
+            8
+        );
     }
 
     #[test]

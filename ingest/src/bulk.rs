@@ -27,7 +27,7 @@ use sluice_core::op::{DocBatch, DocOp};
 use sluice_core::schema::Schema;
 use sluice_core::store::CollectionMeta;
 use sluice_core::subjects::{self, StreamKind};
-use sluice_core::{CollectionName, ErrorCode, Partition, Seq};
+use sluice_core::{CollectionName, DocId, ErrorCode, Partition, Seq};
 
 use crate::body::{check_ndjson_content_type, read_limited};
 use crate::error::ApiError;
@@ -114,7 +114,9 @@ pub fn inference_sample(body: &[u8], limits: &LineLimits) -> Vec<Map<String, Val
 }
 
 /// Validates every line of `body` against `schema` and groups the accepted ones into
-/// batches of at most `max_batch_docs` ops per partition.
+/// batches of at most `max_batch_docs` ops per partition. Ids missing from documents are
+/// fresh UUIDv7s, or, under an idempotency key, derived from the key and the line so
+/// that every retry of the request assigns the same ones.
 pub fn prepare(
     collection: &CollectionName,
     schema: &Schema,
@@ -122,6 +124,7 @@ pub fn prepare(
     body: &[u8],
     limits: &LineLimits,
     max_batch_docs: usize,
+    idempotency_key: Option<&str>,
 ) -> PreparedIngest {
     let mut ids = Vec::new();
     let mut errors = Vec::new();
@@ -132,7 +135,12 @@ pub fn prepare(
             ids.push(None);
             continue;
         }
-        let validated = parse_line(line, limits).and_then(|doc| validate_document(schema, doc));
+        let assign_id = || match idempotency_key {
+            Some(key) => DocId::derived(key, index + 1),
+            None => DocId::generate(),
+        };
+        let validated =
+            parse_line(line, limits).and_then(|doc| validate_document(schema, doc, assign_id));
         match validated {
             Ok(doc) => {
                 accepted += 1;
@@ -179,15 +187,38 @@ pub fn prepare(
     }
 }
 
-/// Appends `batches` to DOCS durably; returns the highest sequence appended.
+/// Header making a retried ingest request a no-op (within the log's dedup window).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The request's idempotency key, if it sent a usable one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= 256 => Ok(Some(key.to_owned())),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "Idempotency-Key must be 1 to 256 visible ASCII characters",
+        )),
+    }
+}
+
+/// Appends `batches` to DOCS durably; returns the highest sequence appended. Message ids
+/// derive from `idempotency_key` when given (a retried request appends nothing new), else
+/// from a fresh request id.
 pub(crate) async fn append_batches(
     state: &AppState,
     batches: &[DocBatch],
+    idempotency_key: Option<&str>,
 ) -> Result<Option<Seq>, ApiError> {
     if batches.is_empty() {
         return Ok(None);
     }
-    let request_key = uuid::Uuid::now_v7().simple().to_string();
+    let request_key = match idempotency_key {
+        Some(key) => format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes())),
+        None => uuid::Uuid::now_v7().simple().to_string(),
+    };
     let messages = batches
         .iter()
         .enumerate()
@@ -262,6 +293,7 @@ pub async fn ingest_documents(
     let Query(params) =
         params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     check_ndjson_content_type(&headers)?;
+    let idempotency_key = idempotency_key(&headers)?;
     let _permit = tokio::time::timeout(
         ADMISSION_WAIT,
         state.inner.ingest_permits.clone().acquire_owned(),
@@ -282,6 +314,7 @@ pub async fn ingest_documents(
     let max_batch_docs = state.inner.config.max_batch_docs;
     let body_len = body.len();
     let prepare_meta = meta.clone();
+    let prepare_key = idempotency_key.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         prepare(
             &prepare_meta.name,
@@ -290,6 +323,7 @@ pub async fn ingest_documents(
             &body,
             &limits,
             max_batch_docs,
+            prepare_key.as_deref(),
         )
     })
     .await
@@ -301,7 +335,8 @@ pub async fn ingest_documents(
     metrics::counter!(m::INGEST_DOCUMENTS_TOTAL, "collection" => label.clone(), "outcome" => "rejected")
         .increment(prepared.response.rejected as u64);
 
-    let last_seq = match append_batches(&state, &prepared.batches).await {
+    let last_seq = match append_batches(&state, &prepared.batches, idempotency_key.as_deref()).await
+    {
         Ok(seq) => seq,
         Err(error) => {
             let nulls = vec![Value::Null; prepared.response.ids.len()];
@@ -346,7 +381,15 @@ mod tests {
             body.push_str(&format!("{{\"id\":\"d{i}\",\"n\":{i}}}\n"));
         }
         body.push_str("{\"id\":\"bad\",\"n\":\"x\"}\n\nnot json\n");
-        let prepared = prepare(&c, &schema(), 3, body.as_bytes(), &LineLimits::default(), 2);
+        let prepared = prepare(
+            &c,
+            &schema(),
+            3,
+            body.as_bytes(),
+            &LineLimits::default(),
+            2,
+            None,
+        );
         let r = &prepared.response;
         assert_eq!((r.accepted, r.rejected), (10, 2));
         assert_eq!(r.ids.len(), 13);
@@ -359,6 +402,22 @@ mod tests {
             vec![(11, ErrorCode::WrongType), (13, ErrorCode::MalformedJson)]
         );
         let ops: usize = prepared.batches.iter().map(|b| b.ops.len()).sum();
+        let keyed = |key| {
+            prepare(
+                &c,
+                &schema(),
+                3,
+                b"{\"n\":1}\n{\"n\":2}\n",
+                &LineLimits::default(),
+                2,
+                key,
+            )
+            .response
+            .ids
+        };
+        assert_eq!(keyed(Some("retry-1")), keyed(Some("retry-1")));
+        assert_ne!(keyed(Some("retry-1")), keyed(Some("retry-2")));
+        assert_ne!(keyed(None), keyed(None));
         assert_eq!(ops, 10);
         for batch in &prepared.batches {
             assert!(batch.ops.len() <= 2);

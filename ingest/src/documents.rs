@@ -95,7 +95,7 @@ pub async fn delete_document(
         partition: id.partition(meta.shards()),
         ops: vec![DocOp::Delete { id: id.clone() }],
     };
-    let seq = append_batches(&state, std::slice::from_ref(&batch)).await?;
+    let seq = append_batches(&state, std::slice::from_ref(&batch), None).await?;
     if let (WaitFor::Searchable, Some(seq)) = (params.wait, seq) {
         state
             .inner
