@@ -19,11 +19,36 @@ use sluice_core::log::Log;
 use sluice_core::store::Store;
 use sluice_indexer::Indexer;
 use sluice_ingest::AppState;
-use sluice_queue::EmbeddedLog;
+use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::EmbeddedStore;
 use sluice_workers::WorkerPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// The log: JetStream when `log.nats_url` is set, else the embedded log.
+async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
+    match &config.log.nats_url {
+        Some(url) => {
+            let jetstream = JetStreamConfig {
+                url: url.clone(),
+                replicas: config.log.replicas,
+                events_max_age: config.log.events_max_age,
+                publish_timeout: config.log.request_timeout,
+                ..JetStreamConfig::default()
+            };
+            let log = JetStreamLog::connect(jetstream)
+                .await
+                .context("connecting to NATS JetStream")?;
+            tracing::info!("log: NATS JetStream");
+            Ok(log)
+        }
+        None => {
+            let log = EmbeddedLog::open(&config.server.data_dir.join("log"), &config.log)
+                .context("opening the embedded log")?;
+            Ok(log)
+        }
+    }
+}
 
 /// Runs a node until `shutdown` is cancelled, serving on `listener`.
 pub async fn run(
@@ -37,8 +62,7 @@ pub async fn run(
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
 
-    let log: Arc<dyn Log> = EmbeddedLog::open(&data_dir.join("log"), &config.log)
-        .context("opening the embedded log")?;
+    let log = open_log(&config).await?;
     let store: Arc<dyn Store> =
         EmbeddedStore::open(&data_dir.join("store")).context("opening the embedded store")?;
     let catalog = Arc::new(

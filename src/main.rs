@@ -74,12 +74,16 @@ fn serve(
     if let Some(addr) = listen {
         config.server.listen = addr;
     }
-    for distributed in ["SLUICE_NATS_URL", "SLUICE_SCYLLA_NODES"] {
-        if std::env::var_os(distributed).is_some() {
-            anyhow::bail!(
-                "{distributed} is set, but this build runs the embedded log and store only; unset it"
-            );
-        }
+    if let Some(url) = std::env::var("SLUICE_NATS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        config.log.nats_url = Some(url);
+    }
+    if std::env::var_os("SLUICE_SCYLLA_NODES").is_some() {
+        anyhow::bail!(
+            "SLUICE_SCYLLA_NODES is set, but this build has no ScyllaDB store yet; unset it to use the embedded store"
+        );
     }
     config.validate()?;
 

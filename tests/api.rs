@@ -8,6 +8,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sluice_queue::testing::NatsServer;
 use support::{corpus, corpus_schema, eventually, Server};
 
 fn body_word_counts(docs: &[Value]) -> BTreeMap<String, u64> {
@@ -39,6 +40,25 @@ fn pick_words(counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
 async fn corpus_ingest_search_dedup_and_update() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None).await;
+    corpus_scenario(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_ingest_search_dedup_and_update_on_jetstream() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        None,
+        &[("SLUICE_NATS_URL", &nats.url())],
+    )
+    .await;
+    corpus_scenario(&server).await;
+}
+
+/// The standard corpus through the whole pipeline: exact totals, paging, sorting, GET,
+/// re-ingest without writes, updates.
+async fn corpus_scenario(server: &Server) {
     let response = server.put_schema("corpus", &corpus_schema()).await;
     assert_eq!(response.status(), 201);
 
@@ -272,6 +292,27 @@ async fn bad_lines_are_rejected_by_line_and_code_while_good_lines_go_through() {
 async fn kill9_during_ingest_loses_no_acknowledged_document_and_duplicates_none() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None).await;
+    kill9_scenario(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_ingest_on_jetstream_loses_nothing_and_duplicates_nothing() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A shared log redelivers what a dead process held only after `ack_wait`.
+    let config = "[log]\nack_wait = \"3s\"\n[indexer]\nack_wait = \"3s\"\n[ingest]\nvisibility_timeout = \"60s\"\n";
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        Some(config),
+        &[("SLUICE_NATS_URL", &nats.url())],
+    )
+    .await;
+    kill9_scenario(server).await;
+}
+
+/// `kill -9` of sluice while two producers send; after a restart every acknowledged
+/// document is present and searchable exactly once.
+async fn kill9_scenario(server: Server) {
     assert_eq!(
         server.put_schema("corpus", &corpus_schema()).await.status(),
         201
@@ -827,4 +868,113 @@ async fn a_retried_request_with_an_idempotency_key_is_a_no_op() {
     let other = send("batch-8").await;
     assert_ne!(first["ids"], other["ids"]);
     assert_eq!(server.total("keyed", "*").await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing() {
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[log]\nrequest_timeout = \"2s\"\n";
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        Some(config),
+        &[("SLUICE_NATS_URL", &nats.url())],
+    )
+    .await;
+    assert_eq!(
+        server.put_schema("corpus", &corpus_schema()).await.status(),
+        201
+    );
+    let (lines, _) = corpus(50_000);
+    let bodies: Vec<String> = lines.chunks(500).map(|c| c.join("\n")).collect();
+
+    // Two producers; each request carries an Idempotency-Key, and a 503 is retried with
+    // the same key until it succeeds, as a well-behaved client does.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
+    let unavailable = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut producers = Vec::new();
+    for part in 0..2 {
+        let client = server.client.clone();
+        let url = server.url("/v1/collections/corpus/documents");
+        let bodies: Vec<(usize, String)> = bodies
+            .iter()
+            .cloned()
+            .enumerate()
+            .skip(part)
+            .step_by(2)
+            .collect();
+        let acked = acked.clone();
+        let unavailable = unavailable.clone();
+        producers.push(tokio::spawn(async move {
+            for (n, body) in bodies {
+                loop {
+                    let sent = client
+                        .post(&url)
+                        .header("idempotency-key", format!("req-{n}"))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let response = sent.expect("sluice itself stays up");
+                    let status = response.status().as_u16();
+                    let result: Value = response.json().await.unwrap();
+                    // Whatever the status, every non-null id is durable.
+                    let durable = result["ids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned));
+                    acked.lock().unwrap().extend(durable);
+                    match status {
+                        200 => break,
+                        503 => {
+                            unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        other => panic!("unexpected status {other}: {result}"),
+                    }
+                }
+            }
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            let n = acked.lock().unwrap().len();
+            async move { n >= 10_000 }
+        })
+        .await,
+        "ingest did not progress"
+    );
+    nats.stop();
+    let during_outage = acked.lock().unwrap().len();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let n = unavailable.load(std::sync::atomic::Ordering::Relaxed);
+            async move { n >= 2 }
+        })
+        .await,
+        "no request saw the outage"
+    );
+    nats.start_again().expect("restart nats-server");
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), 50_000);
+    assert!(during_outage < 50_000, "the outage came too late to matter");
+
+    // Every document exactly once.
+    let mut sentinel: Value = serde_json::from_str(&lines[0]).unwrap();
+    sentinel["id"] = json!("sentinel");
+    let (status, result) = server
+        .ingest("corpus", sentinel.to_string(), "searchable")
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(server.total("corpus", "*").await, 50_001);
+    for i in (0..50_000).step_by(4_999) {
+        assert_eq!(
+            server.total("corpus", &format!("id:\"doc-{i}\"")).await,
+            1,
+            "doc-{i}"
+        );
+    }
 }

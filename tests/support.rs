@@ -14,6 +14,7 @@ pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
+    envs: Vec<(String, String)>,
     pub client: reqwest::Client,
 }
 
@@ -21,15 +22,32 @@ impl Server {
     /// Starts a server on `data_dir`, optionally with a TOML configuration text, and waits
     /// until its healthcheck answers healthy.
     pub async fn start(data_dir: &Path, config_toml: Option<&str>) -> Server {
+        Self::start_with(data_dir, config_toml, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables (kept across restarts).
+    pub async fn start_with(
+        data_dir: &Path,
+        config_toml: Option<&str>,
+        envs: &[(&str, &str)],
+    ) -> Server {
         let config = config_toml.map(|text| {
             let path = data_dir.with_extension("toml");
             std::fs::write(&path, text).expect("write config");
             path
         });
-        Self::spawn(data_dir.to_path_buf(), config).await
+        let envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(data_dir.to_path_buf(), config, envs).await
     }
 
-    async fn spawn(data_dir: PathBuf, config: Option<PathBuf>) -> Server {
+    async fn spawn(
+        data_dir: PathBuf,
+        config: Option<PathBuf>,
+        envs: Vec<(String, String)>,
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .arg("serve")
@@ -45,6 +63,7 @@ impl Server {
         if let Some(path) = &config {
             command.arg("--config").arg(path);
         }
+        command.envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut child = command.spawn().expect("spawn sluice");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
@@ -61,6 +80,7 @@ impl Server {
             base,
             data_dir,
             config,
+            envs,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()
@@ -98,7 +118,8 @@ impl Server {
         self.child.wait().expect("reap");
         let data_dir = self.data_dir.clone();
         let config = self.config.take();
-        Self::spawn(data_dir, config).await
+        let envs = std::mem::take(&mut self.envs);
+        Self::spawn(data_dir, config, envs).await
     }
 
     pub fn kill9(&mut self) {

@@ -67,6 +67,8 @@ pub struct IngestConfig {
     pub max_depth: usize,
     /// Most ops in one log message.
     pub max_batch_docs: usize,
+    /// Most bytes in one log message (keep under NATS's `max_payload`, 1 MiB by default).
+    pub max_batch_size: ByteSize,
     /// Shards of a collection whose schema does not say.
     pub default_shards: u32,
     /// Most ingest requests processed at once; more wait, then get 429.
@@ -82,7 +84,8 @@ impl Default for IngestConfig {
             max_body_size: ByteSize::mib(64),
             max_line_size: ByteSize::mib(1),
             max_depth: 64,
-            max_batch_docs: 1000,
+            max_batch_docs: 500,
+            max_batch_size: ByteSize::kib(768),
             default_shards: 2,
             max_in_flight_requests: 64,
             visibility_timeout: Duration::from_secs(30),
@@ -94,6 +97,18 @@ impl Default for IngestConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// NATS server URL(s), comma-separated; when set the log runs on JetStream instead of
+    /// the embedded log (`SLUICE_NATS_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// JetStream stream replicas (1 for a single server, 3 for a cluster).
+    pub replicas: usize,
+    /// How long EVENTS are kept on JetStream for replay by other subscribers.
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
+    /// Longest a JetStream publish or API call may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// How long a delivered message may stay unacked before it is delivered again.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
@@ -104,6 +119,10 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
+            nats_url: None,
+            replicas: 1,
+            events_max_age: Duration::from_secs(7 * 24 * 3600),
+            request_timeout: Duration::from_secs(5),
             ack_wait: Duration::from_secs(30),
             max_pending_appends: 1024,
         }
@@ -174,6 +193,10 @@ pub struct IndexerConfig {
     pub search_cache_entries: u64,
     /// Largest `limit + offset` a search may ask for.
     pub max_result_window: usize,
+    /// How long a shard may hold an EVENTS message unacked before it is delivered again
+    /// (after a crash, this is how long a shared log waits before redelivering).
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
 }
 
 impl Default for IndexerConfig {
@@ -185,6 +208,7 @@ impl Default for IndexerConfig {
             fetch_batch: 64,
             search_cache_entries: 10_000,
             max_result_window: 10_000,
+            ack_wait: Duration::from_secs(60),
         }
     }
 }
@@ -239,6 +263,10 @@ impl Config {
         check(
             self.ingest.max_in_flight_requests >= 1,
             "ingest.max_in_flight_requests must be at least 1",
+        )?;
+        check(
+            (1..=5).contains(&self.log.replicas),
+            "log.replicas must be 1..=5",
         )?;
         check(
             self.log.max_pending_appends >= 1,

@@ -206,7 +206,7 @@ impl CollectionIndex {
     /// Deletes every shard's durable consumer (the collection is gone).
     pub async fn delete_consumers(&self, log: &dyn Log) {
         for shard in &self.shards {
-            let name = consume::consumer_config(shard).durable_name;
+            let name = consume::consumer_name(shard);
             if let Err(error) = log.delete_consumer(StreamKind::Events, &name).await {
                 tracing::warn!(%error, consumer = name, "deleting an indexer consumer failed");
             }

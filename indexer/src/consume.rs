@@ -25,9 +25,6 @@ use crate::commit_policy::CommitPolicy;
 use crate::error::ShardError;
 use crate::shard::ShardIndex;
 
-/// How long a delivered event message may stay unacked: several commit intervals, so a
-/// slow commit does not trigger redeliveries.
-pub(crate) const ACK_WAIT: Duration = Duration::from_secs(60);
 /// Most event messages delivered and unacked per shard (backpressure on the log).
 pub(crate) const MAX_ACK_PENDING: usize = 512;
 /// Longest a fetch waits when nothing is pending (bounds shutdown and idle latency).
@@ -35,12 +32,18 @@ const MAX_FETCH_WAIT: Duration = Duration::from_millis(250);
 /// Delay after a log failure before trying again.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// The consumer configuration of one shard.
-pub(crate) fn consumer_config(shard: &ShardIndex) -> ConsumerConfig {
+/// The durable consumer name of one shard.
+pub(crate) fn consumer_name(shard: &ShardIndex) -> String {
+    subjects::indexer_consumer(shard.collection(), shard.partition())
+}
+
+/// The consumer configuration of one shard; `ack_wait` should span several commit
+/// intervals, so that a slow commit does not trigger redeliveries.
+pub(crate) fn consumer_config(shard: &ShardIndex, ack_wait: Duration) -> ConsumerConfig {
     ConsumerConfig {
-        durable_name: subjects::indexer_consumer(shard.collection(), shard.partition()),
+        durable_name: consumer_name(shard),
         filter_subject: subjects::events(shard.collection(), shard.partition()),
-        ack_wait: ACK_WAIT,
+        ack_wait,
         max_ack_pending: MAX_ACK_PENDING,
     }
 }
@@ -63,7 +66,7 @@ pub(crate) async fn run(
     config: IndexerConfig,
     cancel: CancellationToken,
 ) {
-    let Some(consumer) = open_consumer(&shard, log.as_ref(), &cancel).await else {
+    let Some(consumer) = open_consumer(&shard, log.as_ref(), config.ack_wait, &cancel).await else {
         return;
     };
     let mut policy = CommitPolicy::new(config.commit_max_docs, config.commit_interval);
@@ -113,11 +116,12 @@ pub(crate) async fn run(
 async fn open_consumer(
     shard: &ShardIndex,
     log: &dyn Log,
+    ack_wait: Duration,
     cancel: &CancellationToken,
 ) -> Option<Box<dyn Consumer>> {
     loop {
         match log
-            .consumer(StreamKind::Events, consumer_config(shard))
+            .consumer(StreamKind::Events, consumer_config(shard, ack_wait))
             .await
         {
             Ok(consumer) => return Some(consumer),

@@ -3,7 +3,7 @@
 //! One request goes through: admission (a bounded number of ingest requests at once;
 //! past it, 429), body read (decoded, size-limited), per-line parse and validation on a
 //! blocking thread (CPU work off the async workers), grouping of the accepted lines by
-//! partition into [`DocBatch`]es of at most `max_batch_docs` ops, one durable log append
+//! partition into [`DocBatch`]es of at most `max_batch_docs` ops and `max_batch_size` bytes, one durable log append
 //! for all of them, then optionally a wait until they are searchable.
 //!
 //! Invariants: a 2xx means every accepted line is durable and no rejected line was
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sluice_core::document::{parse_line, validate_document, LineError, LineLimits};
-use sluice_core::log::OutgoingMessage;
+use sluice_core::log::{LogError, OutgoingMessage};
 use sluice_core::metrics as m;
 use sluice_core::op::{DocBatch, DocOp};
 use sluice_core::schema::Schema;
@@ -88,8 +88,23 @@ pub struct IngestResponse {
 pub struct PreparedIngest {
     /// Batches to append, by partition then request order.
     pub batches: Vec<DocBatch>,
+    /// For each batch, the 0-based input lines its ops came from, in op order.
+    pub batch_lines: Vec<Vec<usize>>,
     /// The answer, as it will be once the batches are durable.
     pub response: IngestResponse,
+}
+
+/// Bytes counted per op on top of its source (id, hash, framing), for batch sizing.
+const OP_OVERHEAD_BYTES: usize = 64;
+
+/// How big one log message may grow.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    /// Most ops per message.
+    pub max_docs: usize,
+    /// Most bytes per message (NATS refuses messages over its `max_payload`, 1 MiB by
+    /// default); a single larger op still travels alone.
+    pub max_bytes: usize,
 }
 
 /// Splits a body into lines: `\n` separated, a trailing `\r` dropped, no empty last line.
@@ -114,7 +129,7 @@ pub fn inference_sample(body: &[u8], limits: &LineLimits) -> Vec<Map<String, Val
 }
 
 /// Validates every line of `body` against `schema` and groups the accepted ones into
-/// batches of at most `max_batch_docs` ops per partition. Ids missing from documents are
+/// batches within `limits` per partition. Ids missing from documents are
 /// fresh UUIDv7s, or, under an idempotency key, derived from the key and the line so
 /// that every retry of the request assigns the same ones.
 pub fn prepare(
@@ -122,13 +137,13 @@ pub fn prepare(
     schema: &Schema,
     shards: u32,
     body: &[u8],
-    limits: &LineLimits,
-    max_batch_docs: usize,
+    line_limits: &LineLimits,
+    limits: BatchLimits,
     idempotency_key: Option<&str>,
 ) -> PreparedIngest {
     let mut ids = Vec::new();
     let mut errors = Vec::new();
-    let mut by_partition: BTreeMap<Partition, Vec<DocOp>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<Partition, Vec<(usize, DocOp)>> = BTreeMap::new();
     let mut accepted = 0;
     for (index, line) in lines(body).enumerate() {
         if is_blank(line) {
@@ -140,7 +155,7 @@ pub fn prepare(
             None => DocId::generate(),
         };
         let validated =
-            parse_line(line, limits).and_then(|doc| validate_document(schema, doc, assign_id));
+            parse_line(line, line_limits).and_then(|doc| validate_document(schema, doc, assign_id));
         match validated {
             Ok(doc) => {
                 accepted += 1;
@@ -148,11 +163,14 @@ pub fn prepare(
                 by_partition
                     .entry(doc.id.partition(shards))
                     .or_default()
-                    .push(DocOp::Upsert {
-                        id: doc.id,
-                        hash: doc.hash,
-                        source: Bytes::from(doc.source),
-                    });
+                    .push((
+                        index,
+                        DocOp::Upsert {
+                            id: doc.id,
+                            hash: doc.hash,
+                            source: Bytes::from(doc.source),
+                        },
+                    ));
             }
             Err(LineError { code, message }) => {
                 ids.push(None);
@@ -164,20 +182,44 @@ pub fn prepare(
             }
         }
     }
-    let batches = by_partition
-        .into_iter()
-        .flat_map(|(partition, ops)| {
-            let chunks: Vec<Vec<DocOp>> =
-                ops.chunks(max_batch_docs).map(<[DocOp]>::to_vec).collect();
-            chunks.into_iter().map(move |ops| DocBatch {
+    let mut batches = Vec::new();
+    let mut batch_lines = Vec::new();
+    for (partition, ops) in by_partition {
+        let mut lines_of_batch = Vec::new();
+        let mut ops_of_batch = Vec::new();
+        let mut bytes_of_batch = 0;
+        for (line, op) in ops {
+            let op_bytes = match &op {
+                DocOp::Upsert { source, .. } => source.len(),
+                DocOp::Delete { .. } => 0,
+            } + OP_OVERHEAD_BYTES;
+            let full = ops_of_batch.len() >= limits.max_docs
+                || bytes_of_batch + op_bytes > limits.max_bytes;
+            if full && !ops_of_batch.is_empty() {
+                batch_lines.push(std::mem::take(&mut lines_of_batch));
+                batches.push(DocBatch {
+                    collection: collection.clone(),
+                    partition,
+                    ops: std::mem::take(&mut ops_of_batch),
+                });
+                bytes_of_batch = 0;
+            }
+            lines_of_batch.push(line);
+            ops_of_batch.push(op);
+            bytes_of_batch += op_bytes;
+        }
+        if !ops_of_batch.is_empty() {
+            batch_lines.push(lines_of_batch);
+            batches.push(DocBatch {
                 collection: collection.clone(),
                 partition,
-                ops,
-            })
-        })
-        .collect();
+                ops: ops_of_batch,
+            });
+        }
+    }
     PreparedIngest {
         batches,
+        batch_lines,
         response: IngestResponse {
             accepted,
             rejected: errors.len(),
@@ -204,40 +246,48 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Appends `batches` to DOCS durably; returns the highest sequence appended. Message ids
-/// derive from `idempotency_key` when given (a retried request appends nothing new), else
-/// from a fresh request id.
+/// Appends each of `batches` to DOCS durably, concurrently, one message each, so that a
+/// log failing part-way still tells which batches are durable. Returns each batch's
+/// sequence or error, in order. Message ids derive from `idempotency_key` when given (a
+/// retried request appends nothing new), else from a fresh request id.
 pub(crate) async fn append_batches(
     state: &AppState,
     batches: &[DocBatch],
     idempotency_key: Option<&str>,
-) -> Result<Option<Seq>, ApiError> {
-    if batches.is_empty() {
-        return Ok(None);
-    }
+) -> Vec<Result<Seq, LogError>> {
     let request_key = match idempotency_key {
         Some(key) => format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes())),
         None => uuid::Uuid::now_v7().simple().to_string(),
     };
-    let messages = batches
-        .iter()
-        .enumerate()
-        .map(|(i, batch)| OutgoingMessage {
+    let started = Instant::now();
+    let appends = batches.iter().enumerate().map(|(i, batch)| {
+        let message = OutgoingMessage {
             subject: subjects::docs(&batch.collection, batch.partition),
             msg_id: format!("{request_key}-{i}"),
             payload: batch.encode(),
-        })
-        .collect();
-    let started = Instant::now();
-    let seqs = state
-        .inner
-        .log
-        .append(StreamKind::Docs, messages)
-        .await
-        .map_err(|e| ApiError::unavailable("log", e))?;
+        };
+        let log = state.inner.log.clone();
+        async move {
+            let seqs = log.append(StreamKind::Docs, vec![message]).await?;
+            seqs.into_iter()
+                .next()
+                .ok_or_else(|| LogError::Storage("the log returned no sequence".to_owned()))
+        }
+    });
+    let results = futures_util::future::join_all(appends).await;
     metrics::histogram!(m::LOG_APPEND_DURATION_SECONDS, "stream" => "DOCS")
         .record(started.elapsed().as_secs_f64());
-    Ok(seqs.into_iter().max())
+    results
+}
+
+/// The highest sequence appended, or the first failure as a 503.
+pub(crate) fn all_appended(results: Vec<Result<Seq, LogError>>) -> Result<Option<Seq>, ApiError> {
+    let mut last = None;
+    for result in results {
+        let seq = result.map_err(|e| ApiError::unavailable("log", e))?;
+        last = last.max(Some(seq));
+    }
+    Ok(last)
 }
 
 /// The collection, created with a dynamic schema inferred from `body` if missing.
@@ -311,7 +361,10 @@ pub async fn ingest_documents(
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
     let meta = collection_for_ingest(&state, &collection, &body).await?;
     let limits = state.line_limits();
-    let max_batch_docs = state.inner.config.max_batch_docs;
+    let batch_limits = BatchLimits {
+        max_docs: state.inner.config.max_batch_docs,
+        max_bytes: state.inner.config.max_batch_size.as_u64() as usize,
+    };
     let body_len = body.len();
     let prepare_meta = meta.clone();
     let prepare_key = idempotency_key.clone();
@@ -322,7 +375,7 @@ pub async fn ingest_documents(
             prepare_meta.shards(),
             &body,
             &limits,
-            max_batch_docs,
+            batch_limits,
             prepare_key.as_deref(),
         )
     })
@@ -335,26 +388,45 @@ pub async fn ingest_documents(
     metrics::counter!(m::INGEST_DOCUMENTS_TOTAL, "collection" => label.clone(), "outcome" => "rejected")
         .increment(prepared.response.rejected as u64);
 
-    let last_seq = match append_batches(&state, &prepared.batches, idempotency_key.as_deref()).await
-    {
-        Ok(seq) => seq,
-        Err(error) => {
-            let nulls = vec![Value::Null; prepared.response.ids.len()];
-            return Err(error
-                .with("ids", Value::Array(nulls))
-                .with("accepted", json!(0)));
+    let results = append_batches(&state, &prepared.batches, idempotency_key.as_deref()).await;
+    let PreparedIngest {
+        batch_lines,
+        mut response,
+        ..
+    } = prepared;
+    let mut last_seq = None;
+    let mut failure = None;
+    for (result, lines) in results.into_iter().zip(&batch_lines) {
+        match result {
+            Ok(seq) => last_seq = last_seq.max(Some(seq)),
+            Err(error) => {
+                // Not durable: the line must not be reported as accepted.
+                for &line in lines {
+                    response.ids[line] = None;
+                }
+                response.accepted -= lines.len();
+                failure.get_or_insert(error);
+            }
         }
-    };
+    }
     metrics::counter!(m::INGEST_DOCUMENTS_TOTAL, "collection" => label, "outcome" => "accepted")
-        .increment(prepared.response.accepted as u64);
+        .increment(response.accepted as u64);
+    if let Some(error) = failure {
+        return Err(ApiError::unavailable("log", error)
+            .with("accepted", json!(response.accepted))
+            .with(
+                "ids",
+                serde_json::to_value(&response.ids).unwrap_or(Value::Null),
+            ));
+    }
 
     if let (WaitFor::Searchable, Some(seq)) = (params.wait, last_seq) {
         if let Err(e) = state.inner.visibility.wait_searchable(&meta, seq).await {
-            let ids = serde_json::to_value(&prepared.response.ids).unwrap_or(Value::Null);
+            let ids = serde_json::to_value(&response.ids).unwrap_or(Value::Null);
             return Err(wait_error(e).with("ids", ids));
         }
     }
-    Ok(Json(prepared.response))
+    Ok(Json(response))
 }
 
 #[cfg(test)]
@@ -387,7 +459,10 @@ mod tests {
             3,
             body.as_bytes(),
             &LineLimits::default(),
-            2,
+            BatchLimits {
+                max_docs: 2,
+                max_bytes: 1 << 20,
+            },
             None,
         );
         let r = &prepared.response;
@@ -409,7 +484,10 @@ mod tests {
                 3,
                 b"{\"n\":1}\n{\"n\":2}\n",
                 &LineLimits::default(),
-                2,
+                BatchLimits {
+                    max_docs: 2,
+                    max_bytes: 1 << 20,
+                },
                 key,
             )
             .response
@@ -419,6 +497,27 @@ mod tests {
         assert_ne!(keyed(Some("retry-1")), keyed(Some("retry-2")));
         assert_ne!(keyed(None), keyed(None));
         assert_eq!(ops, 10);
+        let lines: Vec<usize> = prepared.batch_lines.iter().flatten().copied().collect();
+        assert_eq!(lines.len(), 10);
+        for (batch, lines) in prepared.batches.iter().zip(&prepared.batch_lines) {
+            for (op, line) in batch.ops.iter().zip(lines) {
+                assert_eq!(r.ids[*line].as_deref(), Some(op.id().as_str()));
+            }
+        }
+        let small = prepare(
+            &c,
+            &schema(),
+            1,
+            body.as_bytes(),
+            &LineLimits::default(),
+            BatchLimits {
+                max_docs: 100,
+                max_bytes: 100,
+            },
+            None,
+        );
+        assert!(small.batches.len() >= 4, "byte limit splits batches");
+        assert_eq!(small.batch_lines.iter().flatten().count(), 10);
         for batch in &prepared.batches {
             assert!(batch.ops.len() <= 2);
             for op in &batch.ops {

@@ -15,7 +15,7 @@ use sluice_core::op::{DocBatch, DocOp};
 use sluice_core::store::CollectionMeta;
 use sluice_core::{CollectionName, DocId, ErrorCode};
 
-use crate::bulk::{append_batches, wait_error, WaitFor, WriteParams};
+use crate::bulk::{all_appended, append_batches, wait_error, WaitFor, WriteParams};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::visibility::WaitError;
@@ -95,7 +95,7 @@ pub async fn delete_document(
         partition: id.partition(meta.shards()),
         ops: vec![DocOp::Delete { id: id.clone() }],
     };
-    let seq = append_batches(&state, std::slice::from_ref(&batch), None).await?;
+    let seq = all_appended(append_batches(&state, std::slice::from_ref(&batch), None).await)?;
     if let (WaitFor::Searchable, Some(seq)) = (params.wait, seq) {
         state
             .inner
