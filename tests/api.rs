@@ -978,3 +978,22 @@ async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing(
         );
     }
 }
+
+#[test]
+fn the_readme_configuration_example_parses_and_validates() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let config =
+        sluice_core::config::Config::from_toml(&readme[start..end]).expect("README config parses");
+    config.validate().expect("README config validates");
+    assert_eq!(
+        config.log.nats_url.as_deref(),
+        Some("nats://127.0.0.1:4222")
+    );
+    assert_eq!(
+        config.log.events_max_age,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+}
