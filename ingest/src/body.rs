@@ -14,13 +14,16 @@ use sluice_core::ErrorCode;
 use crate::error::ApiError;
 
 /// Content types accepted for NDJSON bodies (parameters such as `charset` are ignored).
-const NDJSON_TYPES: [&str; 6] = [
+/// `application/x-www-form-urlencoded` is what `curl --data-binary` sends unless told
+/// otherwise; its body is taken as NDJSON all the same.
+const NDJSON_TYPES: [&str; 7] = [
     "application/x-ndjson",
     "application/ndjson",
     "application/jsonl",
     "application/json",
     "text/plain",
     "application/octet-stream",
+    "application/x-www-form-urlencoded",
 ];
 
 /// Refuses a body whose declared content type is not NDJSON-like; a missing one is
