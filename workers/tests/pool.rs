@@ -1,10 +1,17 @@
-//! End-to-end tests of the worker pool on the real embedded log and store.
+//! End-to-end tests of the worker pool on both real logs: the embedded log and NATS
+//! JetStream (a real nats-server per test, random port, temporary store).
 //!
-//! Every test opens its own log and store in a temp dir and uses its own collection, so
-//! tests run in parallel; counters are read through one process-wide recorder that
-//! accumulates per label set. Faults are injected by [`FaultyStore`], a test-only `Store`
-//! that wraps the real embedded store. Waits poll with a deadline, never sleep blindly.
-
+//! Every scenario is written once, as an `async fn(Backend)`, and [`on_both_logs!`] gives
+//! it one `#[tokio::test]` per log (`embedded::<scenario>`, `jetstream::<scenario>`).
+//! A [`Fixture`] opens the log for its backend (an `EmbeddedLog` in a temp dir, or a
+//! `JetStreamLog` connected to its own `NatsServer`) and the real embedded store;
+//! [`LogOpener`] opens further handles on the same log — on JetStream a new connection,
+//! as another process would. Every test uses its own collection (suffixed by backend),
+//! so tests run in parallel; counters are read through one process-wide recorder that
+//! accumulates per label set. Faults are injected by [`FaultyStore`], a test-only
+//! `Store` that wraps the real embedded store, and [`FlakyEventsLog`], which wraps the
+//! real log. Waits poll with a deadline, never sleep blindly. A machine without
+//! nats-server fails the JetStream tests with a message saying how to install it.
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -24,14 +31,18 @@ use sluice_core::store::{
     CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
 };
 use sluice_core::subjects::{self, StreamKind, WORKERS_CONSUMER};
-use sluice_queue::EmbeddedLog;
+use sluice_queue::testing::NatsServer;
+use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::EmbeddedStore;
 use sluice_workers::{DeadLetter, DeadLetterCode, WorkerPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(20);
+/// Ack wait of the scenarios that never rely on redelivery after an ack timeout.
 const ACK_WAIT: Duration = Duration::from_secs(5);
+/// Ack wait of the scenario that does: short, so the test stays short.
+const SHORT_ACK_WAIT: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------
 // metrics
@@ -108,6 +119,9 @@ enum Fault {
         open: watch::Receiver<bool>,
         entered: AtomicUsize,
     },
+    /// Applies are written, counted, then never return: a process that died after its
+    /// store write and before its event append and ack.
+    StallAfterWrite,
 }
 
 struct FaultyStore {
@@ -131,7 +145,7 @@ impl Store for FaultyStore {
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         match &self.fault {
-            Fault::None => {}
+            Fault::None | Fault::StallAfterWrite => {}
             Fault::PermanentFor(id) => {
                 if writes.iter().any(|w| w.id() == id) {
                     return Err(StoreError::Storage("injected permanent failure".into()));
@@ -169,6 +183,9 @@ impl Store for FaultyStore {
         self.applies.fetch_add(1, Ordering::SeqCst);
         if let (true, Fault::HoldUntilApplied { released, .. }) = (releases, &self.fault) {
             released.store(true, Ordering::SeqCst);
+        }
+        if matches!(self.fault, Fault::StallAfterWrite) {
+            std::future::pending::<()>().await;
         }
         Ok(outcomes)
     }
@@ -223,10 +240,10 @@ impl Store for FaultyStore {
 }
 
 // ---------------------------------------------------------------------------------------
-// a log whose EVENTS appends fail for a while
+// a log (either backend) whose EVENTS appends fail for a while
 
 struct FlakyEventsLog {
-    inner: Arc<EmbeddedLog>,
+    inner: Arc<dyn Log>,
     failing_event_appends: AtomicU32,
 }
 
@@ -296,33 +313,122 @@ impl Log for FlakyEventsLog {
 }
 
 // ---------------------------------------------------------------------------------------
-// fixture
+// fixture: one scenario, either log
+
+/// Which log a scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    /// `EmbeddedLog` in a temp dir.
+    Embedded,
+    /// `JetStreamLog` on a fresh `NatsServer`.
+    JetStream,
+}
+
+impl Backend {
+    /// Suffix of the test's collection, so both runs of a scenario count apart.
+    fn tag(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::JetStream => "jetstream",
+        }
+    }
+}
+
+/// Opens a handle on the fixture's log; `Send + 'static`, so another runtime (another
+/// "process") can open its own.
+#[derive(Clone)]
+enum LogOpener {
+    /// The embedded log lives in one process: every handle is the same log.
+    Embedded(Arc<EmbeddedLog>),
+    /// A new connection to this server URL.
+    JetStream(String),
+}
+
+impl LogOpener {
+    async fn open(self) -> Arc<dyn Log> {
+        match self {
+            LogOpener::Embedded(log) => log,
+            LogOpener::JetStream(url) => {
+                let config = JetStreamConfig {
+                    publish_timeout: Duration::from_secs(2),
+                    ..JetStreamConfig::new(url)
+                };
+                JetStreamLog::connect(config)
+                    .await
+                    .expect("connect to the test nats-server")
+            }
+        }
+    }
+}
+
+/// What the JetStream server itself counts for the `workers` consumer.
+#[derive(Debug)]
+struct ServerConsumerState {
+    /// Deliveries made, redeliveries included.
+    deliveries: u64,
+    /// Delivered and not yet acked.
+    ack_pending: usize,
+    /// Not delivered yet.
+    pending: u64,
+}
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    log: Arc<EmbeddedLog>,
+    /// The fixture's own handle: appends and reads (and the pools' unless told otherwise).
+    log: Arc<dyn Log>,
+    opener: LogOpener,
+    /// Kept so the server lives as long as the test; killed on drop.
+    _server: Option<NatsServer>,
     store: Arc<FaultyStore>,
     collection: CollectionName,
     next_msg_id: AtomicU32,
+    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    fn new(collection: &str, fault: Fault) -> Self {
+    /// A fresh log of `backend` and a fresh store; the collection is `{name}-{backend}`.
+    async fn new(backend: Backend, name: &str, fault: Fault) -> Self {
         counters();
         let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedLog::open(&dir.path().join("log"), &LogConfig::default()).unwrap();
+        let (opener, server) = match backend {
+            Backend::Embedded => {
+                let log =
+                    EmbeddedLog::open(&dir.path().join("log"), &LogConfig::default()).unwrap();
+                (LogOpener::Embedded(log), None)
+            }
+            Backend::JetStream => {
+                let server = NatsServer::start();
+                (LogOpener::JetStream(server.url()), Some(server))
+            }
+        };
+        let log = opener.clone().open().await;
         let inner = EmbeddedStore::open(&dir.path().join("store")).unwrap();
         Self {
-            _dir: dir,
             log,
+            opener,
+            _server: server,
             store: Arc::new(FaultyStore {
                 inner,
                 fault,
                 applies: AtomicUsize::new(0),
             }),
-            collection: CollectionName::new(collection).unwrap(),
+            collection: CollectionName::new(format!("{name}-{}", backend.tag())).unwrap(),
             next_msg_id: AtomicU32::new(0),
+            _dir: dir,
         }
+    }
+
+    /// Another handle on the same log: on JetStream, its own connection.
+    async fn connect(&self) -> Arc<dyn Log> {
+        self.opener.clone().open().await
+    }
+
+    /// A store with `fault` over the same real store (another process's view of it).
+    fn store_with(&self, fault: Fault) -> Arc<FaultyStore> {
+        Arc::new(FaultyStore {
+            inner: self.store.inner.clone(),
+            fault,
+            applies: AtomicUsize::new(0),
+        })
     }
 
     async fn start_pool(&self, config: WorkersConfig, shutdown: &CancellationToken) -> WorkerPool {
@@ -335,9 +441,7 @@ impl Fixture {
         config: WorkersConfig,
         shutdown: &CancellationToken,
     ) -> WorkerPool {
-        WorkerPool::start(config, ACK_WAIT, log, self.store.clone(), shutdown.clone())
-            .await
-            .unwrap()
+        start_pool(log, self.store.clone(), config, ACK_WAIT, shutdown.clone()).await
     }
 
     /// Appends one DOCS message like ingest does; returns its sequence.
@@ -432,6 +536,38 @@ impl Fixture {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// The `workers` consumer as the JetStream server counts it; `None` on the embedded log.
+    async fn server_consumer_state(&self) -> Option<ServerConsumerState> {
+        let LogOpener::JetStream(url) = &self.opener else {
+            return None;
+        };
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let info = async_nats::jetstream::new(client)
+            .get_stream(StreamKind::Docs.name())
+            .await
+            .unwrap()
+            .consumer_info(WORKERS_CONSUMER)
+            .await
+            .unwrap();
+        Some(ServerConsumerState {
+            deliveries: info.delivered.consumer_sequence,
+            ack_pending: info.num_ack_pending,
+            pending: info.num_pending,
+        })
+    }
+}
+
+async fn start_pool(
+    log: Arc<dyn Log>,
+    store: Arc<FaultyStore>,
+    config: WorkersConfig,
+    ack_wait: Duration,
+    shutdown: CancellationToken,
+) -> WorkerPool {
+    WorkerPool::start(config, ack_wait, log, store, shutdown)
+        .await
+        .unwrap()
 }
 
 async fn wait_until<F, Fut>(what: &str, mut condition: F)
@@ -485,9 +621,8 @@ async fn stop(shutdown: CancellationToken, pools: Vec<WorkerPool>) {
 // ---------------------------------------------------------------------------------------
 // tests
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn applies_ops_publishes_events_and_skips_unchanged_content() {
-    let fx = Fixture::new("apply-dedup", Fault::None);
+async fn applies_ops_publishes_events_and_skips_unchanged_content(backend: Backend) {
+    let fx = Fixture::new(backend, "apply-dedup", Fault::None).await;
     let shutdown = CancellationToken::new();
     let pool = fx.start_pool(config(2), &shutdown).await;
 
@@ -553,8 +688,7 @@ async fn applies_ops_publishes_events_and_skips_unchanged_content() {
     stop(shutdown, vec![pool]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_op_delivered_after_a_newer_one_is_stale() {
+async fn an_older_op_delivered_after_a_newer_one_is_stale(backend: Backend) {
     let old = upsert("x", "old");
     let new = upsert("x", "new");
     let hash_of = |op: &DocOp| match op {
@@ -564,13 +698,15 @@ async fn an_older_op_delivered_after_a_newer_one_is_stale() {
     // The older write is held back (transient failures) until the newer one is stored,
     // so the older op reaches the store after the newer one, as after a redelivery.
     let fx = Fixture::new(
+        backend,
         "out-of-order",
         Fault::HoldUntilApplied {
             held: hash_of(&old),
             releaser: hash_of(&new),
             released: AtomicBool::new(false),
         },
-    );
+    )
+    .await;
     let shutdown = CancellationToken::new();
     let mut workers = config(2);
     workers.fetch_batch = 1;
@@ -596,9 +732,13 @@ async fn an_older_op_delivered_after_a_newer_one_is_stale() {
     stop(shutdown, vec![pool]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_op_is_dead_lettered_and_its_batch_mates_are_applied() {
-    let fx = Fixture::new("poison", Fault::PermanentFor(DocId::new("poison").unwrap()));
+async fn a_poison_op_is_dead_lettered_and_its_batch_mates_are_applied(backend: Backend) {
+    let fx = Fixture::new(
+        backend,
+        "poison",
+        Fault::PermanentFor(DocId::new("poison").unwrap()),
+    )
+    .await;
     let shutdown = CancellationToken::new();
     let workers = config(2);
     let max_deliver = workers.max_deliver;
@@ -648,9 +788,13 @@ async fn a_poison_op_is_dead_lettered_and_its_batch_mates_are_applied() {
     stop(shutdown, vec![pool]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_failures_are_retried_until_applied() {
-    let fx = Fixture::new("transient", Fault::TransientFirst(AtomicU32::new(4)));
+async fn transient_failures_are_retried_until_applied(backend: Backend) {
+    let fx = Fixture::new(
+        backend,
+        "transient",
+        Fault::TransientFirst(AtomicU32::new(4)),
+    )
+    .await;
     let shutdown = CancellationToken::new();
     let pool = fx.start_pool(config(1), &shutdown).await;
 
@@ -665,9 +809,8 @@ async fn transient_failures_are_retried_until_applied() {
     stop(shutdown, vec![pool]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_message_is_dead_lettered() {
-    let fx = Fixture::new("malformed", Fault::None);
+async fn an_undecodable_message_is_dead_lettered(backend: Backend) {
+    let fx = Fixture::new(backend, "malformed", Fault::None).await;
     let shutdown = CancellationToken::new();
     let pool = fx.start_pool(config(1), &shutdown).await;
 
@@ -684,16 +827,17 @@ async fn an_undecodable_message_is_dead_lettered() {
     stop(shutdown, vec![pool]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_and_acks_the_message_in_hand() {
+async fn shutdown_finishes_and_acks_the_message_in_hand(backend: Backend) {
     let (open_gate, gate) = watch::channel(false);
     let fx = Fixture::new(
+        backend,
         "shutdown",
         Fault::Gate {
             open: gate,
             entered: AtomicUsize::new(0),
         },
-    );
+    )
+    .await;
     let shutdown = CancellationToken::new();
     let pool = fx.start_pool(config(1), &shutdown).await;
 
@@ -726,12 +870,16 @@ async fn shutdown_finishes_and_acks_the_message_in_hand() {
     assert!(floor.is_some_and(|f| f >= seq), "acked before stopping");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_pools_share_the_consumer_and_apply_every_op_once() {
-    let fx = Fixture::new("two-pools", Fault::None);
+async fn two_pools_share_the_consumer_and_apply_every_op_once(backend: Backend) {
+    let fx = Fixture::new(backend, "two-pools", Fault::None).await;
     let shutdown = CancellationToken::new();
-    let first = fx.start_pool(config(2), &shutdown).await;
-    let second = fx.start_pool(config(2), &shutdown).await;
+    // Each pool on its own handle: on JetStream two connections, as two processes.
+    let first = fx
+        .start_pool_on(fx.connect().await, config(2), &shutdown)
+        .await;
+    let second = fx
+        .start_pool_on(fx.connect().await, config(2), &shutdown)
+        .await;
 
     const MESSAGES: usize = 40;
     const OPS: usize = 5;
@@ -759,10 +907,9 @@ async fn two_pools_share_the_consumer_and_apply_every_op_once() {
     stop(shutdown, vec![first, second]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_are_not_lost_when_their_append_fails_after_the_write() {
+async fn events_are_not_lost_when_their_append_fails_after_the_write(backend: Backend) {
     for (collection, failing_appends) in [("events-retried", 2), ("events-redelivered", 1_000)] {
-        let fx = Fixture::new(collection, Fault::None);
+        let fx = Fixture::new(backend, collection, Fault::None).await;
         let log = Arc::new(FlakyEventsLog {
             inner: fx.log.clone(),
             failing_event_appends: AtomicU32::new(failing_appends),
@@ -794,3 +941,162 @@ async fn events_are_not_lost_when_their_append_fails_after_the_write() {
         stop(shutdown, vec![pool]).await;
     }
 }
+
+/// A pool whose process dies holding messages (one written to the store, none acked)
+/// leaves them to the surviving pool, which gets them again after ack_wait: every op
+/// ends up written exactly once and published, nothing is dead-lettered.
+///
+/// The dying pool runs in its own runtime on its own log handle (on JetStream its own
+/// connection, opened in that runtime); "dying" is shutting that runtime down, which
+/// drops its tasks mid-write and, on JetStream, closes its connection — what the server
+/// sees of a killed process.
+async fn a_dead_pools_messages_are_redelivered_to_another_pool(backend: Backend) {
+    const MESSAGES: usize = 5;
+    const OPS: usize = 3;
+    let fx = Fixture::new(backend, "dead-pool", Fault::None).await;
+    // Appended before the dying pool starts, so its first fetch takes all of them.
+    let mut seqs = Vec::with_capacity(MESSAGES);
+    for m in 0..MESSAGES {
+        let ops = (0..OPS)
+            .map(|i| upsert(&format!("doc-{m}-{i}"), "v1"))
+            .collect();
+        seqs.push(fx.append((m % 2) as u32, ops).await);
+    }
+    let last = seqs[MESSAGES - 1];
+
+    let dying_process = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dying_store = fx.store_with(Fault::StallAfterWrite);
+    let mut dying_config = config(1);
+    dying_config.fetch_batch = MESSAGES;
+    let dying_pool = dying_process
+        .spawn({
+            let opener = fx.opener.clone();
+            let store = dying_store.clone();
+            async move {
+                let log = opener.open().await;
+                start_pool(
+                    log,
+                    store,
+                    dying_config,
+                    SHORT_ACK_WAIT,
+                    CancellationToken::new(),
+                )
+                .await
+            }
+        })
+        .await
+        .unwrap();
+    let store = dying_store.clone();
+    wait_until("the dying pool's first write", || {
+        let store = store.clone();
+        async move { store.applies.load(Ordering::SeqCst) > 0 }
+    })
+    .await;
+    if let Some(state) = fx.server_consumer_state().await {
+        assert_eq!(
+            (state.ack_pending, state.pending),
+            (MESSAGES, 0),
+            "the dying pool holds every message: {state:?}"
+        );
+    }
+
+    // The survivor runs before the death, so it sees nothing until ack_wait expires.
+    let shutdown = CancellationToken::new();
+    let survivor = start_pool(
+        fx.connect().await,
+        fx.store.clone(),
+        config(2),
+        SHORT_ACK_WAIT,
+        shutdown.clone(),
+    )
+    .await;
+    drop(dying_pool);
+    dying_process.shutdown_background();
+
+    fx.wait_acked(last).await;
+    let events = fx.wait_events(MESSAGES * OPS).await;
+    stop(shutdown, vec![survivor]).await;
+
+    assert_eq!(
+        dying_store.applies.load(Ordering::SeqCst),
+        1,
+        "the dead pool wrote its first message only"
+    );
+    assert_eq!(
+        fx.store.applies.load(Ordering::SeqCst),
+        MESSAGES - 1,
+        "the survivor wrote every other message once and did not rewrite the first"
+    );
+    let stored = fx.store.scan(&fx.collection, None, 10_000).await.unwrap();
+    assert_eq!(stored.len(), MESSAGES * OPS);
+    for (m, seq) in seqs.iter().enumerate() {
+        for i in 0..OPS {
+            let doc = fx.stored(&format!("doc-{m}-{i}")).await.expect("stored");
+            assert_eq!(doc.seq, seq.for_op(i));
+        }
+    }
+    assert_eq!(events.len(), MESSAGES * OPS, "one event per op: {events:?}");
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id().as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), MESSAGES * OPS);
+    assert!(fx.dead_letters().await.is_empty());
+    assert_eq!(
+        ops_counter(&fx.collection, "applied"),
+        ((MESSAGES - 1) * OPS) as u64
+    );
+    assert_eq!(
+        ops_counter(&fx.collection, "unchanged"),
+        OPS as u64,
+        "the first message's ops were found already applied"
+    );
+    if let Some(state) = fx.server_consumer_state().await {
+        assert!(
+            state.deliveries >= 2 * MESSAGES as u64,
+            "every message was delivered to both pools: {state:?}"
+        );
+        assert_eq!(state.ack_pending, 0, "{state:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// one test per scenario and log
+
+/// For every scenario `s`, `embedded::s` runs it on the embedded log and `jetstream::s`
+/// on a real nats-server.
+macro_rules! on_both_logs {
+    ($($scenario:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Embedded).await;
+                }
+            )+
+        }
+        mod jetstream {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::JetStream).await;
+                }
+            )+
+        }
+    };
+}
+
+on_both_logs!(
+    applies_ops_publishes_events_and_skips_unchanged_content,
+    an_older_op_delivered_after_a_newer_one_is_stale,
+    a_poison_op_is_dead_lettered_and_its_batch_mates_are_applied,
+    transient_failures_are_retried_until_applied,
+    an_undecodable_message_is_dead_lettered,
+    shutdown_finishes_and_acks_the_message_in_hand,
+    two_pools_share_the_consumer_and_apply_every_op_once,
+    events_are_not_lost_when_their_append_fails_after_the_write,
+    a_dead_pools_messages_are_redelivered_to_another_pool,
+);
