@@ -11,6 +11,11 @@
 //! Declared fields keep their own name; text fields are not stored because highlights are
 //! computed from `_source`. The mapping is pure (no I/O) and deterministic: the same schema
 //! always gives the same Tantivy schema, so a shard reopened after a restart matches.
+//!
+//! The module is public so that whatever must index exactly what a shard indexes (the raw
+//! Tantivy benchmarks) uses this one mapping instead of a copy: [`IndexSchema::new`],
+//! [`IndexSchema::document`], [`IndexSchema::default_query_fields`], the reserved field
+//! handles and [`ensure_tokenizers`]. Everything else stays crate-private.
 
 use std::collections::HashMap;
 
@@ -84,9 +89,12 @@ pub(crate) enum SortKind {
     Keyword,
 }
 
-/// A collection's Tantivy schema with handles on its fields.
+/// A collection's Tantivy schema with handles on its reserved fields.
+///
+/// Built once per collection schema version by [`IndexSchema::new`]; immutable afterwards,
+/// so it is shared (`Arc`) between a collection's shards and searches without locking.
 #[derive(Debug)]
-pub(crate) struct IndexSchema {
+pub struct IndexSchema {
     /// The Tantivy schema.
     pub schema: tantivy::schema::Schema,
     /// `_id`.
@@ -104,7 +112,8 @@ pub(crate) struct IndexSchema {
 }
 
 impl IndexSchema {
-    /// Generates the Tantivy schema of a (validated) collection schema.
+    /// Generates the Tantivy schema of a (validated) collection schema: the reserved
+    /// fields, then every declared field whose name Tantivy accepts, in schema order.
     pub fn new(collection: &Schema) -> Self {
         let mut builder = tantivy::schema::Schema::builder();
         let id = builder.add_text_field(ID_FIELD, STRING | FAST | STORED);
@@ -170,12 +179,12 @@ impl IndexSchema {
     }
 
     /// The declared field `name`, if the index has it.
-    pub fn declared(&self, name: &str) -> Option<&DeclaredField> {
+    pub(crate) fn declared(&self, name: &str) -> Option<&DeclaredField> {
         self.declared.get(name)
     }
 
     /// Declared text fields, in schema order.
-    pub fn text_fields(&self) -> &[(String, Field)] {
+    pub(crate) fn text_fields(&self) -> &[(String, Field)] {
         &self.text_fields
     }
 
@@ -191,7 +200,8 @@ impl IndexSchema {
 
     /// The Tantivy document for version `seq` of document `id` with canonical JSON `source`.
     ///
-    /// Values of the wrong type for their declared field (possible only if the schema
+    /// A `source` that is not a JSON object (never the case for validated documents) is
+    /// indexed by `_id`, `_seq` and `_source` only, with a warning. Values of the wrong type for their declared field (possible only if the schema
     /// changed under stored data) are left out of that field rather than failing the
     /// document: it stays retrievable and searchable through its other fields.
     pub fn document(&self, id: &DocId, seq: Seq, source: &[u8]) -> TantivyDocument {
@@ -236,7 +246,7 @@ impl IndexSchema {
 
     /// The marker left by a delete: it carries the delete's sequence so that an older
     /// upsert arriving later is recognised as stale and cannot resurrect the document.
-    pub fn tombstone(&self, id: &DocId, seq: Seq) -> TantivyDocument {
+    pub(crate) fn tombstone(&self, id: &DocId, seq: Seq) -> TantivyDocument {
         let mut doc = TantivyDocument::new();
         doc.add_text(self.id, id.as_str());
         doc.add_u64(self.seq, seq.0);
@@ -285,8 +295,9 @@ fn add_scalar(doc: &mut TantivyDocument, declared: &DeclaredField, value: &Value
 /// Registers every tokenizer a schema may name that the index does not know yet.
 ///
 /// Tantivy ships all of them today; registering the missing ones keeps a schema naming
-/// one from failing at indexing time should that default set ever shrink.
-pub(crate) fn ensure_tokenizers(index: &Index) {
+/// one from failing at indexing time should that default set ever shrink. Call it on every
+/// index opened or created with an [`IndexSchema`]'s schema, before writing to it.
+pub fn ensure_tokenizers(index: &Index) {
     let manager = index.tokenizers();
     for name in TOKENIZERS {
         if manager.get(name).is_some() {

@@ -14,7 +14,8 @@
 //! - `consume`: the per-shard consume loop (fetch, apply, commit, ack).
 //! - `commit_policy`: when a shard commits.
 //! - `shard`: one Tantivy index, its writer, the sequence guard, commits and generations.
-//! - `index_schema`: the Tantivy schema of a collection and document mapping.
+//! - [`index_schema`]: the Tantivy schema of a collection and document mapping (public so
+//!   that raw Tantivy benchmarks index exactly the documents a shard indexes).
 //! - [`search`]: request validation, query planning, per-shard collection, merge, highlights.
 //! - [`error`]: start-up and search errors.
 
@@ -22,7 +23,7 @@ mod collection;
 mod commit_policy;
 mod consume;
 pub mod error;
-mod index_schema;
+pub mod index_schema;
 pub mod indexer;
 pub mod search;
 mod shard;

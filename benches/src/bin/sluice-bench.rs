@@ -15,13 +15,13 @@ use anyhow::Context;
 use clap::Parser;
 use sluice_benches::corpus::{mixed_term_queries, schema_json, Corpus};
 use sluice_benches::e2e::{Driver, IngestRun};
-use sluice_benches::index_mapping::IndexMapping;
 use sluice_benches::raw_jetstream::publish_corpus;
 use sluice_benches::raw_tantivy::{corpus_schema, index_corpus, RAW_WRITER_BUDGET};
 use sluice_benches::report::{
     machine_description, millis, rate, ratio_against, thousands, verdict, Report,
 };
 use sluice_benches::sluice_process::{default_binary, SluiceProcess};
+use sluice_indexer::index_schema::IndexSchema;
 use sluice_queue::testing::NatsServer;
 
 #[derive(Parser, Debug)]
@@ -95,7 +95,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("generating {} corpus documents ...", args.docs);
     let corpus = Corpus::generate_in(work.path(), args.docs)?;
     let schema = corpus_schema()?;
-    let mapping = IndexMapping::new(&schema);
+    let mapping = IndexSchema::new(&schema);
 
     let mut raw = Vec::new();
     for threads in [1, 2] {
