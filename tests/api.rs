@@ -150,11 +150,8 @@ async fn corpus_scenario(server: &Server) {
     // GET returns the document as sent.
     for i in [0, 7_777, 19_999] {
         let response = server
-            .client
-            .get(server.url(&format!("/v1/collections/corpus/documents/doc-{i}")))
-            .send()
-            .await
-            .unwrap();
+            .get(&format!("/v1/collections/corpus/documents/doc-{i}"))
+            .await;
         assert_eq!(response.status(), 200);
         assert!(response.headers().get("etag").is_some());
         let got: Value = response.json().await.unwrap();
@@ -279,11 +276,8 @@ async fn bad_lines_are_rejected_by_line_and_code_while_good_lines_go_through() {
     assert_eq!(ids[5], "doc-4");
     assert_eq!(server.total("corpus", "*").await, 2);
     let status = server
-        .client
-        .get(server.url("/v1/collections/corpus/documents/doc-1"))
-        .send()
+        .get("/v1/collections/corpus/documents/doc-1")
         .await
-        .unwrap()
         .status();
     assert_eq!(status, 404);
 }
@@ -404,11 +398,8 @@ async fn kill9_scenario(server: Server) {
     }
     for id in acked.iter().step_by(97) {
         let status = server
-            .client
-            .get(server.url(&format!("/v1/collections/corpus/documents/{id}")))
-            .send()
+            .get(&format!("/v1/collections/corpus/documents/{id}"))
             .await
-            .unwrap()
             .status();
         assert_eq!(status, 200, "{id}");
     }
@@ -451,15 +442,7 @@ async fn collections_are_validated_created_updated_and_deleted() {
         )
         .await;
     assert_eq!(status, 200, "{result}");
-    let info: Value = server
-        .client
-        .get(server.url("/v1/collections/notes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = server.get_json("/v1/collections/notes").await;
     assert_eq!(info["dynamic"], true);
     let fields: Vec<&str> = info["schema"]["fields"]
         .as_array()
@@ -492,30 +475,12 @@ async fn collections_are_validated_created_updated_and_deleted() {
     assert_eq!(result["accepted"], 1);
     assert_eq!(server.total("notes", "extra:late").await, 1);
 
-    let list: Value = server
-        .client
-        .get(server.url("/v1/collections"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = server.get_json("/v1/collections").await;
     assert_eq!(list["collections"].as_array().unwrap().len(), 2);
 
-    let response = server
-        .client
-        .delete(server.url("/v1/collections/notes"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.delete("/v1/collections/notes").await;
     assert_eq!(response.status(), 200);
-    let response = server
-        .client
-        .get(server.url("/v1/collections/notes"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/v1/collections/notes").await;
     assert_eq!(response.status(), 404);
     let (status, _) = server.search("notes", &[("q", "hello")]).await;
     assert_eq!(status, 404);
@@ -533,30 +498,16 @@ async fn deletes_updates_and_read_your_writes() {
     let (status, _) = server.ingest("corpus", lines.join("\n"), "durable").await;
     assert_eq!(status, 200);
     // GET right after a durable 2xx sees the write.
-    let got: Value = server
-        .client
-        .get(server.url("/v1/collections/corpus/documents/doc-3"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = server
+        .get_json("/v1/collections/corpus/documents/doc-3")
+        .await;
     assert_eq!(got, docs[3]);
 
     let response = server
-        .client
-        .delete(server.url("/v1/collections/corpus/documents/doc-3?wait=searchable"))
-        .send()
-        .await
-        .unwrap();
+        .delete("/v1/collections/corpus/documents/doc-3?wait=searchable")
+        .await;
     assert_eq!(response.status(), 200);
-    let response = server
-        .client
-        .get(server.url("/v1/collections/corpus/documents/doc-3"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/v1/collections/corpus/documents/doc-3").await;
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "document_not_found");
@@ -570,15 +521,9 @@ async fn deletes_updates_and_read_your_writes() {
     assert_eq!(status, 200);
     let id = result["ids"][0].as_str().unwrap().to_owned();
     assert_eq!(id.len(), 36);
-    let got: Value = server
-        .client
-        .get(server.url(&format!("/v1/collections/corpus/documents/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = server
+        .get_json(&format!("/v1/collections/corpus/documents/{id}"))
+        .await;
     assert_eq!(got["id"], id.as_str());
     assert_eq!(got["title"], docs[0]["title"]);
 
@@ -591,15 +536,9 @@ async fn deletes_updates_and_read_your_writes() {
         .ingest("corpus", format!("{first}\n{second}\n"), "searchable")
         .await;
     assert_eq!(status, 200);
-    let got: Value = server
-        .client
-        .get(server.url("/v1/collections/corpus/documents/doc-5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = server
+        .get_json("/v1/collections/corpus/documents/doc-5")
+        .await;
     assert_eq!(got["title"], "second version");
     assert_eq!(
         server
@@ -712,12 +651,7 @@ async fn http_errors_limits_and_encodings() {
         .await
         .unwrap();
     assert_eq!(response.status(), 415);
-    let response = server
-        .client
-        .get(server.url("/v2/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/v2/nothing").await;
     assert_eq!(response.status(), 404);
     assert!(response.headers().get("x-trace-id").is_some());
     let body: Value = response.json().await.unwrap();
@@ -764,26 +698,13 @@ async fn http_errors_limits_and_encodings() {
     assert_eq!(body["total"].as_u64().unwrap() as usize, prices.len());
 
     // The server is still serving after all of that.
-    let response = server
-        .client
-        .get(server.url("/_internal_/healthcheck"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/_internal_/healthcheck").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
         json!({"status": "healthy"})
     );
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("sluice_http_requests_total"));
     assert!(metrics.contains("sluice_ingest_documents_total"));
 }
@@ -792,15 +713,7 @@ async fn http_errors_limits_and_encodings() {
 async fn openapi_document_matches_the_routes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None).await;
-    let doc: Value = server
-        .client
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = server.get_json("/openapi.json").await;
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 8);
     let mut checked = 0;

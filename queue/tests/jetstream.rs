@@ -428,14 +428,10 @@ async fn a_consumer_handle_keeps_working_after_the_server_restarts() {
         "unexpected deliveries after the restart: {:?}",
         seqs(&got)
     );
-    let redelivered = got
-        .iter()
-        .find(|d| d.seq == before[1])
-        .expect("redelivered");
-    assert!(
-        redelivered.delivery_count >= 2,
-        "the unacked message counts its redelivery"
-    );
+    // The unacked message is in `got` (checked above). Its delivery count is not checked
+    // here: the server keeps consumer state asynchronously, so a `SIGKILL` can lose the
+    // first delivery's count as it can lose a recent ack. Counting redeliveries is checked
+    // by the conformance suite, without a server kill.
     until_ok("ack after restart", || handle.ack(&got)).await;
     let floor = until_ok("ack_floor", || log.ack_floor(StreamKind::Events, "restart")).await;
     assert_eq!(

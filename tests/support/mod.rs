@@ -112,6 +112,27 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    /// `GET path` answered 200 with a JSON body: the body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("JSON body")
+    }
+
     /// `kill -9`, then a new process on the same data directory.
     pub async fn kill9_and_restart(mut self) -> Server {
         self.child.kill().expect("kill -9");
