@@ -30,6 +30,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Index shards and search.
     pub indexer: IndexerConfig,
+    /// Timeouts and circuit breakers around the log, the store and the index.
+    pub resilience: ResilienceConfig,
 }
 
 /// `[server]`
@@ -213,6 +215,39 @@ impl Default for IndexerConfig {
     }
 }
 
+/// `[resilience]`: how calls to a dependency (log, store, index) are bounded and when
+/// a failing dependency is left alone for a while.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResilienceConfig {
+    /// Consecutive infrastructure failures of one dependency that open its breaker.
+    pub breaker_failures: u32,
+    /// How long an opened breaker refuses calls at first (jittered).
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_initial: Duration,
+    /// The longest an opened breaker refuses calls, after repeated failed probes.
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_max: Duration,
+    /// Longest one store read or write may take.
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
+    /// Longest one index commit may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub index_commit_timeout: Duration,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            breaker_failures: 5,
+            breaker_open_initial: Duration::from_secs(1),
+            breaker_open_max: Duration::from_secs(30),
+            store_timeout: Duration::from_secs(10),
+            index_commit_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 impl Config {
     /// Parses a TOML configuration file's contents.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
@@ -291,6 +326,14 @@ impl Config {
         check(
             self.indexer.fetch_batch >= 1,
             "indexer.fetch_batch must be at least 1",
+        )?;
+        check(
+            self.resilience.breaker_failures >= 1,
+            "resilience.breaker_failures must be at least 1",
+        )?;
+        check(
+            self.resilience.breaker_open_initial <= self.resilience.breaker_open_max,
+            "resilience.breaker_open_initial exceeds resilience.breaker_open_max",
         )?;
         Ok(())
     }

@@ -15,6 +15,7 @@
 //! - [`op`]: ops, events and the batch messages that carry them through the logs.
 //! - [`log`]: the durable log port (append, shared durable consumers, acks, redelivery).
 //! - [`store`]: the document store port (last-writer-wins writes, tombstones, scans).
+//! - [`resilience`]: error classification, call timeouts and circuit breakers.
 //! - [`error`]: stable error codes and their HTTP statuses.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`subjects`]: the log subject names shared by every adapter.
@@ -27,6 +28,7 @@ pub mod ids;
 pub mod log;
 pub mod metrics;
 pub mod op;
+pub mod resilience;
 pub mod schema;
 pub mod store;
 pub mod subjects;

@@ -22,8 +22,8 @@ use bytes::Bytes;
 use crate::ids::Seq;
 use crate::subjects::StreamKind;
 
-/// A failure of the log. Classified once: [`LogError::is_transient`].
-#[derive(Debug, thiserror::Error)]
+/// A failure of the log. Classified once, in [`crate::resilience`].
+#[derive(Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
     /// The log cannot be reached or refused the operation for now; retry later.
@@ -44,9 +44,10 @@ pub enum LogError {
 }
 
 impl LogError {
-    /// Whether retrying the same operation later may succeed.
+    /// Whether retrying the same operation later may succeed (see
+    /// [`crate::resilience::Classify`], where this is decided).
     pub fn is_transient(&self) -> bool {
-        matches!(self, LogError::Unavailable(_) | LogError::Timeout)
+        crate::resilience::Classify::is_transient(self)
     }
 }
 

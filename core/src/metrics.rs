@@ -58,8 +58,25 @@ pub const SEARCH_CACHE_LOOKUPS_TOTAL: &str = "sluice_search_cache_lookups_total"
 /// Ops moved to the dead-letter queue. Labels: `collection`.
 pub const DLQ_MESSAGES_TOTAL: &str = "sluice_dlq_messages_total";
 
+/// State of a dependency's circuit breaker: 0 closed, 1 half-open, 2 open.
+/// Labels: `dependency` (`log_publish`, `log_consume`, `store`, `index_commit`).
+pub const BREAKER_STATE: &str = "sluice_breaker_state";
+/// Circuit breaker state changes. Labels: `dependency`, `to` (`closed`, `half_open`, `open`).
+pub const BREAKER_TRANSITIONS_TOTAL: &str = "sluice_breaker_transitions_total";
+/// Calls refused by an open circuit breaker. Labels: `dependency`.
+pub const BREAKER_REJECTIONS_TOTAL: &str = "sluice_breaker_rejections_total";
+
 /// Registers a description and unit for every metric above.
 pub fn describe() {
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(BREAKER_TRANSITIONS_TOTAL, "Circuit breaker state changes");
+    describe_counter!(
+        BREAKER_REJECTIONS_TOTAL,
+        "Calls refused at once by an open circuit breaker"
+    );
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests answered");
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,

@@ -17,8 +17,8 @@ use crate::document::ContentHash;
 use crate::ids::{CollectionName, DocId, Seq};
 use crate::schema::Schema;
 
-/// A failure of the store. Classified once: [`StoreError::is_transient`].
-#[derive(Debug, thiserror::Error)]
+/// A failure of the store. Classified once, in [`crate::resilience`].
+#[derive(Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The store cannot be reached or is overloaded; retry later.
@@ -36,9 +36,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether retrying the same operation later may succeed.
+    /// Whether retrying the same operation later may succeed (see
+    /// [`crate::resilience::Classify`], where this is decided).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout)
+        crate::resilience::Classify::is_transient(self)
     }
 }
 
