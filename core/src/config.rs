@@ -32,6 +32,17 @@ pub struct Config {
     pub indexer: IndexerConfig,
     /// Timeouts and circuit breakers around the log, the store and the index.
     pub resilience: ResilienceConfig,
+    /// Fault injection, for tests of failure paths only.
+    pub faults: FaultsConfig,
+}
+
+/// `[faults]`: test configuration only. When enabled, `PUT /_internal_/faults/{point}`
+/// injects errors and latency into the store or index shards (see `sluice_core::faults`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultsConfig {
+    /// Accept fault plans at run time. Never enable in production.
+    pub enabled: bool,
 }
 
 /// `[server]`

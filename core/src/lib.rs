@@ -15,6 +15,7 @@
 //! - [`op`]: ops, events and the batch messages that carry them through the logs.
 //! - [`log`]: the durable log port (append, shared durable consumers, acks, redelivery).
 //! - [`store`]: the document store port (last-writer-wins writes, tombstones, scans).
+//! - [`faults`]: test-only fault injection (errors, latency) at named points.
 //! - [`resilience`]: error classification, call timeouts and circuit breakers.
 //! - [`error`]: stable error codes and their HTTP statuses.
 //! - [`metrics`]: every metric name, in one place.
@@ -24,6 +25,7 @@ pub mod catalog;
 pub mod config;
 pub mod document;
 pub mod error;
+pub mod faults;
 pub mod ids;
 pub mod log;
 pub mod metrics;
