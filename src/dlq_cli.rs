@@ -143,7 +143,7 @@ async fn list(
     let mut depth = Value::Null;
     let mut more = None;
     while entries.len() < limit {
-        let page_limit = (limit - entries.len()).min(1000);
+        let page_limit = (limit - entries.len()).min(500);
         let mut path = format!("/v1/dlq?after={after}&limit={page_limit}");
         if let Some(c) = collection {
             let _ = write!(path, "&collection={}", encode(c));

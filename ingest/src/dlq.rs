@@ -31,7 +31,7 @@ pub struct ListParams {
     /// Only entries with an id above this one (paging).
     #[serde(default)]
     after: u64,
-    /// Most entries returned (1 to 1000).
+    /// Most entries returned (1 to 500).
     limit: Option<usize>,
 }
 
@@ -80,7 +80,10 @@ fn selection(
     if let Some(name) = collection {
         return Ok(DlqSelection::Collection(collection_name(name)?));
     }
-    if let Some(ids) = ids {
+    if let Some(mut ids) = ids {
+        // An id named twice is one entry, replayed or purged once.
+        ids.sort_unstable();
+        ids.dedup();
         if ids.is_empty() || ids.len() > MAX_SELECTED_IDS {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,

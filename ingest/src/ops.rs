@@ -112,7 +112,7 @@ pub fn openapi_document() -> Value {
                         "parameters": [
                             {"name": "collection", "in": "query", "schema": {"type": "string"}},
                             {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}, "description": "only entries with a higher entry_id (paging: pass next_after)"},
-                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}}],
                         "responses": with_errors(json!({"200": json_response("Entries", json!({"$ref": "#/components/schemas/DlqPage"}))}))},
                 "delete": {"summary": "Purge dead-letter entries: all=true, one collection, or ids",
                            "parameters": [

@@ -38,12 +38,13 @@ use tracing::warn;
 
 use crate::dlq::{DeadLetter, DeadLetterCode, DELETE_OP, UNROUTABLE_COLLECTION};
 
-/// Entries read from the log at once while walking a selection.
-const PAGE: usize = 500;
+/// Entries read from the log at once while walking a selection. An entry carries its
+/// document (at most one log message, ~1 MiB), so this bounds a replay's memory.
+const PAGE: usize = 100;
 /// Most entry ids one request may name.
 pub const MAX_SELECTED_IDS: usize = 10_000;
 /// Most entries one listing returns.
-pub const MAX_LIST_LIMIT: usize = 1_000;
+pub const MAX_LIST_LIMIT: usize = 500;
 
 /// Which entries an operation applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]
