@@ -2,10 +2,11 @@
 //!
 //! One request goes through: admission (a bounded number of ingest requests at once,
 //! and a bounded backlog of accepted documents not yet searchable ([`crate::admission`]);
-//! past either, 429 with `Retry-After`), body read (decoded, size-limited), per-line parse and validation on a
-//! blocking thread (CPU work off the async workers), grouping of the accepted lines by
-//! partition into [`DocBatch`]es of at most `max_batch_docs` ops and `max_batch_size` bytes, one durable log append
-//! for all of them, then optionally a wait until they are searchable.
+//! past either, 429 with `Retry-After`), body read (decoded, size-limited), per-line
+//! parse and validation on a blocking thread (CPU work off the async workers), grouping
+//! of the accepted lines by partition into [`DocBatch`]es of at most `max_batch_docs` ops
+//! and `max_batch_size` bytes, one durable log append for all of them, then optionally a
+//! wait until they are searchable.
 //!
 //! Invariants: a 2xx means every accepted line is durable and no rejected line was
 //! appended; `ids[i]` answers input line `i + 1` (blank lines answer `null` and count as
