@@ -1,5 +1,8 @@
 //! `sluice`: the command line. Parses arguments and configuration, installs logging,
-//! metrics and signal handling, then hands over to [`sluice::run`].
+//! metrics and signal handling, then hands over to [`sluice::run`]. `sluice dlq` talks
+//! to a running node instead ([`dlq_cli`]).
+
+mod dlq_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +37,11 @@ enum Command {
         #[arg(long, env = "SLUICE_LISTEN")]
         listen: Option<SocketAddr>,
     },
+    /// Operates the dead-letter queue of a running node over HTTP.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq_cli::DlqCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +52,15 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             listen,
         } => serve(config, data_dir, listen),
+        Command::Dlq { command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let output = runtime.block_on(dlq_cli::run(command))?;
+            print!("{output}");
+            Ok(())
+        }
     }
 }
 

@@ -89,6 +89,9 @@ pub struct IngestConfig {
     /// Longest a `wait=searchable` request or a read-your-writes `GET` waits.
     #[serde(with = "humantime_serde")]
     pub visibility_timeout: Duration,
+    /// Most documents this node appended and the pipeline has not yet made searchable;
+    /// past it, ingest answers 429 `overloaded` with `Retry-After` (0: no limit).
+    pub max_backlog_docs: u64,
 }
 
 impl Default for IngestConfig {
@@ -102,6 +105,7 @@ impl Default for IngestConfig {
             default_shards: 2,
             max_in_flight_requests: 64,
             visibility_timeout: Duration::from_secs(30),
+            max_backlog_docs: 1_000_000,
         }
     }
 }

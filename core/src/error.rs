@@ -57,6 +57,9 @@ pub enum ErrorCode {
     NotFound,
     /// The route exists but not with this method.
     MethodNotAllowed,
+    /// A dead-letter entry that cannot be replayed (no op to replay, or its collection
+    /// is gone); purge it instead.
+    NotReplayable,
 
     // --- server-side conditions ---
     /// Too many requests in flight; retry after the indicated delay.
@@ -91,7 +94,7 @@ impl ErrorCode {
             | InvalidQuery
             | InvalidRequest => 400,
             LineTooLarge | PayloadTooLarge => 413,
-            IncompatibleSchema => 409,
+            IncompatibleSchema | NotReplayable => 409,
             CollectionNotFound | DocumentNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             UnsupportedMediaType => 415,
@@ -128,6 +131,7 @@ impl ErrorCode {
             UnsupportedMediaType => "unsupported_media_type",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
+            NotReplayable => "not_replayable",
             Overloaded => "overloaded",
             Unavailable => "unavailable",
             Starting => "starting",

@@ -57,6 +57,17 @@ pub const SEARCH_CACHE_LOOKUPS_TOTAL: &str = "sluice_search_cache_lookups_total"
 
 /// Ops moved to the dead-letter queue. Labels: `collection`.
 pub const DLQ_MESSAGES_TOTAL: &str = "sluice_dlq_messages_total";
+/// Entries in the dead-letter queue now. Labels: `collection`.
+pub const DLQ_DEPTH: &str = "sluice_dlq_depth";
+/// Dead-letter entries replayed (re-appended to DOCS and removed). Labels: `collection`.
+pub const DLQ_REPLAYED_TOTAL: &str = "sluice_dlq_replayed_total";
+/// Dead-letter entries purged. Labels: `collection`.
+pub const DLQ_PURGED_TOTAL: &str = "sluice_dlq_purged_total";
+
+/// Documents this node appended that the pipeline has not finished with. Labels:
+/// `stage` (`applying`: not yet written by the workers; `indexing`: written, not yet
+/// searchable).
+pub const INGEST_BACKLOG_DOCUMENTS: &str = "sluice_ingest_backlog_documents";
 
 /// State of a dependency's circuit breaker: 0 closed, 1 half-open, 2 open.
 /// Labels: `dependency` (`log_publish`, `log_consume`, `store`, `index_commit`).
@@ -124,4 +135,11 @@ pub fn describe() {
     describe_histogram!(SEARCH_DURATION_SECONDS, Unit::Seconds, "Search latency");
     describe_counter!(SEARCH_CACHE_LOOKUPS_TOTAL, "Search result cache lookups");
     describe_counter!(DLQ_MESSAGES_TOTAL, "Ops moved to the dead-letter queue");
+    describe_gauge!(DLQ_DEPTH, "Entries in the dead-letter queue");
+    describe_counter!(DLQ_REPLAYED_TOTAL, "Dead-letter entries replayed into DOCS");
+    describe_counter!(DLQ_PURGED_TOTAL, "Dead-letter entries purged");
+    describe_gauge!(
+        INGEST_BACKLOG_DOCUMENTS,
+        "Documents appended by this node and not yet applied or searchable"
+    );
 }

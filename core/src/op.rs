@@ -39,6 +39,16 @@ pub enum DocOp {
         /// The document id.
         id: DocId,
     },
+    /// An op replayed from the dead-letter queue. It is applied with the sequence it was
+    /// first given (`seq`), not the one of the message replaying it, so last-writer-wins
+    /// orders it where it was accepted: a newer write of the same id keeps winning.
+    /// (Appended last among the variants, so messages written before it still decode.)
+    Replayed {
+        /// The op's original sequence.
+        seq: Seq,
+        /// The op; never itself a `Replayed` (see [`DocOp::replayed`]).
+        op: Box<DocOp>,
+    },
 }
 
 impl DocOp {
@@ -46,6 +56,29 @@ impl DocOp {
     pub fn id(&self) -> &DocId {
         match self {
             DocOp::Upsert { id, .. } | DocOp::Delete { id } => id,
+            DocOp::Replayed { op, .. } => op.id(),
+        }
+    }
+
+    /// `op`, to be applied again with its original sequence `seq`. An op that is
+    /// already a replay keeps the sequence it carries: that one is the original.
+    pub fn replayed(op: DocOp, seq: Seq) -> DocOp {
+        match op {
+            replayed @ DocOp::Replayed { .. } => replayed,
+            op => DocOp::Replayed {
+                seq,
+                op: Box::new(op),
+            },
+        }
+    }
+
+    /// The plain op (`Upsert` or `Delete`) and the sequence it applies with, for the op
+    /// carried at op sequence `position` of its message. (A nested replay, which
+    /// [`DocOp::replayed`] never builds, applies with its outermost sequence.)
+    pub fn sequenced(&self, position: Seq) -> (&DocOp, Seq) {
+        match self {
+            DocOp::Replayed { seq, op } => (op.sequenced(*seq).0, *seq),
+            op => (op, position),
         }
     }
 }
@@ -165,5 +198,24 @@ mod tests {
         };
         assert_eq!(EventBatch::decode(&events.encode()).unwrap(), events);
         assert!(DocBatch::decode(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn replayed_ops_keep_their_original_sequence() {
+        let delete = DocOp::Delete {
+            id: DocId::new("b").unwrap(),
+        };
+        let once = DocOp::replayed(delete.clone(), Seq(40));
+        let twice = DocOp::replayed(once.clone(), Seq(90));
+        assert_eq!(once, twice, "a replay of a replay keeps the first sequence");
+        assert_eq!(twice.id().as_str(), "b");
+        assert_eq!(twice.sequenced(Seq(7)), (&delete, Seq(40)));
+        assert_eq!(delete.sequenced(Seq(7)), (&delete, Seq(7)));
+        let batch = DocBatch {
+            collection: CollectionName::new("c").unwrap(),
+            partition: Partition(0),
+            ops: vec![once],
+        };
+        assert_eq!(DocBatch::decode(&batch.encode()).unwrap(), batch);
     }
 }

@@ -1,10 +1,12 @@
 //! `POST /v1/collections/{c}/documents`: NDJSON lines in, durable batches out.
 //!
-//! One request goes through: admission (a bounded number of ingest requests at once;
-//! past it, 429), body read (decoded, size-limited), per-line parse and validation on a
-//! blocking thread (CPU work off the async workers), grouping of the accepted lines by
-//! partition into [`DocBatch`]es of at most `max_batch_docs` ops and `max_batch_size` bytes, one durable log append
-//! for all of them, then optionally a wait until they are searchable.
+//! One request goes through: admission (a bounded number of ingest requests at once,
+//! and a bounded backlog of accepted documents not yet searchable ([`crate::admission`]);
+//! past either, 429 with `Retry-After`), body read (decoded, size-limited), per-line
+//! parse and validation on a blocking thread (CPU work off the async workers), grouping
+//! of the accepted lines by partition into [`DocBatch`]es of at most `max_batch_docs` ops
+//! and `max_batch_size` bytes, one durable log append for all of them, then optionally a
+//! wait until they are searchable.
 //!
 //! Invariants: a 2xx means every accepted line is durable and no rejected line was
 //! appended; `ids[i]` answers input line `i + 1` (blank lines answer `null` and count as
@@ -191,7 +193,7 @@ pub fn prepare(
         for (line, op) in ops {
             let op_bytes = match &op {
                 DocOp::Upsert { source, .. } => source.len(),
-                DocOp::Delete { .. } => 0,
+                _ => 0,
             } + OP_OVERHEAD_BYTES;
             let full = ops_of_batch.len() >= limits.max_docs
                 || bytes_of_batch + op_bytes > limits.max_bytes;
@@ -267,11 +269,15 @@ pub(crate) async fn append_batches(
             payload: batch.encode(),
         };
         let log = state.inner.log.clone();
+        let backlog = state.inner.backlog.clone();
         async move {
             let seqs = log.append(StreamKind::Docs, vec![message]).await?;
-            seqs.into_iter()
+            let seq = seqs
+                .into_iter()
                 .next()
-                .ok_or_else(|| LogError::Storage("the log returned no sequence".to_owned()))
+                .ok_or_else(|| LogError::Storage("the log returned no sequence".to_owned()))?;
+            backlog.appended(&batch.collection, seq, batch.ops.len() as u64);
+            Ok(seq)
         }
     });
     let results = futures_util::future::join_all(appends).await;
@@ -357,6 +363,8 @@ pub async fn ingest_documents(
         .retry_after(1)
     })?
     .map_err(ApiError::internal)?;
+    // Before the body is read: an overloaded node spends nothing on the request.
+    state.inner.backlog.admit()?;
 
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
     let meta = collection_for_ingest(&state, &collection, &body).await?;

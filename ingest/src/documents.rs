@@ -90,6 +90,7 @@ pub async fn delete_document(
     let Query(params) =
         params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     let id = document_id(id)?;
+    state.inner.backlog.admit()?;
     let batch = DocBatch {
         collection: name,
         partition: id.partition(meta.shards()),

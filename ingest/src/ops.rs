@@ -98,7 +98,7 @@ pub fn openapi_document() -> Value {
                 "get": {"summary": "Get a document (read-your-writes)", "parameters": [collection, id],
                         "responses": with_errors(json!({"200": json_response("The document as accepted; ETag is its content hash", json!({"type": "object"}))}))},
                 "delete": {"summary": "Delete a document", "parameters": [collection, id, wait],
-                           "responses": with_errors(json!({"200": json_response("Deleted", json!({"type": "object"}))}))}
+                           "responses": with_errors(json!({"200": json_response("Deleted", json!({"type": "object"})), "429": {"$ref": "#/components/responses/Error"}}))}
             },
             "/v1/collections/{c}/search": {
                 "get": {"summary": "Search", "parameters": search_params,
@@ -106,6 +106,25 @@ pub fn openapi_document() -> Value {
                 "post": {"summary": "Search with a JSON body", "parameters": [collection],
                          "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}}}},
                          "responses": with_errors(json!({"200": json_response("Hits", json!({"$ref": "#/components/schemas/SearchResponse"}))}))}
+            },
+            "/v1/dlq": {
+                "get": {"summary": "List dead-letter entries (no document values)",
+                        "parameters": [
+                            {"name": "collection", "in": "query", "schema": {"type": "string"}},
+                            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}, "description": "only entries with a higher entry_id (paging: pass next_after)"},
+                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}}],
+                        "responses": with_errors(json!({"200": json_response("Entries", json!({"$ref": "#/components/schemas/DlqPage"}))}))},
+                "delete": {"summary": "Purge dead-letter entries: all=true, one collection, or ids",
+                           "parameters": [
+                               {"name": "all", "in": "query", "schema": {"type": "boolean"}},
+                               {"name": "collection", "in": "query", "schema": {"type": "string"}},
+                               {"name": "ids", "in": "query", "schema": {"type": "string"}, "description": "comma-separated entry ids"}],
+                           "responses": with_errors(json!({"200": json_response("Purged", json!({"type": "object", "properties": {"purged": {"type": "integer"}}}))}))}
+            },
+            "/v1/dlq/replay": {
+                "post": {"summary": "Replay dead-letter entries into the pipeline (last-writer-wins order kept)",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DlqSelection"}}}},
+                         "responses": with_errors(json!({"200": json_response("Outcome", json!({"$ref": "#/components/schemas/ReplayReport"}))}))}
             },
             "/_internal_/healthcheck": {
                 "get": {"summary": "Health", "responses": {
@@ -140,6 +159,25 @@ pub fn openapi_document() -> Value {
                     "ids": {"type": "array", "items": {"type": "string", "nullable": true}},
                     "errors": {"type": "array", "items": {"type": "object", "properties": {
                         "line": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"}}}}}},
+                "DlqPage": {"type": "object", "required": ["entries", "next_after", "depth"], "properties": {
+                    "entries": {"type": "array", "items": {"type": "object", "properties": {
+                        "entry_id": {"type": "integer"}, "collection": {"type": "string"},
+                        "id": {"type": "string", "nullable": true},
+                        "op": {"type": "string", "enum": ["upsert", "delete"], "nullable": true},
+                        "seq": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"},
+                        "attempts": {"type": "integer"},
+                        "first_failure": {"type": "string", "format": "date-time"},
+                        "last_failure": {"type": "string", "format": "date-time"},
+                        "dead_lettered_at": {"type": "string", "format": "date-time"}}}},
+                    "next_after": {"type": "integer", "nullable": true},
+                    "depth": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                "DlqSelection": {"type": "object", "description": "exactly one of all, collection, ids", "properties": {
+                    "all": {"type": "boolean"}, "collection": {"type": "string"},
+                    "ids": {"type": "array", "items": {"type": "integer"}}}},
+                "ReplayReport": {"type": "object", "required": ["replayed", "failed", "not_found", "failures"], "properties": {
+                    "replayed": {"type": "integer"}, "failed": {"type": "integer"}, "not_found": {"type": "integer"},
+                    "failures": {"type": "array", "items": {"type": "object", "properties": {
+                        "entry_id": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"}}}}}},
                 "SearchRequest": {"type": "object", "properties": {
                     "q": {"type": "string"}, "filter": {"type": "array", "items": {"type": "string"}},
                     "sort": {"type": "string"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},

@@ -15,7 +15,7 @@ use sluice_core::metrics as m;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::state::AppState;
-use crate::{bulk, collections, documents, error, ops, search};
+use crate::{bulk, collections, dlq, documents, error, ops, search};
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -39,6 +39,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/collections/{c}/search",
             get(search::search_get).post(search::search_post),
         )
+        .route("/v1/dlq", get(dlq::list_dlq).delete(dlq::purge_dlq))
+        .route("/v1/dlq/replay", post(dlq::replay_dlq))
         .route("/_internal_/healthcheck", get(ops::healthcheck))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

@@ -10,8 +10,10 @@ use sluice_core::document::LineLimits;
 use sluice_core::log::Log;
 use sluice_core::store::Store;
 use sluice_indexer::Indexer;
+use sluice_workers::DeadLetterQueue;
 use tokio::sync::Semaphore;
 
+use crate::admission::Backlog;
 use crate::visibility::Visibility;
 
 /// Everything a handler may need; cheap to clone.
@@ -30,6 +32,8 @@ pub(crate) struct Inner {
     pub ready: AtomicBool,
     pub ingest_permits: Arc<Semaphore>,
     pub visibility: Visibility,
+    pub backlog: Arc<Backlog>,
+    pub dlq: Arc<DeadLetterQueue>,
 }
 
 impl AppState {
@@ -44,6 +48,12 @@ impl AppState {
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.max_in_flight_requests));
         let visibility = Visibility::new(log.clone(), config.visibility_timeout);
+        let backlog = Arc::new(Backlog::new(
+            log.clone(),
+            catalog.clone(),
+            config.max_backlog_docs,
+        ));
+        let dlq = DeadLetterQueue::new(log.clone());
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -55,6 +65,8 @@ impl AppState {
                 ready: AtomicBool::new(false),
                 ingest_permits,
                 visibility,
+                backlog,
+                dlq,
             }),
         }
     }

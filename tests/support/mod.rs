@@ -1,3 +1,5 @@
+#![allow(dead_code)] // shared by several test binaries, each using a part of it
+
 //! Test harness: a real `sluice serve` process on a random port and a temp data dir,
 //! plus the standard corpus.
 
@@ -106,6 +108,11 @@ impl Server {
             assert!(Instant::now() < deadline, "server did not become healthy");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {

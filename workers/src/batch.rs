@@ -41,12 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::dedup::{self, Decision, DedupCache};
-use crate::dlq::{now_ms, DeadLetter, DeadLetterCode, FailureHistory};
+use crate::dlq::{now_ms, DeadLetter, DeadLetterCode, FailureHistory, UNROUTABLE_COLLECTION};
 use crate::retry::{with_retries, Failure, RetryPolicy};
-
-/// Collection named in the DLQ record of a message whose subject names no valid
-/// collection (never produced by ingest; kept so such a message is not lost).
-const UNROUTABLE_COLLECTION: &str = "unroutable";
 
 /// Most first-failure timestamps remembered (op sequence → ms) for DLQ records.
 const FAILURE_HISTORY_ENTRIES: u64 = 100_000;
@@ -271,7 +267,10 @@ impl BatchHandler {
             .collect();
         let writes: Vec<StoreWrite> = to_write
             .iter()
-            .map(|&i| store_write(&batch.ops[i], message_seq.for_op(i)))
+            .map(|&i| {
+                let (op, seq) = batch.ops[i].sequenced(message_seq.for_op(i));
+                store_write(op, seq)
+            })
             .collect();
 
         let mut write_outcomes: HashMap<usize, WriteOutcome> = HashMap::new();
@@ -349,7 +348,7 @@ impl BatchHandler {
                 }
                 Decision::Unchanged => {
                     counts.unchanged += 1;
-                    if matches!(op, DocOp::Upsert { .. }) {
+                    if matches!(op.sequenced(Seq::default()).0, DocOp::Upsert { .. }) {
                         counts.deduplicated += 1;
                     }
                     false
@@ -360,7 +359,8 @@ impl BatchHandler {
                 }
             };
             if publish {
-                events.push(event_of(op, message_seq.for_op(i)));
+                let (op, seq) = op.sequenced(message_seq.for_op(i));
+                events.push(event_of(op, seq));
                 published_ops.push(i);
             }
         }
@@ -384,16 +384,16 @@ impl BatchHandler {
         let records: Vec<DeadLetter> = indices
             .iter()
             .map(|&i| {
-                let seq = delivery.seq.for_op(i);
+                let position = delivery.seq.for_op(i);
                 let history = FailureHistory {
                     attempts: delivery.delivery_count,
-                    first_failure_ms: self.first_failures.get(&seq).unwrap_or(now),
+                    first_failure_ms: self.first_failures.get(&position).unwrap_or(now),
                     last_failure_ms: now,
                 };
                 DeadLetter::for_op(
                     &batch.collection,
                     &batch.ops[i],
-                    seq,
+                    position,
                     code,
                     error_of(i),
                     history,
@@ -467,6 +467,7 @@ impl BatchHandler {
     }
 }
 
+/// The write of a plain op (see [`DocOp::sequenced`]) at `seq`.
 fn store_write(op: &DocOp, seq: Seq) -> StoreWrite {
     match op {
         DocOp::Upsert { id, hash, source } => StoreWrite::Upsert {
@@ -479,9 +480,11 @@ fn store_write(op: &DocOp, seq: Seq) -> StoreWrite {
             id: id.clone(),
             seq,
         },
+        DocOp::Replayed { op, .. } => store_write(op, seq),
     }
 }
 
+/// The event of a plain op (see [`DocOp::sequenced`]) applied at `seq`.
 fn event_of(op: &DocOp, seq: Seq) -> Event {
     match op {
         DocOp::Upsert { id, hash, source } => Event::Upserted {
@@ -494,6 +497,7 @@ fn event_of(op: &DocOp, seq: Seq) -> Event {
             id: id.clone(),
             seq,
         },
+        DocOp::Replayed { op, .. } => event_of(op, seq),
     }
 }
 

@@ -124,7 +124,7 @@ impl DedupCache {
     }
 }
 
-/// The version an op leaves behind once applied.
+/// The version an op leaves behind once applied with sequence `seq`.
 pub(crate) fn version_after(op: &DocOp, seq: Seq) -> DocVersion {
     match op {
         DocOp::Upsert { hash, .. } => DocVersion {
@@ -137,6 +137,7 @@ pub(crate) fn version_after(op: &DocOp, seq: Seq) -> DocVersion {
             hash: Default::default(),
             deleted: true,
         },
+        DocOp::Replayed { op, .. } => version_after(op, seq),
     }
 }
 
@@ -147,7 +148,8 @@ pub(crate) fn resolve(ops: &[DocOp], message_seq: Seq, known: &mut KnownVersions
     ops.iter()
         .enumerate()
         .map(|(index, op)| {
-            let seq = message_seq.for_op(index);
+            // A replayed op competes with the sequence it was first given.
+            let (op, seq) = op.sequenced(message_seq.for_op(index));
             let current = known.get(op.id()).copied();
             let decision = match (current, op) {
                 (Some(v), _) if v.seq > seq => Decision::Stale,
@@ -242,6 +244,24 @@ mod tests {
             ]
         );
         assert_eq!(known[&id("a")], stored(Seq(3).for_op(4), 1, false));
+    }
+
+    #[test]
+    fn replayed_ops_resolve_with_their_original_sequence() {
+        let mut known = KnownVersions::new();
+        // "a" was rewritten after the op being replayed; "b" was not.
+        known.insert(id("a"), stored(Seq(9).for_op(0), 5, false));
+        known.insert(id("b"), stored(Seq(2).for_op(0), 5, false));
+        let ops = [
+            DocOp::replayed(upsert("a", 1), Seq(4).for_op(0)),
+            DocOp::replayed(upsert("b", 1), Seq(4).for_op(1)),
+        ];
+        let decisions = resolve(&ops, Seq(20), &mut known);
+        assert_eq!(decisions, vec![Decision::Stale, Decision::Write]);
+        assert_eq!(known[&id("b")], stored(Seq(4).for_op(1), 1, false));
+        // A second delivery of the replay recognizes its own write.
+        let again = resolve(&ops[1..], Seq(20), &mut known);
+        assert_eq!(again, vec![Decision::AlreadyApplied]);
     }
 
     #[test]

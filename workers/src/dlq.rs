@@ -19,6 +19,10 @@ use sluice_core::subjects;
 /// The `op` value of a dead-lettered delete.
 pub const DELETE_OP: &str = "delete";
 
+/// Collection named in the DLQ record of a message whose subject names no valid
+/// collection (never produced by ingest; kept so such a message is not lost).
+pub(crate) const UNROUTABLE_COLLECTION: &str = "unroutable";
+
 /// Why an op was dead-lettered. Stable snake_case codes, like `sluice_core::ErrorCode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,8 +57,13 @@ pub struct DeadLetter {
     /// The op: the document's canonical JSON for an upsert, `"delete"` for a delete,
     /// `null` when the message could not be decoded.
     pub op: serde_json::Value,
-    /// The op sequence (the message sequence for an undecodable message).
+    /// The op sequence last-writer-wins orders it by (the message sequence for an
+    /// undecodable message). A replay applies the op with this sequence again.
     pub seq: Seq,
+    /// Where in DOCS it failed: the op sequence of its position in the message that was
+    /// dead-lettered. Equal to `seq` except for a replayed op; names the DLQ append.
+    #[serde(default)]
+    pub docs_seq: Seq,
     /// Why it was dead-lettered.
     pub code: DeadLetterCode,
     /// The last error, for humans. Never contains document values.
@@ -79,28 +88,32 @@ pub(crate) struct FailureHistory {
 }
 
 impl DeadLetter {
-    /// The record of `op`, the op of sequence `seq`.
+    /// The record of `op`, carried at op sequence `position` of its DOCS message.
     pub(crate) fn for_op(
         collection: &CollectionName,
         op: &DocOp,
-        seq: Seq,
+        position: Seq,
         code: DeadLetterCode,
         message: String,
         history: FailureHistory,
     ) -> Self {
+        let (op, seq) = op.sequenced(position);
         let op_value = match op {
             // The source is canonical JSON from ingest; if it somehow is not, keep it
             // as a string rather than lose the op.
             DocOp::Upsert { source, .. } => serde_json::from_slice(source).unwrap_or_else(|_| {
                 serde_json::Value::String(String::from_utf8_lossy(source).into_owned())
             }),
-            DocOp::Delete { .. } => serde_json::Value::String(DELETE_OP.to_owned()),
+            DocOp::Delete { .. } | DocOp::Replayed { .. } => {
+                serde_json::Value::String(DELETE_OP.to_owned())
+            }
         };
         Self {
             collection: collection.clone(),
             id: Some(op.id().clone()),
             op: op_value,
             seq,
+            docs_seq: position,
             code,
             message,
             attempts: history.attempts,
@@ -123,6 +136,7 @@ impl DeadLetter {
             id: None,
             op: serde_json::Value::Null,
             seq: message_seq,
+            docs_seq: message_seq,
             code: DeadLetterCode::MalformedMessage,
             message,
             attempts: history.attempts,
@@ -143,12 +157,13 @@ impl DeadLetter {
         serde_json::from_slice(bytes)
     }
 
-    /// The message to append: subject `sluice.dlq.{c}`, deduplicated by op sequence
-    /// (or message sequence for an undecodable message).
+    /// The message to append: subject `sluice.dlq.{c}`, deduplicated by DOCS position
+    /// (op sequence, or message sequence for an undecodable message). Not by `seq`: a
+    /// replayed op failing again is a new entry, not a duplicate of the one replayed.
     pub(crate) fn to_outgoing(&self) -> OutgoingMessage {
         let msg_id = match self.code {
-            DeadLetterCode::MalformedMessage => format!("dlq-msg-{}", self.seq),
-            _ => format!("dlq-{}", self.seq),
+            DeadLetterCode::MalformedMessage => format!("dlq-msg-{}", self.docs_seq),
+            _ => format!("dlq-{}", self.docs_seq),
         };
         OutgoingMessage {
             subject: subjects::dlq(&self.collection),
@@ -214,6 +229,26 @@ mod tests {
         let outgoing = record.to_outgoing();
         assert_eq!(outgoing.subject, "sluice.dlq.books");
         assert_eq!(outgoing.msg_id, "dlq-77");
+    }
+
+    #[test]
+    fn a_replayed_op_keeps_its_sequence_and_gets_a_new_msg_id() {
+        let collection = CollectionName::new("books").unwrap();
+        let delete = DocOp::Delete {
+            id: DocId::new("b1").unwrap(),
+        };
+        let record = DeadLetter::for_op(
+            &collection,
+            &DocOp::replayed(delete, Seq(12)),
+            Seq(900),
+            DeadLetterCode::StoreRejected,
+            String::new(),
+            history(),
+        );
+        assert_eq!(record.seq, Seq(12), "replays apply with the first sequence");
+        assert_eq!(record.docs_seq, Seq(900));
+        assert_eq!(record.op, serde_json::Value::String(DELETE_OP.into()));
+        assert_eq!(record.to_outgoing().msg_id, "dlq-900");
     }
 
     #[test]

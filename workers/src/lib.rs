@@ -22,14 +22,17 @@
 //! - `dedup`: the version cache in front of the store and the per-op decisions.
 //! - `retry`: failure classification and backoff, in one place.
 //! - [`dlq`]: the dead-letter record.
+//! - [`dlq_admin`]: listing, replaying and purging dead letters; the DLQ depth gauge.
 
 mod batch;
 mod dedup;
 pub mod dlq;
+pub mod dlq_admin;
 pub mod pool;
 mod retry;
 
 pub use dlq::{DeadLetter, DeadLetterCode};
+pub use dlq_admin::{DeadLetterQueue, DlqSelection};
 pub use pool::WorkerPool;
 
 use sluice_core::log::LogError;
