@@ -15,6 +15,7 @@
 //! - [`search`]: search routes.
 //! - [`visibility`]: waiting for writes to be applied or searchable.
 //! - [`ops`]: health, metrics and the OpenAPI document.
+//! - [`faults`]: the test-only fault plan routes (`[faults] enabled`).
 //! - [`error`]: the error type, trace ids, fallbacks.
 
 pub mod body;
@@ -22,6 +23,7 @@ pub mod bulk;
 pub mod collections;
 pub mod documents;
 pub mod error;
+pub mod faults;
 pub mod ops;
 pub mod routes;
 pub mod search;
