@@ -867,6 +867,14 @@ async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing(
         .await,
         "no request saw the outage"
     );
+    // The pool and the index shards stop pulling from the log while it is down.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            server.breaker_state("log_consume").await == Some(2.0)
+        })
+        .await,
+        "the log_consume breaker did not open"
+    );
     nats.start_again().expect("restart nats-server");
     for producer in producers {
         producer.await.unwrap();
@@ -883,6 +891,7 @@ async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing(
         .await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(server.total("corpus", "*").await, 50_001);
+    assert_eq!(server.breaker_state("log_consume").await, Some(0.0));
     for i in (0..50_000).step_by(4_999) {
         assert_eq!(
             server.total("corpus", &format!("id:\"doc-{i}\"")).await,
