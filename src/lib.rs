@@ -4,6 +4,10 @@
 //! [`run`] is the injected entry point (tests call it with their own listener and
 //! shutdown token); `main` only parses the command line and the configuration.
 //!
+//! Resilience: one set of circuit breakers per node ([`Breakers`]), shared by every role;
+//! every role gets the store behind the store breaker ([`GuardedStore`]), itself over the
+//! fault-injecting wrapper when `[faults] enabled` (test configuration).
+//!
 //! Shutdown order, within `server.shutdown_timeout`: stop accepting requests and finish
 //! the in-flight ones, then let every worker finish and ack its batch, then let every
 //! index shard commit and ack. Anything unacked at a hard stop is redelivered at the next
@@ -15,12 +19,14 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_core::catalog::Catalog;
 use sluice_core::config::Config;
+use sluice_core::faults::Faults;
 use sluice_core::log::Log;
+use sluice_core::resilience::Breakers;
 use sluice_core::store::Store;
 use sluice_indexer::Indexer;
 use sluice_ingest::AppState;
 use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
-use sluice_store::EmbeddedStore;
+use sluice_store::{EmbeddedStore, FaultInjectingStore, GuardedStore};
 use sluice_workers::WorkerPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -62,9 +68,20 @@ pub async fn run(
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
 
+    let breakers = Breakers::new(&config.resilience, config.log.request_timeout);
+    let faults = if config.faults.enabled {
+        tracing::warn!("fault injection is enabled: test configuration only");
+        Faults::enabled()
+    } else {
+        Faults::disabled()
+    };
     let log = open_log(&config).await?;
-    let store: Arc<dyn Store> =
+    let mut store: Arc<dyn Store> =
         EmbeddedStore::open(&data_dir.join("store")).context("opening the embedded store")?;
+    if faults.is_enabled() {
+        store = FaultInjectingStore::new(store, faults.clone());
+    }
+    let store: Arc<dyn Store> = GuardedStore::new(store, breakers.store.clone());
     let catalog = Arc::new(
         Catalog::load(store.clone(), config.ingest.default_shards)
             .await
@@ -78,6 +95,7 @@ pub async fn run(
         config.log.ack_wait,
         log.clone(),
         store.clone(),
+        breakers.clone(),
         workers_stop.clone(),
     )
     .await
@@ -88,6 +106,8 @@ pub async fn run(
         log.clone(),
         store.clone(),
         catalog.clone(),
+        breakers.clone(),
+        faults.clone(),
         indexer_stop.clone(),
     )
     .await
@@ -100,6 +120,8 @@ pub async fn run(
         catalog,
         indexer.clone(),
         metrics,
+        breakers,
+        faults,
     );
     state.set_ready();
     tracing::info!(address = %listener.local_addr()?, data_dir = %data_dir.display(), "sluice is serving");

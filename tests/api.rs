@@ -787,7 +787,8 @@ async fn a_retried_request_with_an_idempotency_key_is_a_no_op() {
 async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing() {
     let mut nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = "[log]\nrequest_timeout = \"2s\"\n";
+    // Breakers probe at most 2 s apart, so recovery does not wait out the default 30 s.
+    let config = "[log]\nrequest_timeout = \"2s\"\n[resilience]\nbreaker_open_max = \"2s\"\n";
     let server = Server::start_with(
         &dir.path().join("data"),
         Some(config),
@@ -867,6 +868,14 @@ async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing(
         .await,
         "no request saw the outage"
     );
+    // The pool and the index shards stop pulling from the log while it is down.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            server.breaker_state("log_consume").await == Some(2.0)
+        })
+        .await,
+        "the log_consume breaker did not open"
+    );
     nats.start_again().expect("restart nats-server");
     for producer in producers {
         producer.await.unwrap();
@@ -883,6 +892,7 @@ async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing(
         .await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(server.total("corpus", "*").await, 50_001);
+    assert_eq!(server.breaker_state("log_consume").await, Some(0.0));
     for i in (0..50_000).step_by(4_999) {
         assert_eq!(
             server.total("corpus", &format!("id:\"doc-{i}\"")).await,

@@ -15,10 +15,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Value};
-use sluice_core::config::{LogConfig, WorkersConfig};
+use sluice_core::config::{LogConfig, ResilienceConfig, WorkersConfig};
 use sluice_core::document::ContentHash;
 use sluice_core::log::{Log, OutgoingMessage};
 use sluice_core::op::{DocBatch, DocOp};
+use sluice_core::resilience::Breakers;
 use sluice_core::store::{
     CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
 };
@@ -152,6 +153,7 @@ async fn make_dead_letters(log: Arc<dyn Log>, store_dir: &std::path::Path) {
         Duration::from_secs(5),
         log.clone(),
         store,
+        Breakers::new(&ResilienceConfig::default(), Duration::from_secs(5)),
         shutdown.clone(),
     )
     .await

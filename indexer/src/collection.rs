@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sluice_core::config::IndexerConfig;
 use sluice_core::log::Log;
 use sluice_core::op::Event;
+use sluice_core::resilience::Breakers;
 use sluice_core::store::{CollectionMeta, Store};
 use sluice_core::subjects::StreamKind;
 use sluice_core::Partition;
@@ -169,7 +170,7 @@ impl CollectionIndex {
     }
 
     /// Starts one consume loop per shard (no-op when they run already).
-    pub fn start_loops(&self, log: &Arc<dyn Log>, config: &IndexerConfig) {
+    pub fn start_loops(&self, log: &Arc<dyn Log>, config: &IndexerConfig, breakers: &Breakers) {
         let mut loops = self.lock_loops();
         if loops.is_some() {
             return;
@@ -185,6 +186,7 @@ impl CollectionIndex {
                     shard.clone(),
                     log.clone(),
                     config.clone(),
+                    breakers.clone(),
                     running.cancel.clone(),
                 )
                 .instrument(span),

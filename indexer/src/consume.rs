@@ -11,6 +11,10 @@
 //! - On cancellation the loop finishes its batch, commits and acks before returning.
 //! - A message that cannot be decoded can never succeed: it is logged and acked with the
 //!   next commit rather than redelivered forever.
+//!
+//! Breakers: fetches and acks go through `log_consume`; commits are recorded in
+//! `index_commit` (a commit slower than its timeout counts as a failure). While either is
+//! open the loop fetches nothing, so events wait in the log instead of piling up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use sluice_core::config::IndexerConfig;
 use sluice_core::log::{Consumer, ConsumerConfig, Delivery, Log};
 use sluice_core::op::EventBatch;
+use sluice_core::resilience::{Breaker, Breakers};
 use sluice_core::subjects::{self, StreamKind};
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +69,7 @@ pub(crate) async fn run(
     shard: Arc<ShardIndex>,
     log: Arc<dyn Log>,
     config: IndexerConfig,
+    breakers: Breakers,
     cancel: CancellationToken,
 ) {
     let Some(consumer) = open_consumer(&shard, log.as_ref(), config.ack_wait, &cancel).await else {
@@ -75,10 +81,26 @@ pub(crate) async fn run(
         let wait = policy
             .time_until_due(Instant::now())
             .map_or(MAX_FETCH_WAIT, |until| until.min(MAX_FETCH_WAIT));
+        let usable = async {
+            breakers
+                .log_consume
+                .wait_until_permitted(cancel.cancelled())
+                .await
+                && breakers
+                    .index_commit
+                    .wait_until_permitted(cancel.cancelled())
+                    .await
+        };
+        if !usable.await {
+            break;
+        }
+        let fetch = breakers
+            .log_consume
+            .call(consumer.fetch(config.fetch_batch, wait));
         let fetched = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            fetched = consumer.fetch(config.fetch_batch, wait) => fetched,
+            fetched = fetch => fetched,
         };
         match fetched {
             Ok(deliveries) if !deliveries.is_empty() => {
@@ -105,11 +127,25 @@ pub(crate) async fn run(
             }
         }
         if policy.is_due(Instant::now()) {
-            commit_and_ack(&shard, consumer.as_ref(), &mut policy, &mut unacked).await;
+            commit_and_ack(
+                &shard,
+                consumer.as_ref(),
+                &breakers,
+                &mut policy,
+                &mut unacked,
+            )
+            .await;
         }
     }
     if policy.has_pending() {
-        commit_and_ack(&shard, consumer.as_ref(), &mut policy, &mut unacked).await;
+        commit_and_ack(
+            &shard,
+            consumer.as_ref(),
+            &breakers,
+            &mut policy,
+            &mut unacked,
+        )
+        .await;
     }
 }
 
@@ -149,15 +185,33 @@ fn decode(shard: &ShardIndex, deliveries: &[Delivery]) -> Vec<sluice_core::op::E
     events
 }
 
+/// Commits `shard` on a blocking thread, recording the outcome in `breaker`. A commit
+/// that outlives the breaker's timeout is still awaited (it holds the writer and cannot
+/// be abandoned half-way), but counts as a failure: the index is not healthy.
+async fn guarded_commit(shard: &Arc<ShardIndex>, breaker: &Breaker) -> Result<(), ShardError> {
+    let commit_shard = shard.clone();
+    let mut commit = std::pin::pin!(blocking(move || commit_shard.commit()));
+    let result = match tokio::time::timeout(breaker.timeout(), &mut commit).await {
+        Ok(result) => result,
+        Err(_) => {
+            breaker.record(Err(&ShardError::Timeout));
+            tracing::warn!(collection = %shard.collection(), shard = shard.partition().0, timeout = ?breaker.timeout(), "index commit is slower than its timeout");
+            return commit.await;
+        }
+    };
+    breaker.record(result.as_ref().map(|_| ()));
+    result
+}
+
 async fn commit_and_ack(
     shard: &Arc<ShardIndex>,
     consumer: &dyn Consumer,
+    breakers: &Breakers,
     policy: &mut CommitPolicy,
     unacked: &mut Vec<Delivery>,
 ) {
     if policy.pending_docs() > 0 {
-        let commit_shard = shard.clone();
-        if let Err(error) = blocking(move || commit_shard.commit()).await {
+        if let Err(error) = guarded_commit(shard, &breakers.index_commit).await {
             tracing::error!(%error, collection = %shard.collection(), shard = shard.partition().0, "commit failed; changes will be redelivered");
             let rollback_shard = shard.clone();
             if let Err(error) = blocking(move || rollback_shard.rollback()).await {
@@ -170,7 +224,7 @@ async fn commit_and_ack(
         }
     }
     if !unacked.is_empty() {
-        if let Err(error) = consumer.ack(unacked).await {
+        if let Err(error) = breakers.log_consume.call(consumer.ack(unacked)).await {
             // The changes are committed; the redelivery this causes is a no-op.
             tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed");
         }

@@ -3,6 +3,7 @@
 //! shard ([`ShardError`]), which the consume loops log and retry rather than surface.
 
 use sluice_core::log::LogError;
+use sluice_core::resilience::{Classify, ErrorClass};
 use sluice_core::store::StoreError;
 use sluice_core::ErrorCode;
 
@@ -43,6 +44,21 @@ pub enum ShardError {
     /// The blocking task running the operation panicked or was cancelled.
     #[error("shard task failed: {0}")]
     Task(String),
+    /// A commit took longer than `resilience.index_commit_timeout` (it still ran to the
+    /// end: a commit cannot be abandoned half-way).
+    #[error("index commit timed out")]
+    Timeout,
+}
+
+/// For the `index_commit` breaker: a shard failure is the index's own (local storage),
+/// like the store's and the log's storage failures.
+impl Classify for ShardError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ShardError::Tantivy(_) | ShardError::Io(_) => ErrorClass::Permanent,
+            ShardError::Task(_) | ShardError::Timeout => ErrorClass::Transient,
+        }
+    }
 }
 
 impl From<tantivy::directory::error::OpenDirectoryError> for ShardError {

@@ -18,18 +18,21 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use sluice_core::catalog::{Catalog, CatalogChange};
 use sluice_core::config::IndexerConfig;
+use sluice_core::faults::Faults;
 use sluice_core::log::Log;
 use sluice_core::metrics::{
     SEARCH_CACHE_LOOKUPS_TOTAL, SEARCH_DURATION_SECONDS, SEARCH_REQUESTS_TOTAL,
 };
+use sluice_core::resilience::Breakers;
 use sluice_core::store::{CollectionMeta, Store};
-use sluice_core::CollectionName;
+use sluice_core::{CollectionName, DocId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::collection::{self, CollectionIndex};
 use crate::error::{IndexerError, SearchError};
+use crate::lookup::{self, IndexedCopy};
 use crate::search::{self, NormalizedRequest, SearchRequest, SearchResponse};
 
 /// Attempts at opening or rebuilding a collection after a catalog change.
@@ -51,6 +54,8 @@ pub struct Indexer {
     root: PathBuf,
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
+    breakers: Breakers,
+    faults: Arc<Faults>,
     collections: RwLock<HashMap<CollectionName, Arc<CollectionIndex>>>,
     cache: Cache<CacheKey, Arc<SearchResponse>>,
     tasks: TaskTracker,
@@ -61,12 +66,19 @@ impl Indexer {
     /// Opens the shards of every collection in the catalog under `data_dir/index`, starts one
     /// consume loop per shard, and follows catalog changes (new collections get shards,
     /// deleted ones are dropped, a schema_version change rebuilds the collection's index).
+    ///
+    /// `breakers` are the node's: the loops gate fetches on `log_consume` and record
+    /// commits in `index_commit`; `store` (read by rebuilds) should be behind the store
+    /// breaker already. `faults` is what searches consult at `FaultPoint::IndexSearch`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: IndexerConfig,
         data_dir: &Path,
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
+        breakers: Breakers,
+        faults: Arc<Faults>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Indexer>, IndexerError> {
         let root = data_dir.join("index");
@@ -84,6 +96,8 @@ impl Indexer {
             root,
             log,
             store,
+            breakers,
+            faults,
             collections: RwLock::new(HashMap::new()),
             tasks: TaskTracker::new(),
             shutdown,
@@ -105,6 +119,33 @@ impl Indexer {
     /// After `shutdown` is cancelled: waits for the loops to finish their batch, commit and ack.
     pub async fn wait_stopped(&self) {
         self.tasks.wait().await;
+    }
+
+    /// The node's fault plans (inert unless `[faults] enabled`).
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// What the index holds for `id` as of its shard's last commit: the fallback of a
+    /// document read when the store is down ([`crate::lookup`]). `Ok(None)` when the
+    /// index has no copy (never indexed, or not committed yet).
+    pub async fn indexed_copy(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<IndexedCopy>, SearchError> {
+        let index = self
+            .collection(collection)
+            .ok_or(SearchError::CollectionNotFound)?;
+        let Some(shard) = lookup::shard_of(&index.shards, id).cloned() else {
+            return Err(SearchError::Unavailable(
+                "the collection has no shards".into(),
+            ));
+        };
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || lookup::lookup(&shard, &id))
+            .await
+            .map_err(|e| SearchError::Internal(e.to_string()))?
     }
 
     /// Runs a search over every shard of the collection (cached, see below).
@@ -182,7 +223,7 @@ impl Indexer {
 
     /// Makes `index` the served one and starts its loops; returns the one it replaces.
     fn install(&self, index: CollectionIndex) -> Option<Arc<CollectionIndex>> {
-        index.start_loops(&self.log, &self.config);
+        index.start_loops(&self.log, &self.config, &self.breakers);
         let index = Arc::new(index);
         self.collections
             .write()
@@ -306,7 +347,7 @@ impl Indexer {
         // Give the previous version its loops back rather than leave it frozen.
         if let Some(current) = current {
             tracing::error!(collection = %meta.name, "keeping the previous index version");
-            current.start_loops(&self.log, &self.config);
+            current.start_loops(&self.log, &self.config, &self.breakers);
         }
     }
 
@@ -444,6 +485,8 @@ mod tests {
             log.clone(),
             store,
             catalog,
+            Breakers::new(&Default::default(), Duration::from_secs(5)),
+            Faults::disabled(),
             shutdown.clone(),
         )
         .await

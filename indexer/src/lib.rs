@@ -14,6 +14,7 @@
 //! - `consume`: the per-shard consume loop (fetch, apply, commit, ack).
 //! - `commit_policy`: when a shard commits.
 //! - `shard`: one Tantivy index, its writer, the sequence guard, commits and generations.
+//! - [`lookup`]: one document by id from the index (the store-down fallback of `GET`).
 //! - [`index_schema`]: the Tantivy schema of a collection and document mapping (public so
 //!   that raw Tantivy benchmarks index exactly the documents a shard indexes).
 //! - [`search`]: request validation, query planning, per-shard collection, merge, highlights.
@@ -25,9 +26,11 @@ mod consume;
 pub mod error;
 pub mod index_schema;
 pub mod indexer;
+pub mod lookup;
 pub mod search;
 mod shard;
 
 pub use error::{IndexerError, SearchError};
 pub use indexer::Indexer;
+pub use lookup::IndexedCopy;
 pub use search::{Hit, SearchRequest, SearchResponse};

@@ -78,6 +78,11 @@ impl Env {
             self.log.clone(),
             self.store.clone(),
             self.catalog.clone(),
+            sluice_core::resilience::Breakers::new(
+                &Default::default(),
+                std::time::Duration::from_secs(5),
+            ),
+            sluice_core::faults::Faults::disabled(),
             shutdown.clone(),
         )
         .await

@@ -5,15 +5,26 @@
 //! the document exactly as stored (canonical JSON) with its content hash as `ETag`.
 //! `DELETE` appends a delete op like ingest appends upserts, so deletes are ordered with
 //! writes by sequence and leave a tombstone.
+//!
+//! When the store is unavailable (its breaker open, or the read failing on the store's
+//! side), `GET` answers from the index instead: the `_source` the shard stored at its last
+//! commit, flagged with `Sluice-Degraded: store_unavailable` (the body stays the document
+//! itself). Such a read is not read-your-writes: it skips the wait for the workers (paused
+//! while the store is down) and is as fresh as the index. Without an indexed copy it is a
+//! 503 `unavailable` with `Retry-After`.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde_json::json;
+use sluice_core::document::ContentHash;
 use sluice_core::op::{DocBatch, DocOp};
-use sluice_core::store::CollectionMeta;
+use sluice_core::resilience::{Breaker, BreakerState, Classify};
+use sluice_core::store::{CollectionMeta, StoreError};
 use sluice_core::{CollectionName, DocId, ErrorCode};
+use sluice_indexer::IndexedCopy;
 
 use crate::bulk::{all_appended, append_batches, wait_error, WaitFor, WriteParams};
 use crate::error::ApiError;
@@ -38,6 +49,68 @@ fn document_id(id: String) -> Result<DocId, ApiError> {
     DocId::new(id).map_err(|e| ApiError::new(e.code, e.message))
 }
 
+/// Flags a response answered without the store (value: [`STORE_UNAVAILABLE`]).
+pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("sluice-degraded");
+/// The [`DEGRADED_HEADER`] value of a document read from the index.
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+
+/// The document as `GET` answers it: its canonical JSON, its content hash as `ETag`.
+fn document_response(source: Bytes, hash: ContentHash) -> Response {
+    let mut response = source.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn flagged(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(DEGRADED_HEADER, HeaderValue::from_static(STORE_UNAVAILABLE));
+    response
+}
+
+/// Returns once `breaker` is open (checked a few times a second; an atomic load each).
+async fn until_open(breaker: &Breaker) {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+    while breaker.state() != BreakerState::Open {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The store could not answer (`cause`): the index's copy, flagged, or a 503.
+async fn read_from_index(
+    state: &AppState,
+    name: &CollectionName,
+    id: &DocId,
+    cause: StoreError,
+) -> Result<Response, ApiError> {
+    match state.inner.indexer.indexed_copy(name, id).await {
+        Ok(Some(IndexedCopy::Live { source, .. })) => {
+            tracing::debug!(error = %cause, "store unavailable; document read from the index");
+            let hash = ContentHash::of(&source);
+            Ok(flagged(document_response(source, hash)))
+        }
+        Ok(Some(IndexedCopy::Deleted { .. })) => Ok(flagged(
+            ApiError::new(
+                ErrorCode::DocumentNotFound,
+                format!("no document with this id in {name:?}"),
+            )
+            .into_response(),
+        )),
+        Ok(None) => Err(ApiError::unavailable("store", cause)),
+        Err(error) => Err(ApiError::unavailable(
+            "store",
+            format!("{cause}; index fallback: {error}"),
+        )),
+    }
+}
+
 /// `GET /v1/collections/{c}/documents/{id}`
 pub async fn get_document(
     State(state): State<AppState>,
@@ -45,7 +118,16 @@ pub async fn get_document(
 ) -> Result<Response, ApiError> {
     let (name, _) = collection_meta(&state, collection)?;
     let id = document_id(id)?;
-    match state.inner.visibility.wait_all_applied().await {
+    // While the store's breaker is open the workers are paused: waiting for them would
+    // only time out, so the read goes to the index as soon as the breaker is open.
+    let applied = tokio::select! {
+        applied = state.inner.visibility.wait_all_applied() => applied,
+        () = until_open(&state.inner.breakers.store) => {
+            let cause = StoreError::Unavailable("its circuit breaker is open".into());
+            return read_from_index(&state, &name, &id, cause).await;
+        }
+    };
+    match applied {
         Ok(()) => {}
         Err(WaitError::Timeout) => {
             return Err(ApiError::new(
@@ -56,28 +138,20 @@ pub async fn get_document(
         }
         Err(WaitError::Log(e)) => return Err(ApiError::unavailable("log", e)),
     }
-    let stored = state
-        .inner
-        .store
-        .get(&name, &id)
-        .await
-        .map_err(|e| ApiError::unavailable("store", e))?;
+    let stored = match state.inner.store.get(&name, &id).await {
+        Ok(stored) => stored,
+        Err(error) if error.is_infrastructure() => {
+            return read_from_index(&state, &name, &id, error).await
+        }
+        Err(error) => return Err(ApiError::unavailable("store", error)),
+    };
     let Some((source, hash)) = stored.and_then(|doc| doc.source.map(|s| (s, doc.hash))) else {
         return Err(ApiError::new(
             ErrorCode::DocumentNotFound,
             format!("no document with this id in {name:?}"),
         ));
     };
-    let mut response = source.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
-        headers.insert(header::ETAG, etag);
-    }
-    Ok(response)
+    Ok(document_response(source, hash))
 }
 
 /// `DELETE /v1/collections/{c}/documents/{id}`

@@ -17,6 +17,7 @@
 //! - [`dlq`]: the dead-letter queue routes: list, replay, purge.
 //! - [`visibility`]: waiting for writes to be applied or searchable.
 //! - [`ops`]: health, metrics and the OpenAPI document.
+//! - [`faults`]: the test-only fault plan routes (`[faults] enabled`).
 //! - [`error`]: the error type, trace ids, fallbacks.
 
 pub mod admission;
@@ -26,6 +27,7 @@ pub mod collections;
 pub mod dlq;
 pub mod documents;
 pub mod error;
+pub mod faults;
 pub mod ops;
 pub mod routes;
 pub mod search;

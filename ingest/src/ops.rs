@@ -5,13 +5,32 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
+use sluice_core::resilience::BreakerState;
 
 use crate::state::AppState;
 
 /// `GET /_internal_/healthcheck`: 200 once recovery is done and writes are accepted.
+/// While a dependency's breaker is not closed the node still answers healthy (it serves,
+/// degraded) and names that dependency: `{"status":"healthy","degraded":["store"]}`.
 pub async fn healthcheck(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "healthy"})))
+        let breakers = &state.inner.breakers;
+        let degraded: Vec<&str> = [
+            &breakers.log_publish,
+            &breakers.log_consume,
+            &breakers.store,
+            &breakers.index_commit,
+        ]
+        .into_iter()
+        .filter(|breaker| breaker.state() != BreakerState::Closed)
+        .map(|breaker| breaker.dependency().as_str())
+        .collect();
+        let body = if degraded.is_empty() {
+            json!({"status": "healthy"})
+        } else {
+            json!({"status": "healthy", "degraded": degraded})
+        };
+        (StatusCode::OK, Json(body))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -49,7 +68,8 @@ fn json_response(description: &str, schema: Value) -> Value {
 }
 
 /// The API document. Every path and method here is served; a test checks it against
-/// the running server.
+/// the running server. The test-only fault routes (`crate::faults`) are left out: they
+/// exist only on nodes started with `[faults] enabled`.
 pub fn openapi_document() -> Value {
     let collection = json!({"name": "c", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}});
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
@@ -96,7 +116,10 @@ pub fn openapi_document() -> Value {
             },
             "/v1/collections/{c}/documents/{id}": {
                 "get": {"summary": "Get a document (read-your-writes)", "parameters": [collection, id],
-                        "responses": with_errors(json!({"200": json_response("The document as accepted; ETag is its content hash", json!({"type": "object"}))}))},
+                        "responses": with_errors(json!({"200": {
+                            "description": "The document as accepted; ETag is its content hash. With `Sluice-Degraded: store_unavailable` it was read from the index because the store is unavailable, and is as fresh as the last index commit",
+                            "headers": {"Sluice-Degraded": {"schema": {"type": "string", "enum": ["store_unavailable"]}}},
+                            "content": {"application/json": {"schema": {"type": "object"}}}}}))},
                 "delete": {"summary": "Delete a document", "parameters": [collection, id, wait],
                            "responses": with_errors(json!({"200": json_response("Deleted", json!({"type": "object"})), "429": {"$ref": "#/components/responses/Error"}}))}
             },
@@ -128,7 +151,7 @@ pub fn openapi_document() -> Value {
             },
             "/_internal_/healthcheck": {
                 "get": {"summary": "Health", "responses": {
-                    "200": json_response("Healthy", json!({"type": "object"})),
+                    "200": json_response("Healthy; `degraded` lists the dependencies whose circuit breaker is open or probing", json!({"type": "object", "properties": {"status": {"type": "string"}, "degraded": {"type": "array", "items": {"type": "string", "enum": ["log_publish", "log_consume", "store", "index_commit"]}}}})),
                     "503": json_response("Starting", json!({"type": "object"}))}}
             },
             "/metrics": {

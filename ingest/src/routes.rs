@@ -2,7 +2,8 @@
 //!
 //! Outermost first: trace id, HTTP metrics (route label from the matched route template,
 //! never the raw path), then the routes. Request-body decompression wraps only the
-//! ingest route, so its size limit counts decoded bytes.
+//! ingest route, so its size limit counts decoded bytes. The fault plan routes exist only
+//! on a node started with `[faults] enabled` (test configuration).
 
 use std::time::Instant;
 
@@ -15,14 +16,14 @@ use sluice_core::metrics as m;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::state::AppState;
-use crate::{bulk, collections, dlq, documents, error, ops, search};
+use crate::{bulk, collections, dlq, documents, error, faults, ops, search};
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let ingest = post(bulk::ingest_documents)
         .layer::<_, std::convert::Infallible>(RequestDecompressionLayer::new())
         .layer(DefaultBodyLimit::disable());
-    Router::new()
+    let mut routes = Router::new()
         .route("/v1/collections", get(collections::list_collections))
         .route(
             "/v1/collections/{c}",
@@ -43,7 +44,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/replay", post(dlq::replay_dlq))
         .route("/_internal_/healthcheck", get(ops::healthcheck))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/openapi.json", get(ops::openapi));
+    if state.inner.faults.is_enabled() {
+        routes = routes.route(
+            "/_internal_/faults/{point}",
+            put(faults::set_fault).delete(faults::clear_fault),
+        );
+    }
+    routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn(record_http_metrics))

@@ -7,7 +7,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_core::catalog::Catalog;
 use sluice_core::config::IngestConfig;
 use sluice_core::document::LineLimits;
+use sluice_core::faults::Faults;
 use sluice_core::log::Log;
+use sluice_core::resilience::Breakers;
 use sluice_core::store::Store;
 use sluice_indexer::Indexer;
 use sluice_workers::DeadLetterQueue;
@@ -29,6 +31,10 @@ pub(crate) struct Inner {
     pub catalog: Arc<Catalog>,
     pub indexer: Arc<Indexer>,
     pub metrics: Option<PrometheusHandle>,
+    /// The node's breakers (health reports the open ones; reads check the store's).
+    pub breakers: Breakers,
+    /// The node's fault plans, set through `/_internal_/faults` when enabled.
+    pub faults: Arc<Faults>,
     pub ready: AtomicBool,
     pub ingest_permits: Arc<Semaphore>,
     pub visibility: Visibility,
@@ -38,6 +44,8 @@ pub(crate) struct Inner {
 
 impl AppState {
     /// Bundles the handles. `metrics` renders `/metrics` (absent: an empty page).
+    /// `breakers` and `faults` are the node's, shared with the other roles.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: IngestConfig,
         log: Arc<dyn Log>,
@@ -45,6 +53,8 @@ impl AppState {
         catalog: Arc<Catalog>,
         indexer: Arc<Indexer>,
         metrics: Option<PrometheusHandle>,
+        breakers: Breakers,
+        faults: Arc<Faults>,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.max_in_flight_requests));
         let visibility = Visibility::new(log.clone(), config.visibility_timeout);
@@ -62,6 +72,8 @@ impl AppState {
                 catalog,
                 indexer,
                 metrics,
+                breakers,
+                faults,
                 ready: AtomicBool::new(false),
                 ingest_permits,
                 visibility,

@@ -8,11 +8,17 @@
 //!
 //! # Layout
 //! - [`embedded`]: [`EmbeddedStore`], the fjall adapter (locking and durability).
+//! - [`guarded`]: [`GuardedStore`], any store behind the node's store breaker and timeout.
+//! - [`faulty`]: [`FaultInjectingStore`], any store failing as a test planned.
 //! - `record`: key and value encodings of the embedded store.
 //! - [`conformance`]: the adapter-independent `Store` test suite.
 
 pub mod conformance;
 pub mod embedded;
+pub mod faulty;
+pub mod guarded;
 mod record;
 
 pub use embedded::EmbeddedStore;
+pub use faulty::FaultInjectingStore;
+pub use guarded::GuardedStore;

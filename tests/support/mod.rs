@@ -219,6 +219,24 @@ impl Server {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+
+    /// The value of one series in `/metrics`: `name` with exactly the label text
+    /// `labels` (e.g. `dependency="store"`); `None` when absent.
+    pub async fn series(&self, name: &str, labels: &str) -> Option<f64> {
+        let text = self.get("/metrics").await.text().await.expect("text");
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+    }
+
+    /// The state of a dependency's circuit breaker: 0 closed, 1 half-open, 2 open.
+    pub async fn breaker_state(&self, dependency: &str) -> Option<f64> {
+        self.series(
+            "sluice_breaker_state",
+            &format!("dependency=\"{dependency}\""),
+        )
+        .await
+    }
 }
 
 impl Drop for Server {

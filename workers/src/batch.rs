@@ -13,7 +13,11 @@
 //!
 //! Failures (classified by [`crate::retry`]): a transient one re-runs steps 2–3 in place
 //! with backoff (they are idempotent: ops already written come back as "already
-//! applied"), then naks the message with a delay. A permanent store failure re-applies
+//! applied"), then naks the message with a delay; when a breaker reports the store or the
+//! log down, it stops retrying at once and the nak is excused from `max_deliver`
+//! ([`crate::outage`]). Every log call goes through its breaker (`log_publish` for event
+//! and DLQ appends, `log_consume` for acks and naks), the store through the store breaker
+//! it is wrapped in. A permanent store failure re-applies
 //! the message's writes one by one so its healthy ops go through; the failing ops make
 //! the message nak'ed until its delivery count reaches `max_deliver`, when they go to
 //! the DLQ and the message is acked.
@@ -35,6 +39,7 @@ use sluice_core::metrics::{
     DLQ_MESSAGES_TOTAL, WORKER_BATCH_DURATION_SECONDS, WORKER_DEDUP_SKIPS_TOTAL, WORKER_OPS_TOTAL,
 };
 use sluice_core::op::{DocBatch, DocOp, Event, EventBatch};
+use sluice_core::resilience::{BreakerState, Breakers, Classify};
 use sluice_core::store::{Store, StoreError, StoreWrite, WriteOutcome};
 use sluice_core::subjects::{self, StreamKind};
 use tokio_util::sync::CancellationToken;
@@ -42,6 +47,7 @@ use tracing::{debug, warn};
 
 use crate::dedup::{self, Decision, DedupCache};
 use crate::dlq::{now_ms, DeadLetter, DeadLetterCode, FailureHistory, UNROUTABLE_COLLECTION};
+use crate::outage::{Dependencies, ExcusedDeliveries};
 use crate::retry::{with_retries, Failure, RetryPolicy};
 
 /// Most first-failure timestamps remembered (op sequence → ms) for DLQ records.
@@ -104,6 +110,10 @@ pub(crate) struct BatchHandler {
     partition_locks: PartitionLocks,
     /// op sequence (or message sequence for a malformed message) → first failure time.
     first_failures: moka::sync::Cache<Seq, u64>,
+    /// The breakers, and the store probe that resumes fetching.
+    deps: Dependencies,
+    /// Deliveries spent by outages, not counted towards `max_deliver`.
+    excused: ExcusedDeliveries,
     shutdown: CancellationToken,
 }
 
@@ -112,9 +122,12 @@ impl BatchHandler {
         config: &WorkersConfig,
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
+        breakers: Breakers,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            deps: Dependencies::new(breakers, store.clone()),
+            excused: ExcusedDeliveries::new(),
             max_deliver: config.max_deliver.max(1),
             policy: RetryPolicy::from_config(config),
             log,
@@ -131,20 +144,42 @@ impl BatchHandler {
         &self.policy
     }
 
+    /// The pool's dependencies: breakers and the fetch gate.
+    pub(crate) fn dependencies(&self) -> &Dependencies {
+        &self.deps
+    }
+
+    /// Whether the log refuses acks and naks for now (retrying them in place is pointless:
+    /// an unsettled message is delivered again after `ack_wait`).
+    fn log_consume_down(&self) -> bool {
+        self.deps.breakers.log_consume.state() == BreakerState::Open
+    }
+
+    fn log_publish_down(&self) -> bool {
+        self.deps.breakers.log_publish.state() == BreakerState::Open
+    }
+
     /// Handles one delivery to the end: it is acked or nak'ed when this returns.
     pub(crate) async fn handle(&self, consumer: &dyn Consumer, delivery: &Delivery) {
         let started = Instant::now();
         let disposition = self.process(delivery).await;
         let settled = match disposition {
             Disposition::Ack => {
-                with_retries(&self.policy, &self.shutdown, "ack", || async {
-                    Ok(consumer.ack(std::slice::from_ref(delivery)).await?)
+                self.excused.forget(delivery);
+                let breaker = &self.deps.breakers.log_consume;
+                let give_up = || self.log_consume_down();
+                with_retries(&self.policy, &self.shutdown, "ack", give_up, || async {
+                    Ok(breaker
+                        .call(consumer.ack(std::slice::from_ref(delivery)))
+                        .await?)
                 })
                 .await
             }
             Disposition::Nak(delay) => {
-                with_retries(&self.policy, &self.shutdown, "nak", || async {
-                    Ok(consumer.nak(delivery, delay).await?)
+                let breaker = &self.deps.breakers.log_consume;
+                let give_up = || self.log_consume_down();
+                with_retries(&self.policy, &self.shutdown, "nak", give_up, || async {
+                    Ok(breaker.call(consumer.nak(delivery, delay)).await?)
                 })
                 .await
             }
@@ -174,7 +209,8 @@ impl BatchHandler {
             }
         };
         let collection = &batch.collection;
-        if delivery.delivery_count > self.max_deliver {
+        let deliveries = self.excused.counted(delivery);
+        if deliveries > self.max_deliver {
             warn!(
                 %collection,
                 seq = delivery.seq.0,
@@ -197,16 +233,24 @@ impl BatchHandler {
                 .await;
         }
 
-        let outcome = with_retries(&self.policy, &self.shutdown, "apply", || {
+        let give_up = || self.deps.in_outage();
+        let outcome = with_retries(&self.policy, &self.shutdown, "apply", give_up, || {
             self.attempt(delivery, &batch)
         })
         .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
-                warn!(%error, %collection, seq = delivery.seq.0, "message not applied, will be redelivered");
+                if error.is_transient() && self.deps.in_outage() {
+                    // The dependency is down, not the message: this delivery does not
+                    // count towards max_deliver (see `crate::outage`).
+                    self.excused.excuse(delivery);
+                    debug!(%error, %collection, seq = delivery.seq.0, "dependency down, message will be redelivered");
+                } else {
+                    warn!(%error, %collection, seq = delivery.seq.0, "message not applied, will be redelivered");
+                }
                 count_ops(collection, "failed", batch.ops.len() as u64);
-                return Disposition::Nak(self.policy.nak_delay(delivery.delivery_count));
+                return Disposition::Nak(self.policy.nak_delay(deliveries));
             }
         };
         report_counts(collection, &outcome.counts);
@@ -219,16 +263,16 @@ impl BatchHandler {
             self.first_failures
                 .get_with(delivery.seq.for_op(*index), || now);
         }
-        if delivery.delivery_count < self.max_deliver {
+        if deliveries < self.max_deliver {
             warn!(
                 %collection,
                 seq = delivery.seq.0,
                 failed_ops = outcome.failed.len(),
-                deliveries = delivery.delivery_count,
+                deliveries,
                 "ops refused by the store, message will be redelivered"
             );
             count_ops(collection, "failed", outcome.failed.len() as u64);
-            return Disposition::Nak(self.policy.nak_delay(delivery.delivery_count));
+            return Disposition::Nak(self.policy.nak_delay(deliveries));
         }
         let failed_indices: Vec<usize> = outcome.failed.iter().map(|(i, _)| *i).collect();
         let errors: HashMap<usize, String> = outcome
@@ -366,7 +410,11 @@ impl BatchHandler {
         }
         if !events.is_empty() {
             let message = events_message(batch, message_seq, &published_ops, events);
-            self.log.append(StreamKind::Events, vec![message]).await?;
+            self.deps
+                .breakers
+                .log_publish
+                .call(self.log.append(StreamKind::Events, vec![message]))
+                .await?;
         }
         Ok(AttemptOutcome { counts, failed })
     }
@@ -452,9 +500,15 @@ impl BatchHandler {
         records: &[DeadLetter],
     ) -> Disposition {
         let messages: Vec<OutgoingMessage> = records.iter().map(DeadLetter::to_outgoing).collect();
-        let appended = with_retries(&self.policy, &self.shutdown, "dlq append", || {
+        let breaker = &self.deps.breakers.log_publish;
+        let give_up = || self.log_publish_down();
+        let appended = with_retries(&self.policy, &self.shutdown, "dlq append", give_up, || {
             let messages = messages.clone();
-            async move { Ok(self.log.append(StreamKind::Dlq, messages).await?) }
+            async move {
+                Ok(breaker
+                    .call(self.log.append(StreamKind::Dlq, messages))
+                    .await?)
+            }
         })
         .await;
         match appended {

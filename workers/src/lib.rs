@@ -20,7 +20,8 @@
 //! - [`pool`]: the pool, its workers' fetch loop, shutdown.
 //! - `batch`: handling one DOCS message, from decode to ack or nak.
 //! - `dedup`: the version cache in front of the store and the per-op decisions.
-//! - `retry`: failure classification and backoff, in one place.
+//! - `retry`: failures (classified by the ports' `Classify`) and backoff.
+//! - `outage`: pausing while a dependency is down; deliveries an outage does not count.
 //! - [`dlq`]: the dead-letter record.
 //! - [`dlq_admin`]: listing, replaying and purging dead letters; the DLQ depth gauge.
 
@@ -28,6 +29,7 @@ mod batch;
 mod dedup;
 pub mod dlq;
 pub mod dlq_admin;
+mod outage;
 pub mod pool;
 mod retry;
 

@@ -9,6 +9,10 @@
 //! Backpressure is the log's: at most `max_ack_pending` messages are delivered and not
 //! yet settled across the pool, so a slow store slows fetching instead of growing memory.
 //!
+//! Outages: a worker fetches only while the `log_consume` breaker permits and the store
+//! breaker is closed; while the store is down the pool stops pulling and resumes when a
+//! probe succeeds ([`crate::outage`]). Fetches go through the `log_consume` breaker.
+//!
 //! Shutdown: when the token is cancelled, a worker waiting in `fetch` stops at once; a
 //! worker holding messages finishes them (retries are cut short and end in a nak, never
 //! in a lost message), settles them, and stops. [`WorkerPool::wait_stopped`] returns once
@@ -19,6 +23,7 @@ use std::time::Duration;
 
 use sluice_core::config::WorkersConfig;
 use sluice_core::log::{Consumer, ConsumerConfig, Log};
+use sluice_core::resilience::{BreakerState, Breakers};
 use sluice_core::store::Store;
 use sluice_core::subjects::{StreamKind, WORKERS_CONSUMER};
 use tokio_util::sync::CancellationToken;
@@ -41,11 +46,15 @@ pub struct WorkerPool {
 impl WorkerPool {
     /// Starts `config.effective_count()` workers sharing the durable DOCS consumer
     /// `sluice_core::subjects::WORKERS_CONSUMER` (filter "sluice.docs.>").
+    ///
+    /// `store` should already be behind `breakers.store` (`sluice_store::GuardedStore`):
+    /// the pool reads that breaker to pause, and relies on the store's calls to move it.
     pub async fn start(
         config: WorkersConfig,
         ack_wait: Duration,
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
+        breakers: Breakers,
         shutdown: CancellationToken,
     ) -> Result<WorkerPool, WorkerError> {
         if config.fetch_batch == 0 {
@@ -75,7 +84,13 @@ impl WorkerPool {
                     .map_err(WorkerError::Consumer)?,
             );
         }
-        let handler = Arc::new(BatchHandler::new(&config, log, store, shutdown.clone()));
+        let handler = Arc::new(BatchHandler::new(
+            &config,
+            log,
+            store,
+            breakers,
+            shutdown.clone(),
+        ));
         let tracker = TaskTracker::new();
         for (worker, consumer) in consumers.into_iter().enumerate() {
             let run = run_worker(
@@ -108,12 +123,21 @@ async fn run_worker(
 ) {
     let policy: RetryPolicy = *handler.policy();
     let mut fetch_errors: u32 = 0;
+    let deps = handler.dependencies();
     while !shutdown.is_cancelled() {
+        // Pull nothing the store cannot take: during an outage messages stay in the log.
+        if !deps.wait_until_usable(&shutdown).await {
+            break;
+        }
+        let fetch = deps
+            .breakers
+            .log_consume
+            .call(consumer.fetch(fetch_batch, FETCH_WAIT));
         let fetched = tokio::select! {
             // Dropping a pending fetch is safe: anything it had taken but not returned
             // stays unacked and is delivered again after ack_wait.
             () = shutdown.cancelled() => break,
-            fetched = consumer.fetch(fetch_batch, FETCH_WAIT) => fetched,
+            fetched = fetch => fetched,
         };
         let deliveries = match fetched {
             Ok(deliveries) => {
@@ -122,6 +146,10 @@ async fn run_worker(
             }
             Err(error) => {
                 fetch_errors = fetch_errors.saturating_add(1);
+                if deps.breakers.log_consume.state() == BreakerState::Open {
+                    // The gate above waits for the breaker; no extra backoff on top.
+                    continue;
+                }
                 let delay = policy.nak_delay(fetch_errors);
                 warn!(%error, ?delay, "fetch from DOCS failed");
                 tokio::select! {

@@ -1,11 +1,12 @@
 //! Failure classification and retry timing, in one place.
 //!
 //! Every failure a worker meets while handling a DOCS message is a [`Failure`]: a store
-//! error or a log error. [`Failure::is_transient`] is the only place that decides whether
-//! retrying the same work may help; everything else asks it. Transient failures are
-//! retried in place with exponential backoff and jitter ([`RetryPolicy::backoff`]), for
-//! a bounded total time, then the message is nak'ed with [`RetryPolicy::nak_delay`] so
-//! the log delivers it again later: a retried message is never a dropped one.
+//! error or a log error, classified by the ports' own [`Classify`] (in
+//! `sluice_core::resilience`, the one place that decides whether retrying may help).
+//! Transient failures are retried in place with exponential backoff and jitter
+//! ([`RetryPolicy::backoff`]), for a bounded total time or until a breaker reports the
+//! dependency down, then the message is nak'ed with [`RetryPolicy::nak_delay`] so the log
+//! delivers it again later: a retried message is never a dropped one.
 //!
 //! Concurrency: the policy is plain data, copied into every worker; each retry loop owns
 //! its own backoff state.
@@ -17,6 +18,7 @@ use backoff::backoff::Backoff;
 use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
 use sluice_core::config::WorkersConfig;
 use sluice_core::log::LogError;
+use sluice_core::resilience::{Classify, ErrorClass};
 use sluice_core::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
@@ -40,12 +42,11 @@ pub(crate) enum Failure {
     Log(#[from] LogError),
 }
 
-impl Failure {
-    /// Whether retrying the same work later may succeed.
-    pub(crate) fn is_transient(&self) -> bool {
+impl Classify for Failure {
+    fn class(&self) -> ErrorClass {
         match self {
-            Failure::Store(e) => e.is_transient(),
-            Failure::Log(e) => e.is_transient(),
+            Failure::Store(e) => e.class(),
+            Failure::Log(e) => e.class(),
         }
     }
 }
@@ -96,13 +97,14 @@ impl RetryPolicy {
 }
 
 /// Runs `operation` until it succeeds, fails permanently, spends the retry budget of
-/// `policy`, or `shutdown` is cancelled (then the last failure is returned at once, so a
-/// stopping worker does not sit in a backoff). Only [`Failure::is_transient`] failures
-/// are retried, so a retried operation must be idempotent.
+/// `policy`, `give_up` says a dependency is down, or `shutdown` is cancelled (then the
+/// last failure is returned at once, so a stopping worker does not sit in a backoff).
+/// Only transient failures are retried, so a retried operation must be idempotent.
 pub(crate) async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     shutdown: &CancellationToken,
     what: &'static str,
+    give_up: impl Fn() -> bool,
     mut operation: F,
 ) -> Result<T, Failure>
 where
@@ -115,7 +117,7 @@ where
             Ok(value) => return Ok(value),
             Err(failure) => failure,
         };
-        let delay = if failure.is_transient() && !shutdown.is_cancelled() {
+        let delay = if failure.is_transient() && !shutdown.is_cancelled() && !give_up() {
             RetryPolicy::next_delay(&mut backoff)
         } else {
             None
@@ -178,38 +180,72 @@ mod tests {
         let policy = policy();
         let shutdown = CancellationToken::new();
         let mut calls = 0;
-        let result = with_retries(&policy, &shutdown, "test", || {
-            calls += 1;
-            let attempt = calls;
-            async move {
-                if attempt < 3 {
-                    Err(Failure::from(StoreError::Timeout))
-                } else {
-                    Ok(attempt)
+        let result = with_retries(
+            &policy,
+            &shutdown,
+            "test",
+            || false,
+            || {
+                calls += 1;
+                let attempt = calls;
+                async move {
+                    if attempt < 3 {
+                        Err(Failure::from(StoreError::Timeout))
+                    } else {
+                        Ok(attempt)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         assert_eq!(result.unwrap(), 3);
 
         let mut calls = 0;
-        let result: Result<(), Failure> = with_retries(&policy, &shutdown, "test", || {
-            calls += 1;
-            async { Err(Failure::from(StoreError::Corrupt("x".into()))) }
-        })
+        let result: Result<(), Failure> = with_retries(
+            &policy,
+            &shutdown,
+            "test",
+            || false,
+            || {
+                calls += 1;
+                async { Err(Failure::from(StoreError::Corrupt("x".into()))) }
+            },
+        )
         .await;
         assert!(result.is_err());
         assert_eq!(calls, 1, "permanent failures are not retried");
 
         shutdown.cancel();
         let mut calls = 0;
-        let result: Result<(), Failure> = with_retries(&policy, &shutdown, "test", || {
-            calls += 1;
-            async { Err(Failure::from(StoreError::Timeout)) }
-        })
+        let result: Result<(), Failure> = with_retries(
+            &policy,
+            &shutdown,
+            "test",
+            || false,
+            || {
+                calls += 1;
+                async { Err(Failure::from(StoreError::Timeout)) }
+            },
+        )
         .await;
         assert!(result.is_err());
         assert_eq!(calls, 1, "no retries once shutting down");
+
+        let running = CancellationToken::new();
+        let mut calls = 0;
+        let result: Result<(), Failure> = with_retries(
+            &policy,
+            &running,
+            "test",
+            || true,
+            || {
+                calls += 1;
+                async { Err(Failure::from(StoreError::Timeout)) }
+            },
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1, "no retries while a dependency is down");
     }
 
     #[test]

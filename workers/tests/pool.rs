@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use sluice_core::config::{LogConfig, WorkersConfig};
+use sluice_core::config::{LogConfig, ResilienceConfig, WorkersConfig};
 use sluice_core::document::ContentHash;
 use sluice_core::ids::{CollectionName, DocId, Partition, Seq};
 use sluice_core::log::{Consumer, ConsumerConfig, Log, LogError, OutgoingMessage, StoredMessage};
 use sluice_core::metrics::{DLQ_MESSAGES_TOTAL, WORKER_DEDUP_SKIPS_TOTAL, WORKER_OPS_TOTAL};
 use sluice_core::op::{DocBatch, DocOp, Event, EventBatch};
+use sluice_core::resilience::Breakers;
 use sluice_core::store::{
     CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
 };
@@ -122,6 +123,25 @@ enum Fault {
     /// Applies are written, counted, then never return: a process that died after its
     /// store write and before its event append and ack.
     StallAfterWrite,
+    /// While set, every apply, version lookup and catalog listing fails transiently (the
+    /// store is down); `refused` counts them.
+    Down {
+        down: AtomicBool,
+        refused: AtomicUsize,
+    },
+}
+
+impl Fault {
+    /// `Err` while the store is down.
+    fn check_down(&self) -> Result<(), StoreError> {
+        if let Fault::Down { down, refused } = self {
+            if down.load(Ordering::SeqCst) {
+                refused.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::Unavailable("injected outage".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
 struct FaultyStore {
@@ -144,8 +164,9 @@ impl Store for FaultyStore {
         collection: &CollectionName,
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.fault.check_down()?;
         match &self.fault {
-            Fault::None | Fault::StallAfterWrite => {}
+            Fault::None | Fault::StallAfterWrite | Fault::Down { .. } => {}
             Fault::PermanentFor(id) => {
                 if writes.iter().any(|w| w.id() == id) {
                     return Err(StoreError::Storage("injected permanent failure".into()));
@@ -203,6 +224,7 @@ impl Store for FaultyStore {
         collection: &CollectionName,
         ids: &[DocId],
     ) -> Result<Vec<Option<DocVersion>>, StoreError> {
+        self.fault.check_down()?;
         self.inner.versions(collection, ids).await
     }
 
@@ -231,6 +253,7 @@ impl Store for FaultyStore {
     }
 
     async fn list_collections(&self) -> Result<Vec<CollectionMeta>, StoreError> {
+        self.fault.check_down()?;
         self.inner.list_collections().await
     }
 
@@ -565,9 +588,22 @@ async fn start_pool(
     ack_wait: Duration,
     shutdown: CancellationToken,
 ) -> WorkerPool {
-    WorkerPool::start(config, ack_wait, log, store, shutdown)
+    let breakers = test_breakers();
+    let store = sluice_store::GuardedStore::new(store, breakers.store.clone());
+    WorkerPool::start(config, ack_wait, log, store, breakers, shutdown)
         .await
         .unwrap()
+}
+
+/// The breakers of one test node: the defaults, with short open delays so a test that
+/// trips one recovers quickly.
+fn test_breakers() -> Breakers {
+    let config = ResilienceConfig {
+        breaker_open_initial: Duration::from_millis(100),
+        breaker_open_max: Duration::from_millis(500),
+        ..ResilienceConfig::default()
+    };
+    Breakers::new(&config, Duration::from_secs(5))
 }
 
 async fn wait_until<F, Fut>(what: &str, mut condition: F)
@@ -806,6 +842,60 @@ async fn transient_failures_are_retried_until_applied(backend: Backend) {
     assert_eq!(ops_counter(&fx.collection, "applied"), 2);
     assert_eq!(ops_counter(&fx.collection, "dead_lettered"), 0);
 
+    stop(shutdown, vec![pool]).await;
+}
+
+/// A store outage longer than `ack_wait × max_deliver`: the pool stops pulling (no busy
+/// loop of deliveries or store calls), nothing goes to the DLQ, and once the store is
+/// back every op is applied.
+async fn a_long_store_outage_pauses_the_pool_and_dead_letters_nothing(backend: Backend) {
+    let fault = Fault::Down {
+        down: AtomicBool::new(true),
+        refused: AtomicUsize::new(0),
+    };
+    let fx = Fixture::new(backend, "outage", fault).await;
+    let shutdown = CancellationToken::new();
+    let ack_wait = Duration::from_secs(1);
+    let config = WorkersConfig {
+        max_deliver: 2,
+        ..config(2)
+    };
+    let pool = start_pool(
+        fx.log.clone(),
+        fx.store.clone(),
+        config,
+        ack_wait,
+        shutdown.clone(),
+    )
+    .await;
+    let mut last = Seq(0);
+    for n in 0..4 {
+        last = fx
+            .append(n % 2, vec![upsert(&format!("d{n}"), "1"), delete("gone")])
+            .await;
+    }
+    let Fault::Down { down, refused } = &fx.store.fault else {
+        unreachable!()
+    };
+    wait_until("the store refusing calls", || async {
+        refused.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    // The outage outlasts every delivery the messages have (with 1 s spare).
+    tokio::time::sleep(ack_wait * 3).await;
+    let refused_during_outage = refused.load(Ordering::SeqCst);
+    assert!(
+        refused_during_outage < 200,
+        "{refused_during_outage} store calls during a 3 s outage: the pool is not paused"
+    );
+    down.store(false, Ordering::SeqCst);
+
+    fx.wait_acked(last).await;
+    assert!(fx.dead_letters().await.is_empty());
+    assert_eq!(ops_counter(&fx.collection, "dead_lettered"), 0);
+    for n in 0..4 {
+        assert!(fx.stored(&format!("d{n}")).await.is_some(), "d{n}");
+    }
     stop(shutdown, vec![pool]).await;
 }
 
@@ -1094,6 +1184,7 @@ on_both_logs!(
     an_older_op_delivered_after_a_newer_one_is_stale,
     a_poison_op_is_dead_lettered_and_its_batch_mates_are_applied,
     transient_failures_are_retried_until_applied,
+    a_long_store_outage_pauses_the_pool_and_dead_letters_nothing,
     an_undecodable_message_is_dead_lettered,
     shutdown_finishes_and_acks_the_message_in_hand,
     two_pools_share_the_consumer_and_apply_every_op_once,

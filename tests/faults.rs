@@ -1,0 +1,219 @@
+//! Dependency faults against a real `sluice serve` process: store errors and latency
+//! injected through the fault-injecting store (`[faults] enabled`, set at run time with
+//! `PUT /_internal_/faults/store`). Breakers open and close, nothing acknowledged is lost
+//! or duplicated, nothing is dead-lettered, and document reads fall back to the index.
+//! (nats-server stopped and restarted under the pool: `tests/api.rs`.)
+
+#[allow(dead_code)] // shared with tests/api.rs, which uses the rest
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{corpus, corpus_schema, eventually, Server};
+
+/// Short breaker delays and a short ack wait, so outages outlast every delivery attempt
+/// (`ack_wait × max_deliver` = 2 s) while the tests stay short.
+const CONFIG: &str = r#"
+[log]
+ack_wait = "1s"
+
+[workers]
+max_deliver = 2
+retry_max = "200ms"
+
+[resilience]
+breaker_failures = 3
+breaker_open_initial = "200ms"
+breaker_open_max = "1s"
+store_timeout = "500ms"
+
+[faults]
+enabled = true
+"#;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn start(dir: &tempfile::TempDir) -> Server {
+    let server = Server::start(&dir.path().join("data"), Some(CONFIG)).await;
+    assert_eq!(
+        server.put_schema("corpus", &corpus_schema()).await.status(),
+        201
+    );
+    server
+}
+
+async fn set_store_fault(server: &Server, plan: Value) {
+    let response = server
+        .client
+        .put(server.url("/_internal_/faults/store"))
+        .json(&plan)
+        .send()
+        .await
+        .expect("PUT fault");
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+async fn clear_store_fault(server: &Server) {
+    let response = server.delete("/_internal_/faults/store").await;
+    assert_eq!(response.status(), 200);
+}
+
+/// Ingests `lines` in requests of 250 with `wait`; every request must be a 200.
+async fn ingest_all(server: &Server, lines: &[String], wait: &str) {
+    for chunk in lines.chunks(250) {
+        let (status, body) = server.ingest("corpus", chunk.join("\n"), wait).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], chunk.len(), "{body}");
+    }
+}
+
+async fn wait_breaker(server: &Server, dependency: &str, state: f64) {
+    assert!(
+        eventually(DEADLINE, || async {
+            server.breaker_state(dependency).await == Some(state)
+        })
+        .await,
+        "{dependency} breaker never reached state {state}"
+    );
+}
+
+/// Waits until all `n` documents are searchable; returns how long that took.
+async fn wait_searchable(server: &Server, n: u64) -> Duration {
+    let started = Instant::now();
+    assert!(
+        eventually(DEADLINE, || async {
+            server.total("corpus", "*").await == n
+        })
+        .await,
+        "not all {n} documents became searchable (have {})",
+        server.total("corpus", "*").await
+    );
+    started.elapsed()
+}
+
+/// Every document exactly once, and nothing in the DLQ.
+async fn assert_exactly_once(server: &Server, n: usize) {
+    assert_eq!(server.total("corpus", "*").await, n as u64);
+    for i in (0..n).step_by(97) {
+        assert_eq!(
+            server.total("corpus", &format!("id:\"doc-{i}\"")).await,
+            1,
+            "doc-{i}"
+        );
+    }
+    assert_eq!(server.metric("sluice_dlq_messages_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_pauses_the_workers_reads_fall_back_to_the_index_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir).await;
+    let (lines, _) = corpus(1500);
+    ingest_all(&server, &lines[..500], "searchable").await;
+    let doc_path = "/v1/collections/corpus/documents/doc-7";
+    let normal = server.get(doc_path).await;
+    assert_eq!(normal.status(), 200);
+    assert!(normal.headers().get("sluice-degraded").is_none());
+    let etag = normal.headers()["etag"].clone();
+    let original: Value = normal.json().await.unwrap();
+
+    set_store_fault(&server, json!({"error_rate": 1.0, "error": "unavailable"})).await;
+    let outage = Instant::now();
+    // The log is up: ingest still acknowledges, durably.
+    ingest_all(&server, &lines[500..], "durable").await;
+    wait_breaker(&server, "store", 2.0).await;
+    let health = server.get_json("/_internal_/healthcheck").await;
+    assert_eq!(health["status"], "healthy");
+    assert!(
+        health["degraded"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("store"))),
+        "{health}"
+    );
+
+    // Reads: from the index when it has the document (flagged), else a 503.
+    let fallback = server.get(doc_path).await;
+    assert_eq!(fallback.status(), 200);
+    assert_eq!(fallback.headers()["sluice-degraded"], "store_unavailable");
+    assert_eq!(fallback.headers()["etag"], etag);
+    assert_eq!(fallback.json::<Value>().await.unwrap(), original);
+    let missing = server
+        .get("/v1/collections/corpus/documents/doc-1400")
+        .await;
+    assert_eq!(missing.status(), 503);
+    assert!(missing.headers().get("retry-after").is_some());
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    // The outage outlasts every delivery attempt the messages have (ack_wait ×
+    // max_deliver = 2 s), with margin: none of them may end up in the DLQ.
+    let outage_length = Duration::from_secs(4);
+    if let Some(rest) = outage_length.checked_sub(outage.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    assert_eq!(server.breaker_state("store").await, Some(2.0));
+    assert_eq!(
+        server.total("corpus", "*").await,
+        500,
+        "workers were paused"
+    );
+
+    clear_store_fault(&server).await;
+    let recovery = wait_searchable(&server, 1500).await;
+    println!("store outage of {outage_length:?}: all documents searchable {recovery:?} after the store came back");
+    wait_breaker(&server, "store", 0.0).await;
+    assert_exactly_once(&server, 1500).await;
+    let health = server.get_json("/_internal_/healthcheck").await;
+    assert_eq!(health, json!({"status": "healthy"}));
+    let again = server.get(doc_path).await;
+    assert_eq!(again.status(), 200);
+    assert!(again.headers().get("sluice-degraded").is_none());
+    assert_eq!(again.json::<Value>().await.unwrap(), original);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_latency_beyond_the_timeout_opens_the_breaker_until_it_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir).await;
+    let (lines, _) = corpus(500);
+    // 2 s per call against a 500 ms store_timeout: every call times out.
+    set_store_fault(&server, json!({"latency": "2s"})).await;
+    ingest_all(&server, &lines, "durable").await;
+    wait_breaker(&server, "store", 2.0).await;
+    assert_eq!(server.total("corpus", "*").await, 0);
+
+    clear_store_fault(&server).await;
+    let recovery = wait_searchable(&server, 500).await;
+    println!("store latency cleared: all documents searchable {recovery:?} later");
+    wait_breaker(&server, "store", 0.0).await;
+    assert_exactly_once(&server, 500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_store_error_rate_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir).await;
+    let (lines, _) = corpus(2000);
+    set_store_fault(&server, json!({"error_rate": 0.3, "error": "timeout"})).await;
+    ingest_all(&server, &lines, "durable").await;
+    // Everything goes through while 30 % of the store's calls fail.
+    let took = wait_searchable(&server, 2000).await;
+    println!("2000 documents searchable {took:?} after ingest under a 30 % store error rate");
+    // The faults were real: some reads of one document failed on the store and were
+    // answered from the index, flagged (all 40 succeeding has odds of 0.7^40 ≈ 6e-7).
+    let (_, hit) = server.search("corpus", &[("q", "*"), ("limit", "1")]).await;
+    let path = format!(
+        "/v1/collections/corpus/documents/{}",
+        hit["hits"][0]["id"].as_str().unwrap()
+    );
+    let mut degraded = 0;
+    for _ in 0..40 {
+        let response = server.get(&path).await;
+        assert_eq!(response.status(), 200);
+        degraded += usize::from(response.headers().get("sluice-degraded").is_some());
+    }
+    assert!(degraded > 0, "no store call failed");
+    clear_store_fault(&server).await;
+    assert_exactly_once(&server, 2000).await;
+}
