@@ -5,7 +5,8 @@
 //! shutdown token); `main` only parses the command line and the configuration.
 //!
 //! Shutdown order, within `server.shutdown_timeout`: stop accepting requests and finish
-//! the in-flight ones, then let every worker finish and ack its batch, then let every
+//! the in-flight ones, then stop the spill forwarder (what it has not forwarded stays in
+//! the spill buffer for the next start), then let every worker finish and ack its batch, then let every
 //! index shard commit and ack. Anything unacked at a hard stop is redelivered at the next
 //! start, so stopping early is safe, only slower to recover.
 
@@ -16,8 +17,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_core::catalog::Catalog;
 use sluice_core::config::Config;
 use sluice_core::log::Log;
+use sluice_core::resilience::Breakers;
 use sluice_core::store::Store;
 use sluice_indexer::Indexer;
+use sluice_ingest::spill::Spill;
 use sluice_ingest::AppState;
 use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::EmbeddedStore;
@@ -48,6 +51,29 @@ async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
             Ok(log)
         }
     }
+}
+
+/// The spill buffer under `data_dir/spill`: distributed mode only (the embedded log is
+/// local, so there is nothing to spill to), unless `[spill] enabled = false`.
+async fn open_spill(
+    config: &Config,
+    log: &Arc<dyn Log>,
+    breakers: &Breakers,
+) -> anyhow::Result<Option<Arc<Spill>>> {
+    if config.log.nats_url.is_none() || !config.spill.enabled {
+        return Ok(None);
+    }
+    let local: Arc<dyn Log> = EmbeddedLog::open(&config.server.data_dir.join("spill"), &config.log)
+        .context("opening the spill buffer")?;
+    let spill = Spill::open(
+        local,
+        log.clone(),
+        breakers.log_publish.clone(),
+        config.spill.max_size.as_u64(),
+    )
+    .await
+    .context("opening the spill buffer")?;
+    Ok(Some(spill))
 }
 
 /// Runs a node until `shutdown` is cancelled, serving on `listener`.
@@ -93,9 +119,18 @@ pub async fn run(
     .await
     .context("starting the indexer")?;
 
+    let breakers = Breakers::new(&config.resilience, config.log.request_timeout);
+    let spill_stop = CancellationToken::new();
+    let spill = open_spill(&config, &log, &breakers).await?;
+    let forwarder = spill
+        .clone()
+        .map(|spill| tokio::spawn(spill.forward(spill_stop.clone())));
+
     let state = AppState::new(
         config.ingest.clone(),
         log,
+        breakers.log_publish.clone(),
+        spill,
         store,
         catalog,
         indexer.clone(),
@@ -109,6 +144,10 @@ pub async fn run(
         .context("serving HTTP")?;
 
     let drain = async {
+        spill_stop.cancel();
+        if let Some(forwarder) = forwarder {
+            let _ = forwarder.await;
+        }
         workers_stop.cancel();
         workers.wait_stopped().await;
         indexer_stop.cancel();

@@ -34,6 +34,30 @@ pub struct Config {
     pub resilience: ResilienceConfig,
     /// Fault injection, for tests of failure paths only.
     pub faults: FaultsConfig,
+    /// The local spill buffer of ingest when the log (JetStream) is unavailable.
+    pub spill: SpillConfig,
+}
+
+/// `[spill]`: in distributed mode (JetStream log), batches that cannot be appended to
+/// the log (breaker open, transient failure) are made durable in a local buffer under
+/// `data_dir/spill` and forwarded in order once the log is back. Embedded mode never
+/// spills: its log is local.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpillConfig {
+    /// Spill when the log is unavailable (false: answer 503 instead).
+    pub enabled: bool,
+    /// Disk quota: most bytes of batches waiting in the buffer; past it, 503 with `Retry-After`.
+    pub max_size: ByteSize,
+}
+
+impl Default for SpillConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_size: ByteSize::gib(1),
+        }
+    }
 }
 
 /// `[faults]`: test configuration only. When enabled, `PUT /_internal_/faults/{point}`
@@ -345,6 +369,10 @@ impl Config {
         check(
             self.resilience.breaker_open_initial <= self.resilience.breaker_open_max,
             "resilience.breaker_open_initial exceeds resilience.breaker_open_max",
+        )?;
+        check(
+            !self.spill.enabled || self.spill.max_size >= self.ingest.max_batch_size,
+            "spill.max_size must hold at least one batch (ingest.max_batch_size)",
         )?;
         Ok(())
     }

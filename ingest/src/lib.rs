@@ -13,6 +13,7 @@
 //! - [`documents`]: `GET`/`DELETE` of one document.
 //! - [`collections`]: the collection catalog routes.
 //! - [`search`]: search routes.
+//! - [`spill`]: the local spill buffer and its forwarder, while the log is down.
 //! - [`visibility`]: waiting for writes to be applied or searchable.
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //! - [`error`]: the error type, trace ids, fallbacks.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod ops;
 pub mod routes;
 pub mod search;
+pub mod spill;
 pub mod state;
 pub mod visibility;
 

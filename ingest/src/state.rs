@@ -8,10 +8,12 @@ use sluice_core::catalog::Catalog;
 use sluice_core::config::IngestConfig;
 use sluice_core::document::LineLimits;
 use sluice_core::log::Log;
+use sluice_core::resilience::Breaker;
 use sluice_core::store::Store;
 use sluice_indexer::Indexer;
 use tokio::sync::Semaphore;
 
+use crate::spill::Spill;
 use crate::visibility::Visibility;
 
 /// Everything a handler may need; cheap to clone.
@@ -23,6 +25,10 @@ pub struct AppState {
 pub(crate) struct Inner {
     pub config: IngestConfig,
     pub log: Arc<dyn Log>,
+    /// Guards every DOCS append of the API.
+    pub log_publish: Breaker,
+    /// Distributed mode: where batches go while the log is down.
+    pub spill: Option<Arc<Spill>>,
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
     pub indexer: Arc<Indexer>,
@@ -34,20 +40,27 @@ pub(crate) struct Inner {
 
 impl AppState {
     /// Bundles the handles. `metrics` renders `/metrics` (absent: an empty page).
+    /// `log_publish` guards appends; `spill` (distributed mode only) takes the batches the
+    /// log cannot take now.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: IngestConfig,
         log: Arc<dyn Log>,
+        log_publish: Breaker,
+        spill: Option<Arc<Spill>>,
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         indexer: Arc<Indexer>,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.max_in_flight_requests));
-        let visibility = Visibility::new(log.clone(), config.visibility_timeout);
+        let visibility = Visibility::new(log.clone(), spill.clone(), config.visibility_timeout);
         Self {
             inner: Arc::new(Inner {
                 config,
                 log,
+                log_publish,
+                spill,
                 store,
                 catalog,
                 indexer,
