@@ -16,6 +16,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_core::catalog::Catalog;
 use sluice_core::config::Config;
+use sluice_core::faults::Faults;
 use sluice_core::log::Log;
 use sluice_core::resilience::Breakers;
 use sluice_core::store::Store;
@@ -97,6 +98,11 @@ pub async fn run(
             .context("loading the collection catalog")?,
     );
 
+    let faults = if config.faults.enabled {
+        Faults::enabled()
+    } else {
+        Faults::disabled()
+    };
     let workers_stop = CancellationToken::new();
     let indexer_stop = CancellationToken::new();
     let workers = WorkerPool::start(
@@ -114,6 +120,7 @@ pub async fn run(
         log.clone(),
         store.clone(),
         catalog.clone(),
+        faults,
         indexer_stop.clone(),
     )
     .await

@@ -230,6 +230,10 @@ pub struct IndexerConfig {
     pub search_cache_entries: u64,
     /// Largest `limit + offset` a search may ask for.
     pub max_result_window: usize,
+    /// Longest one shard may take to answer a search; a slower shard is left out and the
+    /// response is flagged `partial`.
+    #[serde(with = "humantime_serde")]
+    pub shard_search_timeout: Duration,
     /// How long a shard may hold an EVENTS message unacked before it is delivered again
     /// (after a crash, this is how long a shared log waits before redelivering).
     #[serde(with = "humantime_serde")]
@@ -245,6 +249,7 @@ impl Default for IndexerConfig {
             fetch_batch: 64,
             search_cache_entries: 10_000,
             max_result_window: 10_000,
+            shard_search_timeout: Duration::from_secs(10),
             ack_wait: Duration::from_secs(60),
         }
     }
