@@ -48,7 +48,7 @@ pub const INDEXER_COMMIT_DURATION_SECONDS: &str = "sluice_indexer_commit_duratio
 /// Searchable documents. Labels: `collection`.
 pub const INDEXER_DOCUMENTS: &str = "sluice_indexer_documents";
 
-/// Search requests. Labels: `outcome` (`ok`, `invalid`, `error`).
+/// Search requests. Labels: `outcome` (`ok`, `partial`, `stale`, `invalid`, `error`).
 pub const SEARCH_REQUESTS_TOTAL: &str = "sluice_search_requests_total";
 /// Search latency, cache included.
 pub const SEARCH_DURATION_SECONDS: &str = "sluice_search_duration_seconds";

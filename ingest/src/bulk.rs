@@ -337,11 +337,13 @@ async fn append_one(state: &AppState, message: OutgoingMessage) -> Result<Durabl
             .map(Durable::Log)
             .ok_or_else(|| LogError::Storage("the log returned no sequence".to_owned()).into()),
         // Same msg id: if the failed append did take effect, the forward is deduplicated.
-        Err(error) if error.is_transient() && spill.is_some() => {
-            tracing::debug!(%error, "log append failed; spilling the batch");
-            let spill = spill.expect("checked above");
-            Ok(Durable::Spilled(spill.append(message).await?))
-        }
+        Err(error) if error.is_transient() => match spill {
+            Some(spill) => {
+                tracing::debug!(%error, "log append failed; spilling the batch");
+                Ok(Durable::Spilled(spill.append(message).await?))
+            }
+            None => Err(error.into()),
+        },
         Err(error) => Err(error.into()),
     }
 }
