@@ -6,8 +6,8 @@
 //!
 //! Shutdown order, within `server.shutdown_timeout`: stop accepting requests and finish
 //! the in-flight ones, then stop the spill forwarder (what it has not forwarded stays in
-//! the spill buffer for the next start), then let every worker finish and ack its batch, then let every
-//! index shard commit and ack. Anything unacked at a hard stop is redelivered at the next
+//! the spill buffer for the next start), then let every worker finish and ack its batch,
+//! then let every index shard commit and ack. Anything unacked at a hard stop is redelivered at the next
 //! start, so stopping early is safe, only slower to recover.
 
 use std::sync::Arc;
@@ -61,11 +61,19 @@ async fn open_spill(
     log: &Arc<dyn Log>,
     breakers: &Breakers,
 ) -> anyhow::Result<Option<Arc<Spill>>> {
+    let dir = config.server.data_dir.join("spill");
     if config.log.nats_url.is_none() || !config.spill.enabled {
+        if dir.exists() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "a spill buffer exists but spilling is off: batches it may hold are not \
+                 forwarded until the node runs on JetStream with [spill] enabled again"
+            );
+        }
         return Ok(None);
     }
-    let local: Arc<dyn Log> = EmbeddedLog::open(&config.server.data_dir.join("spill"), &config.log)
-        .context("opening the spill buffer")?;
+    let local: Arc<dyn Log> =
+        EmbeddedLog::open(&dir, &config.log).context("opening the spill buffer")?;
     let spill = Spill::open(
         local,
         log.clone(),

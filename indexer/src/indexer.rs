@@ -387,10 +387,10 @@ impl Indexer {
     }
 }
 
-/// Fans the search out to every shard on blocking threads, merges, loads the page.
 impl Indexer {
-    /// Searches every shard of `index`; shards that fail or time out are left out and
-    /// listed. Every shard failing is [`SearchError::Unavailable`].
+    /// Fans the search out to every shard on blocking threads, merges, loads the page.
+    /// Shards that fail or time out are left out and listed; every shard failing is
+    /// [`SearchError::Unavailable`].
     async fn run_search(
         &self,
         index: Arc<CollectionIndex>,
