@@ -9,8 +9,9 @@
 //! fault-injecting wrapper when `[faults] enabled` (test configuration).
 //!
 //! Shutdown order, within `server.shutdown_timeout`: stop accepting requests and finish
-//! the in-flight ones, then let every worker finish and ack its batch, then let every
-//! index shard commit and ack. Anything unacked at a hard stop is redelivered at the next
+//! the in-flight ones, then stop the spill forwarder (what it has not forwarded stays in
+//! the spill buffer for the next start), then let every worker finish and ack its batch,
+//! then let every index shard commit and ack. Anything unacked at a hard stop is redelivered at the next
 //! start, so stopping early is safe, only slower to recover.
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use sluice_core::log::Log;
 use sluice_core::resilience::Breakers;
 use sluice_core::store::Store;
 use sluice_indexer::Indexer;
+use sluice_ingest::spill::Spill;
 use sluice_ingest::AppState;
 use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::{EmbeddedStore, FaultInjectingStore, GuardedStore};
@@ -54,6 +56,37 @@ async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
             Ok(log)
         }
     }
+}
+
+/// The spill buffer under `data_dir/spill`: distributed mode only (the embedded log is
+/// local, so there is nothing to spill to), unless `[spill] enabled = false`.
+async fn open_spill(
+    config: &Config,
+    log: &Arc<dyn Log>,
+    breakers: &Breakers,
+) -> anyhow::Result<Option<Arc<Spill>>> {
+    let dir = config.server.data_dir.join("spill");
+    if config.log.nats_url.is_none() || !config.spill.enabled {
+        if dir.exists() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "a spill buffer exists but spilling is off: batches it may hold are not \
+                 forwarded until the node runs on JetStream with [spill] enabled again"
+            );
+        }
+        return Ok(None);
+    }
+    let local: Arc<dyn Log> =
+        EmbeddedLog::open(&dir, &config.log).context("opening the spill buffer")?;
+    let spill = Spill::open(
+        local,
+        log.clone(),
+        breakers.log_publish.clone(),
+        config.spill.max_size.as_u64(),
+    )
+    .await
+    .context("opening the spill buffer")?;
+    Ok(Some(spill))
 }
 
 /// Runs a node until `shutdown` is cancelled, serving on `listener`.
@@ -113,9 +146,16 @@ pub async fn run(
     .await
     .context("starting the indexer")?;
 
+    let spill_stop = CancellationToken::new();
+    let spill = open_spill(&config, &log, &breakers).await?;
+    let forwarder = spill
+        .clone()
+        .map(|spill| tokio::spawn(spill.forward(spill_stop.clone())));
+
     let state = AppState::new(
         config.ingest.clone(),
         log,
+        spill,
         store,
         catalog,
         indexer.clone(),
@@ -131,6 +171,10 @@ pub async fn run(
         .context("serving HTTP")?;
 
     let drain = async {
+        spill_stop.cancel();
+        if let Some(forwarder) = forwarder {
+            let _ = forwarder.await;
+        }
         workers_stop.cancel();
         workers.wait_stopped().await;
         indexer_stop.cancel();

@@ -3,6 +3,9 @@
 
 mod support;
 
+#[path = "api/spill.rs"]
+mod spill;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
@@ -787,8 +790,9 @@ async fn a_retried_request_with_an_idempotency_key_is_a_no_op() {
 async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing() {
     let mut nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    // Breakers probe at most 2 s apart, so recovery does not wait out the default 30 s.
-    let config = "[log]\nrequest_timeout = \"2s\"\n[resilience]\nbreaker_open_max = \"2s\"\n";
+    // Without the spill buffer (the path a full buffer takes too); breakers probe at most
+    // 2 s apart, so recovery does not wait out the default 30 s.
+    let config = "[log]\nrequest_timeout = \"2s\"\n[spill]\nenabled = false\n[resilience]\nbreaker_open_max = \"2s\"\n";
     let server = Server::start_with(
         &dir.path().join("data"),
         Some(config),

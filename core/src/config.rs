@@ -34,6 +34,30 @@ pub struct Config {
     pub resilience: ResilienceConfig,
     /// Fault injection, for tests of failure paths only.
     pub faults: FaultsConfig,
+    /// The local spill buffer of ingest when the log (JetStream) is unavailable.
+    pub spill: SpillConfig,
+}
+
+/// `[spill]`: in distributed mode (JetStream log), batches that cannot be appended to
+/// the log (breaker open, transient failure) are made durable in a local buffer under
+/// `data_dir/spill` and forwarded in order once the log is back. Embedded mode never
+/// spills: its log is local.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpillConfig {
+    /// Spill when the log is unavailable (false: answer 503 instead).
+    pub enabled: bool,
+    /// Disk quota: most bytes of batches waiting in the buffer; past it, 503 with `Retry-After`.
+    pub max_size: ByteSize,
+}
+
+impl Default for SpillConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_size: ByteSize::gib(1),
+        }
+    }
 }
 
 /// `[faults]`: test configuration only. When enabled, `PUT /_internal_/faults/{point}`
@@ -210,6 +234,10 @@ pub struct IndexerConfig {
     pub search_cache_entries: u64,
     /// Largest `limit + offset` a search may ask for.
     pub max_result_window: usize,
+    /// Longest one shard may take to answer a search; a slower shard is left out and the
+    /// response is flagged `partial`.
+    #[serde(with = "humantime_serde")]
+    pub shard_search_timeout: Duration,
     /// How long a shard may hold an EVENTS message unacked before it is delivered again
     /// (after a crash, this is how long a shared log waits before redelivering).
     #[serde(with = "humantime_serde")]
@@ -225,6 +253,7 @@ impl Default for IndexerConfig {
             fetch_batch: 64,
             search_cache_entries: 10_000,
             max_result_window: 10_000,
+            shard_search_timeout: Duration::from_secs(10),
             ack_wait: Duration::from_secs(60),
         }
     }
@@ -349,6 +378,10 @@ impl Config {
         check(
             self.resilience.breaker_open_initial <= self.resilience.breaker_open_max,
             "resilience.breaker_open_initial exceeds resilience.breaker_open_max",
+        )?;
+        check(
+            !self.spill.enabled || self.spill.max_size >= self.ingest.max_batch_size,
+            "spill.max_size must hold at least one batch (ingest.max_batch_size)",
         )?;
         Ok(())
     }

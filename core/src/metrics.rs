@@ -48,7 +48,7 @@ pub const INDEXER_COMMIT_DURATION_SECONDS: &str = "sluice_indexer_commit_duratio
 /// Searchable documents. Labels: `collection`.
 pub const INDEXER_DOCUMENTS: &str = "sluice_indexer_documents";
 
-/// Search requests. Labels: `outcome` (`ok`, `invalid`, `error`).
+/// Search requests. Labels: `outcome` (`ok`, `partial`, `stale`, `invalid`, `error`).
 pub const SEARCH_REQUESTS_TOTAL: &str = "sluice_search_requests_total";
 /// Search latency, cache included.
 pub const SEARCH_DURATION_SECONDS: &str = "sluice_search_duration_seconds";
@@ -76,6 +76,17 @@ pub const BREAKER_STATE: &str = "sluice_breaker_state";
 pub const BREAKER_TRANSITIONS_TOTAL: &str = "sluice_breaker_transitions_total";
 /// Calls refused by an open circuit breaker. Labels: `dependency`.
 pub const BREAKER_REJECTIONS_TOTAL: &str = "sluice_breaker_rejections_total";
+
+/// Bytes of batches waiting in the ingest spill buffer for the log to come back.
+pub const SPILL_PENDING_BYTES: &str = "sluice_spill_pending_bytes";
+/// Batches (log messages) waiting in the ingest spill buffer.
+pub const SPILL_PENDING_MESSAGES: &str = "sluice_spill_pending_messages";
+/// Batches written to the spill buffer because the log was unavailable.
+pub const SPILL_APPENDED_MESSAGES_TOTAL: &str = "sluice_spill_appended_messages_total";
+/// Spilled batches forwarded to the log (JetStream confirmed them).
+pub const SPILL_FORWARDED_MESSAGES_TOTAL: &str = "sluice_spill_forwarded_messages_total";
+/// Batches refused because the spill buffer was full (answered 503).
+pub const SPILL_REJECTED_MESSAGES_TOTAL: &str = "sluice_spill_rejected_messages_total";
 
 /// Registers a description and unit for every metric above.
 pub fn describe() {
@@ -141,5 +152,26 @@ pub fn describe() {
     describe_gauge!(
         INGEST_BACKLOG_DOCUMENTS,
         "Documents appended by this node and not yet applied or searchable"
+    );
+    describe_gauge!(
+        SPILL_PENDING_BYTES,
+        Unit::Bytes,
+        "Bytes of batches waiting in the spill buffer for the log"
+    );
+    describe_gauge!(
+        SPILL_PENDING_MESSAGES,
+        "Batches waiting in the spill buffer for the log"
+    );
+    describe_counter!(
+        SPILL_APPENDED_MESSAGES_TOTAL,
+        "Batches spilled locally because the log was unavailable"
+    );
+    describe_counter!(
+        SPILL_FORWARDED_MESSAGES_TOTAL,
+        "Spilled batches forwarded to the log"
+    );
+    describe_counter!(
+        SPILL_REJECTED_MESSAGES_TOTAL,
+        "Batches refused because the spill buffer was full"
     );
 }

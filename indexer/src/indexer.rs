@@ -6,6 +6,12 @@
 //! collection map under a short read lock and run on blocking threads, one per shard.
 //! A rebuild keeps the old index searchable until the new one is swapped in.
 //!
+//! Search fallbacks: a shard that fails or does not answer within
+//! `shard_search_timeout` is left out, and the response says so (`partial`,
+//! `failed_shards`); such a response is never cached. When every shard fails, the last
+//! complete response to the same request is served from a second cache (keyed without
+//! generations), flagged `stale`; without one the search is unavailable.
+//!
 //! Shutdown: cancelling the token stops the follower, which then stops every
 //! collection's loops; each loop commits and acks its last batch. [`Indexer::wait_stopped`]
 //! returns once all of that is done.
@@ -18,7 +24,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use sluice_core::catalog::{Catalog, CatalogChange};
 use sluice_core::config::IndexerConfig;
-use sluice_core::faults::Faults;
+use sluice_core::faults::{FaultPoint, Faults};
 use sluice_core::log::Log;
 use sluice_core::metrics::{
     SEARCH_CACHE_LOOKUPS_TOTAL, SEARCH_DURATION_SECONDS, SEARCH_REQUESTS_TOTAL,
@@ -33,7 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::collection::{self, CollectionIndex};
 use crate::error::{IndexerError, SearchError};
 use crate::lookup::{self, IndexedCopy};
-use crate::search::{self, NormalizedRequest, SearchRequest, SearchResponse};
+use crate::search::{self, NormalizedRequest, SearchRequest, SearchResponse, ShardTop};
 
 /// Attempts at opening or rebuilding a collection after a catalog change.
 const OPEN_ATTEMPTS: u32 = 5;
@@ -48,6 +54,9 @@ struct CacheKey {
     generations: Vec<u64>,
 }
 
+/// Identifies the last complete result of a request, whatever the generations.
+type LastGoodKey = (CollectionName, NormalizedRequest);
+
 /// Index shards of every collection, and search over them.
 pub struct Indexer {
     config: IndexerConfig,
@@ -55,9 +64,13 @@ pub struct Indexer {
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
     breakers: Breakers,
-    faults: Arc<Faults>,
     collections: RwLock<HashMap<CollectionName, Arc<CollectionIndex>>>,
     cache: Cache<CacheKey, Arc<SearchResponse>>,
+    /// The last complete response per request, served (flagged stale) when every shard
+    /// fails.
+    last_good: Cache<LastGoodKey, Arc<SearchResponse>>,
+    /// Test-planned failures of shard searches ([`FaultPoint::IndexSearch`]).
+    faults: Arc<Faults>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -90,6 +103,9 @@ impl Indexer {
         let changes = catalog.subscribe();
         let indexer = Arc::new(Indexer {
             cache: Cache::builder()
+                .max_capacity(config.search_cache_entries)
+                .build(),
+            last_good: Cache::builder()
                 .max_capacity(config.search_cache_entries)
                 .build(),
             config,
@@ -157,6 +173,8 @@ impl Indexer {
         let started = Instant::now();
         let result = self.search_uncounted(collection, request, started).await;
         let outcome = match &result {
+            Ok(response) if response.stale => "stale",
+            Ok(response) if response.partial => "partial",
             Ok(_) => "ok",
             Err(SearchError::InvalidQuery(_) | SearchError::CollectionNotFound) => "invalid",
             Err(_) => "error",
@@ -183,8 +201,26 @@ impl Indexer {
             return Ok(response);
         }
         metrics::counter!(SEARCH_CACHE_LOOKUPS_TOTAL, "outcome" => "miss").increment(1);
-        let mut response = run_search(index, key.request.clone()).await?;
-        self.cache.insert(key, Arc::new(response.clone()));
+        let last_good_key = (key.collection.clone(), key.request.clone());
+        let mut response = match self.run_search(index, key.request.clone()).await {
+            Ok(response) if response.partial => response,
+            Ok(response) => {
+                let response = Arc::new(response);
+                self.cache.insert(key, response.clone());
+                self.last_good.insert(last_good_key, response.clone());
+                SearchResponse::clone(&response)
+            }
+            Err(SearchError::Unavailable(cause)) => match self.last_good.get(&last_good_key) {
+                Some(last) => {
+                    tracing::warn!(collection = %collection, %cause, "serving a stale cached result");
+                    let mut response = SearchResponse::clone(&last);
+                    response.stale = true;
+                    response
+                }
+                None => return Err(SearchError::Unavailable(cause)),
+            },
+            Err(other) => return Err(other),
+        };
         response.took_ms = started.elapsed().as_millis() as u64;
         Ok(response)
     }
@@ -387,47 +423,82 @@ impl Indexer {
     }
 }
 
-/// Fans the search out to every shard on blocking threads, merges, loads the page.
-async fn run_search(
-    index: Arc<CollectionIndex>,
-    request: NormalizedRequest,
-) -> Result<SearchResponse, SearchError> {
-    let plan = {
-        let index = index.clone();
-        let request = request.clone();
-        tokio::task::spawn_blocking(move || search::plan(&index.shards[0], &request))
-            .await
-            .map_err(|e| SearchError::Internal(e.to_string()))??
-    };
-    let plan = Arc::new(plan);
-    let top_k = request.top_k();
-    let mut tasks = Vec::with_capacity(index.shards.len());
-    for (shard_no, shard) in index.shards.iter().enumerate() {
-        let shard = shard.clone();
-        let plan = plan.clone();
-        tasks.push(tokio::task::spawn_blocking(move || {
-            search::collect_shard(shard_no, &shard, &plan, top_k)
-        }));
-    }
-    let mut tops = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        tops.push(
-            task.await
-                .map_err(|e| SearchError::Internal(e.to_string()))??,
-        );
-    }
-    let (offset, limit) = (request.offset(), request.limit());
-    tokio::task::spawn_blocking(move || {
-        let (total, page) = search::merge(&tops, &plan, offset, limit);
-        let hits = search::load_hits(&index.shards, &tops, &plan, page)?;
-        Ok(SearchResponse {
-            total,
-            hits,
-            took_ms: 0,
+impl Indexer {
+    /// Fans the search out to every shard on blocking threads, merges, loads the page.
+    /// Shards that fail or time out are left out and listed; every shard failing is
+    /// [`SearchError::Unavailable`].
+    async fn run_search(
+        &self,
+        index: Arc<CollectionIndex>,
+        request: NormalizedRequest,
+    ) -> Result<SearchResponse, SearchError> {
+        let plan = {
+            let index = index.clone();
+            let request = request.clone();
+            tokio::task::spawn_blocking(move || search::plan(&index.shards[0], &request))
+                .await
+                .map_err(|e| SearchError::Internal(e.to_string()))??
+        };
+        let plan = Arc::new(plan);
+        let top_k = request.top_k();
+        let searches = index.shards.iter().enumerate().map(|(shard_no, shard)| {
+            let shard = shard.clone();
+            let plan = plan.clone();
+            let faults = self.faults.clone();
+            let search = async move {
+                faults
+                    .inject(FaultPoint::IndexSearch, Some(shard_no as u32))
+                    .await
+                    .map_err(|kind| SearchError::Unavailable(format!("injected {kind:?}")))?;
+                tokio::task::spawn_blocking(move || {
+                    search::collect_shard(shard_no, &shard, &plan, top_k)
+                })
+                .await
+                .map_err(|e| SearchError::Internal(e.to_string()))?
+            };
+            // A shard that does not answer in time is left out; its blocking search
+            // finishes in the background and is dropped.
+            let timeout = self.config.shard_search_timeout;
+            async move {
+                match tokio::time::timeout(timeout, search).await {
+                    Ok(result) => result,
+                    Err(_) => Err(SearchError::Unavailable("shard search timed out".into())),
+                }
+            }
+        });
+        let results = futures_util::future::join_all(searches).await;
+        let mut tops: Vec<Option<ShardTop>> = Vec::with_capacity(results.len());
+        let mut failed_shards = Vec::new();
+        for (shard_no, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(top) => tops.push(Some(top)),
+                Err(error) => {
+                    tracing::warn!(collection = %index.meta.name, shard = shard_no, %error, "shard search failed");
+                    failed_shards.push(shard_no as u32);
+                    tops.push(None);
+                }
+            }
+        }
+        if failed_shards.len() == tops.len() {
+            return Err(SearchError::Unavailable(
+                "every shard of the collection failed to search".into(),
+            ));
+        }
+        let (offset, limit) = (request.offset(), request.limit());
+        tokio::task::spawn_blocking(move || {
+            let (total, page) = search::merge(&tops, &plan, offset, limit);
+            let hits = search::load_hits(&index.shards, &tops, &plan, page)?;
+            Ok(SearchResponse {
+                total,
+                hits,
+                partial: !failed_shards.is_empty(),
+                failed_shards,
+                ..SearchResponse::empty()
+            })
         })
-    })
-    .await
-    .map_err(|e| SearchError::Internal(e.to_string()))?
+        .await
+        .map_err(|e| SearchError::Internal(e.to_string()))?
+    }
 }
 
 #[cfg(test)]

@@ -60,12 +60,37 @@ pub struct SearchRequest {
 /// A page of results.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SearchResponse {
-    /// Exact number of matching documents.
+    /// Exact number of matching documents (of the shards that answered, when `partial`).
     pub total: u64,
     /// The requested page.
     pub hits: Vec<Hit>,
     /// Time this call took, in milliseconds.
     pub took_ms: u64,
+    /// Some shards failed or timed out: the results are those of the others. Present
+    /// only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// The shards that failed, when `partial`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_shards: Vec<u32>,
+    /// Every shard failed: this is the last complete result of the same request, served
+    /// from the cache; newer writes may be missing. Present only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+}
+
+impl SearchResponse {
+    /// No hits, no flags.
+    pub fn empty() -> Self {
+        Self {
+            total: 0,
+            hits: Vec::new(),
+            took_ms: 0,
+            partial: false,
+            failed_shards: Vec::new(),
+            stale: false,
+        }
+    }
 }
 
 /// One matching document.
@@ -415,17 +440,19 @@ fn compare_candidates(a: &Candidate, b: &Candidate, descending: bool) -> Orderin
     by_key.then_with(|| a.id.cmp(&b.id))
 }
 
-/// Merges the shards' candidates and keeps the requested page.
+/// Merges the candidates of the shards that answered (`None`: failed) and keeps the
+/// requested page.
 pub(crate) fn merge(
-    tops: &[ShardTop],
+    tops: &[Option<ShardTop>],
     plan: &QueryPlan,
     offset: usize,
     limit: usize,
 ) -> (u64, Vec<Candidate>) {
-    let total = tops.iter().map(|top| top.total).sum();
+    let total = tops.iter().flatten().map(|top| top.total).sum();
     let descending = plan.sort.as_ref().is_some_and(|s| s.descending);
     let mut all: Vec<Candidate> = tops
         .iter()
+        .flatten()
         .flat_map(|top| top.candidates.iter().cloned())
         .collect();
     all.sort_by(|a, b| compare_candidates(a, b, descending));
@@ -436,7 +463,7 @@ pub(crate) fn merge(
 /// Loads the page's documents and computes their highlights.
 pub(crate) fn load_hits(
     shards: &[std::sync::Arc<ShardIndex>],
-    tops: &[ShardTop],
+    tops: &[Option<ShardTop>],
     plan: &QueryPlan,
     page: Vec<Candidate>,
 ) -> Result<Vec<Hit>, SearchError> {
@@ -445,7 +472,10 @@ pub(crate) fn load_hits(
     for candidate in page {
         let shard = &shards[candidate.shard];
         let schema = shard.schema();
-        let searcher = &tops[candidate.shard].searcher;
+        let searcher = &tops[candidate.shard]
+            .as_ref()
+            .ok_or_else(|| SearchError::Internal("a hit of a failed shard".into()))?
+            .searcher;
         let doc: TantivyDocument = searcher.doc(candidate.address)?;
         let source = doc
             .get_first(schema.source)
@@ -645,7 +675,7 @@ mod tests {
         let tops = shards
             .iter()
             .enumerate()
-            .map(|(i, shard)| collect_shard(i, shard, &plan, normalized.top_k()))
+            .map(|(i, shard)| collect_shard(i, shard, &plan, normalized.top_k()).map(Some))
             .collect::<Result<Vec<_>, _>>()?;
         let (total, page) = merge(&tops, &plan, normalized.offset(), normalized.limit());
         let hits = load_hits(shards, &tops, &plan, page)?;
@@ -653,6 +683,7 @@ mod tests {
             total,
             hits,
             took_ms: 0,
+            ..SearchResponse::empty()
         })
     }
 

@@ -1,6 +1,7 @@
 //! The indexer role end to end on the real embedded log and store: building from the
 //! store, consuming events, the sequence guard across batches, acks after commits,
-//! restart, schema-change rebuilds and collection deletion.
+//! restart, schema-change rebuilds and collection deletion, and search fallbacks when
+//! shards fail (partial and stale results).
 
 use std::future::Future;
 use std::path::Path;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use sluice_core::catalog::Catalog;
 use sluice_core::config::{Config, IndexerConfig, LogConfig};
 use sluice_core::document::ContentHash;
+use sluice_core::faults::{FaultPlan, FaultPoint, Faults};
 use sluice_core::log::{Log, OutgoingMessage};
 use sluice_core::op::{Event, EventBatch};
 use sluice_core::schema::Schema;
@@ -72,8 +74,18 @@ impl Env {
     }
 
     async fn start(&self, shutdown: &CancellationToken) -> Arc<Indexer> {
+        self.start_with(Self::config(), Faults::disabled(), shutdown)
+            .await
+    }
+
+    async fn start_with(
+        &self,
+        config: IndexerConfig,
+        faults: Arc<Faults>,
+        shutdown: &CancellationToken,
+    ) -> Arc<Indexer> {
         Indexer::start(
-            Self::config(),
+            config,
             self.dir.path(),
             self.log.clone(),
             self.store.clone(),
@@ -82,7 +94,7 @@ impl Env {
                 &Default::default(),
                 std::time::Duration::from_secs(5),
             ),
-            sluice_core::faults::Faults::disabled(),
+            faults,
             shutdown.clone(),
         )
         .await
@@ -382,5 +394,95 @@ async fn follows_creation_schema_changes_and_deletion() {
         })
         .await;
     }
+    stop(&indexer, &shutdown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_shards_give_partial_results_and_all_failing_serve_stale_ones() {
+    let env = Env::new().await;
+    env.catalog
+        .put_schema(&env.books, schema(false))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..20).map(|i| format!("doc-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.store_only(id, i as u64 + 1, "common words").await;
+    }
+    let on_shard = |shard: u32| -> Vec<&String> {
+        ids.iter()
+            .filter(|id| DocId::new(id.as_str()).unwrap().partition(SHARDS).0 == shard)
+            .collect()
+    };
+    assert!(!on_shard(0).is_empty() && !on_shard(1).is_empty());
+    let mut config = Env::config();
+    config.shard_search_timeout = Duration::from_millis(300);
+    let faults = Faults::enabled();
+    let shutdown = CancellationToken::new();
+    let indexer = env.start_with(config, faults.clone(), &shutdown).await;
+    let fail = |shards: Vec<u32>| FaultPlan {
+        error_rate: 1.0,
+        shards,
+        ..FaultPlan::default()
+    };
+    let request = |limit: usize| SearchRequest {
+        limit: Some(limit),
+        ..query("words")
+    };
+
+    // Shard 1 fails: shard 0's results, flagged.
+    faults
+        .set(FaultPoint::IndexSearch, Some(fail(vec![1])))
+        .unwrap();
+    let partial = search(&indexer, request(50)).await.unwrap();
+    assert!(partial.partial && !partial.stale);
+    assert_eq!(partial.failed_shards, vec![1]);
+    assert_eq!(partial.total, on_shard(0).len() as u64);
+    assert!(partial
+        .hits
+        .iter()
+        .all(|hit| on_shard(0).contains(&&hit.id)));
+    let json = serde_json::to_value(&partial).unwrap();
+    assert_eq!(json["partial"], true);
+    assert_eq!(json["failed_shards"], serde_json::json!([1]));
+
+    // A shard slower than shard_search_timeout is left out too.
+    let slow = FaultPlan {
+        latency: Duration::from_secs(30),
+        shards: vec![0],
+        ..FaultPlan::default()
+    };
+    faults.set(FaultPoint::IndexSearch, Some(slow)).unwrap();
+    let partial = search(&indexer, request(40)).await.unwrap();
+    assert_eq!(partial.failed_shards, vec![0]);
+    assert_eq!(partial.total, on_shard(1).len() as u64);
+
+    // Partial results were not cached: once the shards recover, the same request is whole.
+    faults.set(FaultPoint::IndexSearch, None).unwrap();
+    let whole = search(&indexer, request(50)).await.unwrap();
+    assert!(!whole.partial && !whole.stale);
+    assert_eq!(whole.total, 20);
+    let json = serde_json::to_value(&whole).unwrap();
+    assert!(json.get("partial").is_none() && json.get("stale").is_none());
+
+    // A commit moves the generations on, then every shard fails: the last complete
+    // result of the request is served, flagged stale; a request never answered whole
+    // is unavailable.
+    let seq = env.publish(upsert("late", 100, "common words")).await;
+    env.wait_acked("late", seq).await;
+    faults
+        .set(FaultPoint::IndexSearch, Some(fail(Vec::new())))
+        .unwrap();
+    let stale = search(&indexer, request(50)).await.unwrap();
+    assert!(stale.stale && !stale.partial);
+    assert_eq!(stale.total, 20, "the result from before the commit");
+    assert!(matches!(
+        search(&indexer, request(7)).await,
+        Err(SearchError::Unavailable(_))
+    ));
+
+    faults.set(FaultPoint::IndexSearch, None).unwrap();
+    let fresh = search(&indexer, request(50)).await.unwrap();
+    assert!(!fresh.stale);
+    assert_eq!(fresh.total, 21);
     stop(&indexer, &shutdown).await;
 }

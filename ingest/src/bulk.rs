@@ -5,8 +5,9 @@
 //! past either, 429 with `Retry-After`), body read (decoded, size-limited), per-line
 //! parse and validation on a blocking thread (CPU work off the async workers), grouping
 //! of the accepted lines by partition into [`DocBatch`]es of at most `max_batch_docs` ops
-//! and `max_batch_size` bytes, one durable log append for all of them, then optionally a
-//! wait until they are searchable.
+//! and `max_batch_size` bytes, one durable log append for all of them (through the
+//! log-publish breaker; spilled locally when the log is down in distributed mode, see
+//! [`crate::spill`]), then optionally a wait until they are searchable.
 //!
 //! Invariants: a 2xx means every accepted line is durable and no rejected line was
 //! appended; `ids[i]` answers input line `i + 1` (blank lines answer `null` and count as
@@ -33,8 +34,9 @@ use sluice_core::{CollectionName, DocId, ErrorCode, Partition, Seq};
 
 use crate::body::{check_ndjson_content_type, read_limited};
 use crate::error::ApiError;
+use crate::spill::SpillError;
 use crate::state::AppState;
-use crate::visibility::WaitError;
+use crate::visibility::{WaitError, Written};
 
 /// How long an ingest request waits for an admission permit before a 429.
 const ADMISSION_WAIT: Duration = Duration::from_millis(200);
@@ -248,15 +250,56 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Where one batch was made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durable {
+    /// Appended to the log at this sequence.
+    Log(Seq),
+    /// Appended to the spill buffer at this sequence; forwarded to the log later.
+    Spilled(Seq),
+}
+
+/// Why a batch is not durable.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AppendError {
+    /// The log failed and there is no spill buffer (or the failure is not transient).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The log failed and the spill buffer could not take the batch.
+    #[error("the log is unavailable and spilling failed: {0}")]
+    Spill(#[from] SpillError),
+}
+
+impl AppendError {
+    /// The error response (503 with `Retry-After`: every cause here is worth a retry).
+    pub(crate) fn into_api_error(self) -> ApiError {
+        match self {
+            AppendError::Spill(SpillError::Full) => {
+                tracing::warn!(trace_id = %crate::error::current_trace_id(), "spill buffer full");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the log is unavailable and the local spill buffer is full; retry later",
+                )
+                .retry_after(5)
+            }
+            other => ApiError::unavailable("log", other),
+        }
+    }
+}
+
 /// Appends each of `batches` to DOCS durably, concurrently, one message each, so that a
 /// log failing part-way still tells which batches are durable. Returns each batch's
-/// sequence or error, in order. Message ids derive from `idempotency_key` when given (a
-/// retried request appends nothing new), else from a fresh request id.
+/// outcome, in order. Message ids derive from `idempotency_key` when given (a retried
+/// request appends nothing new), else from a fresh request id.
+///
+/// Appends go through the log-publish breaker. With a spill buffer (distributed mode), a
+/// batch the log cannot take now (breaker open, transient failure) is spilled instead, and
+/// while anything waits in the buffer every batch is spilled, to keep write order.
 pub(crate) async fn append_batches(
     state: &AppState,
     batches: &[DocBatch],
     idempotency_key: Option<&str>,
-) -> Vec<Result<Seq, LogError>> {
+) -> Vec<Result<Durable, AppendError>> {
     let request_key = match idempotency_key {
         Some(key) => format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes())),
         None => uuid::Uuid::now_v7().simple().to_string(),
@@ -268,16 +311,14 @@ pub(crate) async fn append_batches(
             msg_id: format!("{request_key}-{i}"),
             payload: batch.encode(),
         };
-        let log = state.inner.log.clone();
-        let backlog = state.inner.backlog.clone();
+        let ops = batch.ops.len() as u64;
+        let collection = batch.collection.clone();
         async move {
-            let seqs = log.append(StreamKind::Docs, vec![message]).await?;
-            let seq = seqs
-                .into_iter()
-                .next()
-                .ok_or_else(|| LogError::Storage("the log returned no sequence".to_owned()))?;
-            backlog.appended(&batch.collection, seq, batch.ops.len() as u64);
-            Ok(seq)
+            let durable = append_one(state, message).await?;
+            if let Durable::Log(seq) = durable {
+                state.inner.backlog.appended(&collection, seq, ops);
+            }
+            Ok(durable)
         }
     });
     let results = futures_util::future::join_all(appends).await;
@@ -286,14 +327,46 @@ pub(crate) async fn append_batches(
     results
 }
 
-/// The highest sequence appended, or the first failure as a 503.
-pub(crate) fn all_appended(results: Vec<Result<Seq, LogError>>) -> Result<Option<Seq>, ApiError> {
-    let mut last = None;
-    for result in results {
-        let seq = result.map_err(|e| ApiError::unavailable("log", e))?;
-        last = last.max(Some(seq));
+async fn append_one(state: &AppState, message: OutgoingMessage) -> Result<Durable, AppendError> {
+    let spill = state.inner.spill.as_ref();
+    if let Some(spill) = spill.filter(|s| s.has_pending()) {
+        return Ok(Durable::Spilled(spill.append(message).await?));
     }
-    Ok(last)
+    let log = state.inner.log.clone();
+    let direct = message.clone();
+    let appended = state
+        .inner
+        .breakers
+        .log_publish
+        .call(async move { log.append(StreamKind::Docs, vec![direct]).await })
+        .await;
+    match appended {
+        Ok(seqs) => seqs
+            .into_iter()
+            .next()
+            .map(Durable::Log)
+            .ok_or_else(|| LogError::Storage("the log returned no sequence".to_owned()).into()),
+        // Same msg id: if the failed append did take effect, the forward is deduplicated.
+        Err(error) if error.is_transient() => match spill {
+            Some(spill) => {
+                tracing::debug!(%error, "log append failed; spilling the batch");
+                Ok(Durable::Spilled(spill.append(message).await?))
+            }
+            None => Err(error.into()),
+        },
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Where all batches went, or the first failure as a 503.
+pub(crate) fn all_appended(
+    results: Vec<Result<Durable, AppendError>>,
+) -> Result<Written, ApiError> {
+    let mut written = Written::default();
+    for result in results {
+        written.add(result.map_err(AppendError::into_api_error)?);
+    }
+    Ok(written)
 }
 
 /// The collection, created with a dynamic schema inferred from `body` if missing.
@@ -402,11 +475,11 @@ pub async fn ingest_documents(
         mut response,
         ..
     } = prepared;
-    let mut last_seq = None;
+    let mut written = Written::default();
     let mut failure = None;
     for (result, lines) in results.into_iter().zip(&batch_lines) {
         match result {
-            Ok(seq) => last_seq = last_seq.max(Some(seq)),
+            Ok(durable) => written.add(durable),
             Err(error) => {
                 // Not durable: the line must not be reported as accepted.
                 for &line in lines {
@@ -420,7 +493,8 @@ pub async fn ingest_documents(
     metrics::counter!(m::INGEST_DOCUMENTS_TOTAL, "collection" => label, "outcome" => "accepted")
         .increment(response.accepted as u64);
     if let Some(error) = failure {
-        return Err(ApiError::unavailable("log", error)
+        return Err(error
+            .into_api_error()
             .with("accepted", json!(response.accepted))
             .with(
                 "ids",
@@ -428,8 +502,8 @@ pub async fn ingest_documents(
             ));
     }
 
-    if let (WaitFor::Searchable, Some(seq)) = (params.wait, last_seq) {
-        if let Err(e) = state.inner.visibility.wait_searchable(&meta, seq).await {
+    if params.wait == WaitFor::Searchable && !written.is_empty() {
+        if let Err(e) = state.inner.visibility.wait_searchable(&meta, written).await {
             let ids = serde_json::to_value(&response.ids).unwrap_or(Value::Null);
             return Err(wait_error(e).with("ids", ids));
         }

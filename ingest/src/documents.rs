@@ -170,12 +170,12 @@ pub async fn delete_document(
         partition: id.partition(meta.shards()),
         ops: vec![DocOp::Delete { id: id.clone() }],
     };
-    let seq = all_appended(append_batches(&state, std::slice::from_ref(&batch), None).await)?;
-    if let (WaitFor::Searchable, Some(seq)) = (params.wait, seq) {
+    let written = all_appended(append_batches(&state, std::slice::from_ref(&batch), None).await)?;
+    if params.wait == WaitFor::Searchable && !written.is_empty() {
         state
             .inner
             .visibility
-            .wait_searchable(&meta, seq)
+            .wait_searchable(&meta, written)
             .await
             .map_err(wait_error)?;
     }

@@ -15,6 +15,7 @@
 //! - [`collections`]: the collection catalog routes.
 //! - [`search`]: search routes.
 //! - [`dlq`]: the dead-letter queue routes: list, replay, purge.
+//! - [`spill`]: the local spill buffer and its forwarder, while the log is down.
 //! - [`visibility`]: waiting for writes to be applied or searchable.
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //! - [`faults`]: the test-only fault plan routes (`[faults] enabled`).
@@ -31,6 +32,7 @@ pub mod faults;
 pub mod ops;
 pub mod routes;
 pub mod search;
+pub mod spill;
 pub mod state;
 pub mod visibility;
 

@@ -209,7 +209,10 @@ pub fn openapi_document() -> Value {
                     "total": {"type": "integer"}, "took_ms": {"type": "integer"},
                     "hits": {"type": "array", "items": {"type": "object", "properties": {
                         "id": {"type": "string"}, "score": {"type": "number", "nullable": true},
-                        "doc": {"type": "object"}, "highlights": {"type": "object"}}}}}}
+                        "doc": {"type": "object"}, "highlights": {"type": "object"}}}},
+                    "partial": {"type": "boolean", "description": "present (true) when some shards failed or timed out; the results are those of the others"},
+                    "failed_shards": {"type": "array", "items": {"type": "integer"}, "description": "the shards left out of a partial result"},
+                    "stale": {"type": "boolean", "description": "present (true) when every shard failed and this is the last complete result of the same request, from the cache"}}}
             }
         }
     })

@@ -16,6 +16,7 @@ use sluice_workers::DeadLetterQueue;
 use tokio::sync::Semaphore;
 
 use crate::admission::Backlog;
+use crate::spill::Spill;
 use crate::visibility::Visibility;
 
 /// Everything a handler may need; cheap to clone.
@@ -27,6 +28,8 @@ pub struct AppState {
 pub(crate) struct Inner {
     pub config: IngestConfig,
     pub log: Arc<dyn Log>,
+    /// Distributed mode: where batches go while the log is down.
+    pub spill: Option<Arc<Spill>>,
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
     pub indexer: Arc<Indexer>,
@@ -44,11 +47,14 @@ pub(crate) struct Inner {
 
 impl AppState {
     /// Bundles the handles. `metrics` renders `/metrics` (absent: an empty page).
-    /// `breakers` and `faults` are the node's, shared with the other roles.
+    /// `breakers` and `faults` are the node's, shared with the other roles (appends go
+    /// through `breakers.log_publish`); `spill` (distributed mode only) takes the batches
+    /// the log cannot take now.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: IngestConfig,
         log: Arc<dyn Log>,
+        spill: Option<Arc<Spill>>,
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         indexer: Arc<Indexer>,
@@ -57,7 +63,7 @@ impl AppState {
         faults: Arc<Faults>,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.max_in_flight_requests));
-        let visibility = Visibility::new(log.clone(), config.visibility_timeout);
+        let visibility = Visibility::new(log.clone(), spill.clone(), config.visibility_timeout);
         let backlog = Arc::new(Backlog::new(
             log.clone(),
             catalog.clone(),
@@ -68,6 +74,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 log,
+                spill,
                 store,
                 catalog,
                 indexer,

@@ -8,6 +8,10 @@
 //!    after step 1, so they are searchable once every index shard consumer of the
 //!    collection has acked through `e` (indexers ack only after commit and reload).
 //!
+//! Batches spilled while the log was down (see [`crate::spill`]) have no log sequence
+//! yet: a wait first waits for the spill to forward them, then takes the log's head
+//! (which is at or past them) as its target.
+//!
 //! Polling backs off from 2 ms to 25 ms; a wait is bounded by the visibility timeout.
 
 use std::sync::Arc;
@@ -18,6 +22,8 @@ use sluice_core::store::CollectionMeta;
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{Partition, Seq};
 use tokio::time::Instant;
+
+use crate::spill::Spill;
 
 /// Why a wait ended without success.
 #[derive(Debug, thiserror::Error)]
@@ -30,31 +36,77 @@ pub enum WaitError {
     Log(#[from] LogError),
 }
 
+/// Where a request's batches were made durable: the last sequence in the log and in the
+/// spill buffer (either may be absent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The highest DOCS sequence appended to the log.
+    pub log: Option<Seq>,
+    /// The highest sequence appended to the spill buffer.
+    pub spill: Option<Seq>,
+}
+
+impl Written {
+    /// Records one more durable batch.
+    pub(crate) fn add(&mut self, durable: crate::bulk::Durable) {
+        match durable {
+            crate::bulk::Durable::Log(seq) => self.log = self.log.max(Some(seq)),
+            crate::bulk::Durable::Spilled(seq) => self.spill = self.spill.max(Some(seq)),
+        }
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.log.is_none() && self.spill.is_none()
+    }
+}
+
 /// Answers "is it applied yet?" and "is it searchable yet?".
 pub struct Visibility {
     log: Arc<dyn Log>,
+    spill: Option<Arc<Spill>>,
     timeout: Duration,
 }
 
 impl Visibility {
-    /// Waits at most `timeout` per call.
-    pub fn new(log: Arc<dyn Log>, timeout: Duration) -> Self {
-        Self { log, timeout }
+    /// Waits at most `timeout` per call; `spill` is the node's spill buffer, if any.
+    pub fn new(log: Arc<dyn Log>, spill: Option<Arc<Spill>>, timeout: Duration) -> Self {
+        Self {
+            log,
+            spill,
+            timeout,
+        }
     }
 
-    /// Waits until every DOCS message appended so far is applied (read-your-writes).
+    /// Waits until every DOCS message appended (or spilled) so far is applied
+    /// (read-your-writes).
     pub async fn wait_all_applied(&self) -> Result<(), WaitError> {
+        let deadline = Instant::now() + self.timeout;
+        if let Some(spill) = self.spill.as_ref().filter(|s| s.has_pending()) {
+            let head = spill.head().await?;
+            if !spill.wait_forwarded(head, deadline).await {
+                return Err(WaitError::Timeout);
+            }
+        }
         let head = self.log.last_seq(StreamKind::Docs).await?;
-        self.wait_applied(head, Instant::now() + self.timeout).await
+        self.wait_applied(head, deadline).await
     }
 
-    /// Waits until the DOCS messages up to `docs_seq` are searchable in `collection`.
+    /// Waits until the batches of `written` are searchable in `collection`.
     pub async fn wait_searchable(
         &self,
         collection: &CollectionMeta,
-        docs_seq: Seq,
+        written: Written,
     ) -> Result<(), WaitError> {
         let deadline = Instant::now() + self.timeout;
+        let mut docs_seq = written.log.unwrap_or(Seq(0));
+        if let (Some(spill), Some(spilled)) = (&self.spill, written.spill) {
+            if !spill.wait_forwarded(spilled, deadline).await {
+                return Err(WaitError::Timeout);
+            }
+            // Forwarded batches sit at or below the log's head now.
+            docs_seq = docs_seq.max(self.log.last_seq(StreamKind::Docs).await?);
+        }
         self.wait_applied(docs_seq, deadline).await?;
         let events_head = self.log.last_seq(StreamKind::Events).await?;
         for shard in 0..collection.shards() {
