@@ -29,6 +29,8 @@ use sluice_core::store::CollectionMeta;
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{CollectionName, DocId, ErrorCode, Partition, Seq};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::body::{check_ndjson_content_type, read_limited};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -37,7 +39,7 @@ use crate::visibility::WaitError;
 /// How long an ingest request waits for an admission permit before a 429.
 const ADMISSION_WAIT: Duration = Duration::from_millis(200);
 /// Lines sampled to infer the schema of a collection created on first ingest.
-const INFERENCE_SAMPLE_LINES: usize = 100;
+pub(crate) const INFERENCE_SAMPLE_LINES: usize = 100;
 
 /// When an ingest or delete request answers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -182,6 +184,27 @@ pub fn prepare(
             }
         }
     }
+    let (batches, batch_lines) = group_into_batches(collection, by_partition, limits);
+    PreparedIngest {
+        batches,
+        batch_lines,
+        response: IngestResponse {
+            accepted,
+            rejected: errors.len(),
+            ids,
+            errors,
+        },
+    }
+}
+
+/// Cuts each partition's ops (with the 0-based input line or item each came from) into
+/// batches within `limits`, keeping request order inside a partition so that later ops
+/// on an id get later sequences. Returns the batches and, for each, its ops' lines.
+pub(crate) fn group_into_batches(
+    collection: &CollectionName,
+    by_partition: BTreeMap<Partition, Vec<(usize, DocOp)>>,
+    limits: BatchLimits,
+) -> (Vec<DocBatch>, Vec<Vec<usize>>) {
     let mut batches = Vec::new();
     let mut batch_lines = Vec::new();
     for (partition, ops) in by_partition {
@@ -217,23 +240,14 @@ pub fn prepare(
             });
         }
     }
-    PreparedIngest {
-        batches,
-        batch_lines,
-        response: IngestResponse {
-            accepted,
-            rejected: errors.len(),
-            ids,
-            errors,
-        },
-    }
+    (batches, batch_lines)
 }
 
 /// Header making a retried ingest request a no-op (within the log's dedup window).
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// The request's idempotency key, if it sent a usable one.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(None);
     };
@@ -304,10 +318,23 @@ async fn collection_for_ingest(
     let sample = tokio::task::spawn_blocking(move || inference_sample(&sample_body, &limits))
         .await
         .map_err(ApiError::internal)?;
+    ensure_collection(state, name, &sample).await
+}
+
+/// The collection, created with a dynamic schema inferred from `sample` if missing, once
+/// its index shards are ready to consume.
+pub(crate) async fn ensure_collection(
+    state: &AppState,
+    name: &CollectionName,
+    sample: &[Map<String, Value>],
+) -> Result<std::sync::Arc<CollectionMeta>, ApiError> {
+    if let Some(meta) = state.inner.catalog.get(name) {
+        return Ok(meta);
+    }
     let meta = state
         .inner
         .catalog
-        .get_or_create_dynamic(name, &sample)
+        .get_or_create_dynamic(name, sample)
         .await
         .map_err(crate::collections::catalog_error)?;
     state
@@ -330,6 +357,24 @@ pub(crate) fn wait_error(error: WaitError) -> ApiError {
     }
 }
 
+/// Waits (briefly) for one of the bounded ingest permits; past the wait, 429. Held for
+/// the whole request, body read included, so it bounds the memory of bodies in flight.
+pub(crate) async fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    tokio::time::timeout(
+        ADMISSION_WAIT,
+        state.inner.ingest_permits.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            ErrorCode::Overloaded,
+            "too many ingest requests in flight; retry later",
+        )
+        .retry_after(1)
+    })?
+    .map_err(ApiError::internal)
+}
+
 /// `POST /v1/collections/{c}/documents`
 pub async fn ingest_documents(
     State(state): State<AppState>,
@@ -344,19 +389,7 @@ pub async fn ingest_documents(
         params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     check_ndjson_content_type(&headers)?;
     let idempotency_key = idempotency_key(&headers)?;
-    let _permit = tokio::time::timeout(
-        ADMISSION_WAIT,
-        state.inner.ingest_permits.clone().acquire_owned(),
-    )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            ErrorCode::Overloaded,
-            "too many ingest requests in flight; retry later",
-        )
-        .retry_after(1)
-    })?
-    .map_err(ApiError::internal)?;
+    let _permit = admit(&state).await?;
 
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
     let meta = collection_for_ingest(&state, &collection, &body).await?;

@@ -10,6 +10,8 @@
 //! - [`routes`]: the route table and the middleware stack.
 //! - [`body`]: reading request bodies: content types, decompression, size limits.
 //! - [`bulk`]: `POST /v1/collections/{c}/documents`: NDJSON in, durable batches out.
+//! - [`es_bulk`]: `POST /_bulk`, `POST /{index}/_bulk`: the Elasticsearch bulk API on the
+//!   same ingest path; [`es_bulk::reader`] pairs its action and source lines.
 //! - [`documents`]: `GET`/`DELETE` of one document.
 //! - [`collections`]: the collection catalog routes.
 //! - [`search`]: search routes.
@@ -22,6 +24,7 @@ pub mod bulk;
 pub mod collections;
 pub mod documents;
 pub mod error;
+pub mod es_bulk;
 pub mod ops;
 pub mod routes;
 pub mod search;

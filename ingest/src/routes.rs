@@ -7,21 +7,19 @@
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use sluice_core::metrics as m;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::state::AppState;
-use crate::{bulk, collections, documents, error, ops, search};
+use crate::{bulk, collections, documents, error, es_bulk, ops, search};
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let ingest = post(bulk::ingest_documents)
-        .layer::<_, std::convert::Infallible>(RequestDecompressionLayer::new())
-        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/v1/collections", get(collections::list_collections))
         .route(
@@ -30,7 +28,10 @@ pub fn router(state: AppState) -> Router {
                 .get(collections::get_collection)
                 .delete(collections::delete_collection),
         )
-        .route("/v1/collections/{c}/documents", ingest)
+        .route(
+            "/v1/collections/{c}/documents",
+            ingest(bulk::ingest_documents),
+        )
         .route(
             "/v1/collections/{c}/documents/{id}",
             get(documents::get_document).delete(documents::delete_document),
@@ -39,6 +40,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/collections/{c}/search",
             get(search::search_get).post(search::search_post),
         )
+        .route("/_bulk", ingest(es_bulk::bulk))
+        .route("/{index}/_bulk", ingest(es_bulk::bulk_for_index))
         .route("/_internal_/healthcheck", get(ops::healthcheck))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
@@ -47,6 +50,18 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(record_http_metrics))
         .layer(middleware::from_fn(error::trace_requests))
         .with_state(state)
+}
+
+/// `POST` to an ingest handler: the body decoded (gzip, zstd, br) in a streaming layer and
+/// not limited by axum, because the handler limits the decoded bytes itself.
+fn ingest<H, T>(handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    post(handler)
+        .layer::<_, std::convert::Infallible>(RequestDecompressionLayer::new())
+        .layer(DefaultBodyLimit::disable())
 }
 
 async fn record_http_metrics(request: Request, next: Next) -> Response {
