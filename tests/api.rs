@@ -720,7 +720,8 @@ async fn openapi_document_matches_the_routes() {
     for (path, operations) in paths {
         let concrete = path
             .replace("{c}", "openapi_probe")
-            .replace("{id}", "some-id");
+            .replace("{id}", "some-id")
+            .replace("{index}", "openapi_probe");
         for method in operations.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = server

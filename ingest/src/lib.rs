@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //! - [`state`]: the shared handles every handler uses.
+//! - [`server`]: accepting connections, slow-client deadlines, graceful stop.
 //! - [`routes`]: the route table and the middleware stack.
-//! - [`body`]: reading request bodies: content types, decompression, size limits.
+//! - [`body`]: reading request bodies: content types, decompression, size limits, the
+//!   body read deadline.
 //! - [`bulk`]: `POST /v1/collections/{c}/documents`: NDJSON in, durable batches out.
 //! - [`es_bulk`]: `POST /_bulk`, `POST /{index}/_bulk`: the Elasticsearch bulk API on the
 //!   same ingest path; [`es_bulk::reader`] pairs its action and source lines.
@@ -28,23 +30,10 @@ pub mod es_bulk;
 pub mod ops;
 pub mod routes;
 pub mod search;
+pub mod server;
 pub mod state;
 pub mod visibility;
 
 pub use routes::router;
+pub use server::serve;
 pub use state::AppState;
-
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-/// Serves `state`'s API on `listener` until `shutdown` is cancelled, then stops accepting
-/// and lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}

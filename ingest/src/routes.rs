@@ -1,10 +1,10 @@
 //! The route table and the middleware stack around it.
 //!
 //! Outermost first: trace id, HTTP metrics (route label from the matched route template,
-//! never the raw path), then the routes. Request-body decompression wraps only the
+//! never the raw path), the body read deadline, then the routes. Request-body decompression wraps only the
 //! ingest route, so its size limit counts decoded bytes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::handler::Handler;
@@ -16,10 +16,10 @@ use sluice_core::metrics as m;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::state::AppState;
-use crate::{bulk, collections, documents, error, es_bulk, ops, search};
+use crate::{body, bulk, collections, documents, error, es_bulk, ops, search};
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// The whole API. A request body must arrive within `body_read_timeout`.
+pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
     Router::new()
         .route("/v1/collections", get(collections::list_collections))
         .route(
@@ -47,6 +47,9 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn(move |request, next| {
+            body::enforce_body_deadline(body_read_timeout, request, next)
+        }))
         .layer(middleware::from_fn(record_http_metrics))
         .layer(middleware::from_fn(error::trace_requests))
         .with_state(state)
