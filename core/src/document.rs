@@ -117,6 +117,10 @@ pub fn parse_line(line: &[u8], limits: &LineLimits) -> Result<Map<String, Value>
             let message = e.to_string();
             if message.starts_with(DUPLICATE_KEY) {
                 LineError::new(ErrorCode::DuplicateKey, message)
+            } else if message.starts_with(NUMBER_OUT_OF_RANGE) {
+                // A literal beyond f64 (`1e400`): well-formed JSON, but no number sluice
+                // can store.
+                LineError::new(ErrorCode::NumberOutOfRange, message)
             } else {
                 LineError::new(ErrorCode::MalformedJson, message)
             }
@@ -157,6 +161,8 @@ fn nesting_depth(bytes: &[u8]) -> usize {
 }
 
 const DUPLICATE_KEY: &str = "duplicate key";
+/// How serde_json words a number literal that does not fit an f64.
+const NUMBER_OUT_OF_RANGE: &str = "number out of range";
 
 /// Deserializes a JSON value like `serde_json::Value`, but refuses an object that
 /// carries the same key twice (serde_json would silently keep the last one).
@@ -459,6 +465,10 @@ mod tests {
             ),
             (
                 GOOD.replace(r#""price":5"#, r#""price":1e300"#),
+                ErrorCode::NumberOutOfRange,
+            ),
+            (
+                GOOD.replace(r#""price":5"#, r#""price":5,"extra":-1e400"#),
                 ErrorCode::NumberOutOfRange,
             ),
             (

@@ -108,7 +108,8 @@ pub async fn enforce_body_deadline(timeout: Duration, request: Request, next: Ne
                 }
             }
         });
-        Body::from_stream(chunks)
+        // Fused: decoders poll again after the end, which an unfold does not allow.
+        Body::from_stream(chunks.fuse())
     });
     let response = next.run(request).await;
     if !expired.load(Ordering::Acquire) {
@@ -123,6 +124,19 @@ pub async fn enforce_body_deadline(timeout: Duration, request: Request, next: Ne
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// Refuses a body with no document in it (empty or only whitespace): almost always a
+/// client bug (a file not found, a stream already consumed), better told than accepted
+/// as zero documents.
+pub fn require_documents(body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the request body is empty; send one JSON document per line",
+        ));
+    }
+    Ok(())
 }
 
 fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {

@@ -31,7 +31,7 @@ use sluice_core::{CollectionName, DocId, ErrorCode, Partition, Seq};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{check_ndjson_content_type, read_limited};
+use crate::body::{check_ndjson_content_type, read_limited, require_documents};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::visibility::WaitError;
@@ -392,6 +392,7 @@ pub async fn ingest_documents(
     let _permit = admit(&state).await?;
 
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
+    require_documents(&body)?;
     let meta = collection_for_ingest(&state, &collection, &body).await?;
     let limits = state.line_limits();
     let batch_limits = BatchLimits {

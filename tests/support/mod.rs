@@ -1,5 +1,7 @@
 //! Test harness: a real `sluice serve` process on a random port and a temp data dir,
 //! plus the standard corpus.
+// Shared by several test binaries; each uses only part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -106,6 +108,11 @@ impl Server {
             assert!(Instant::now() < deadline, "server did not become healthy");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The server's process id (to read its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {

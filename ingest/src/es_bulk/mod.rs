@@ -42,7 +42,7 @@ use sluice_core::op::DocOp;
 use sluice_core::store::CollectionMeta;
 use sluice_core::{CollectionName, DocId, ErrorCode, Partition, Seq};
 
-use crate::body::{check_ndjson_content_type, read_limited};
+use crate::body::{check_ndjson_content_type, read_limited, require_documents};
 use crate::bulk::{
     admit, append_batches, ensure_collection, group_into_batches, idempotency_key, wait_error,
     BatchLimits, WaitFor, INFERENCE_SAMPLE_LINES,
@@ -194,6 +194,7 @@ async fn run(
     let idempotency_key = idempotency_key(&headers)?;
     let _permit = admit(&state).await?;
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
+    require_documents(&body)?;
     let limits = state.line_limits();
 
     // Pairing, and samples to infer the schemas of indexes that do not exist yet.
