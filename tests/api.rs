@@ -994,6 +994,8 @@ async fn elasticsearch_bulk_api_indexes_creates_updates_and_deletes() {
     let body = [
         r#"{"create":{"_index":"books","_id":"1"}}"#,
         r#"{"title":"should not replace"}"#,
+        r#"{"create":{"_index":"books"}}"#,
+        r#"{"id":"2","title":"should not replace either"}"#,
         r#"{"update":{"_index":"books","_id":"2"}}"#,
         r#"{"doc":{"title":"blue whale shark","meta":{"b":3}}}"#,
         r#"{"update":{"_index":"books","_id":"1"}}"#,
@@ -1030,6 +1032,12 @@ async fn elasticsearch_bulk_api_indexes_creates_updates_and_deletes() {
     assert_eq!(
         summary,
         vec![
+            s(
+                "create",
+                409,
+                None,
+                Some("version_conflict_engine_exception")
+            ),
             s(
                 "create",
                 409,

@@ -44,8 +44,9 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// Longest a client may take to send a request's head (line and headers), counted
-    /// from the first read; also how long an idle keep-alive connection stays open.
-    /// Past it the connection is closed.
+    /// from when the server starts waiting for it (connection opened, or the previous
+    /// response sent): so also how long an idle keep-alive connection stays open. Past
+    /// it the connection is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Longest a client may take to send a whole request body, counted from the end of

@@ -230,7 +230,7 @@ async fn run(
         metas.insert(index.clone(), meta);
     }
 
-    let current = current_documents(&state, &items, &metas).await?;
+    let current = current_documents(&state, &body, &items, &metas, &limits).await?;
     let prepared = {
         let body = body.clone();
         let items = items.clone();
@@ -342,18 +342,26 @@ fn inference_samples(
 /// every earlier write is applied. Empty (and no wait) when there are none.
 async fn current_documents(
     state: &AppState,
+    body: &[u8],
     items: &[BulkItem],
     metas: &HashMap<String, Result<Arc<CollectionMeta>, LineError>>,
+    limits: &LineLimits,
 ) -> Result<Current, ApiError> {
     let mut wanted = HashSet::new();
     for item in items {
         if !matches!(item.action, Action::Create | Action::Update) || item.error.is_some() {
             continue;
         }
-        let (Some(index), Some(id)) = (&item.index, &item.id) else {
+        let Some(Ok(meta)) = item.index.as_ref().and_then(|index| metas.get(index)) else {
             continue;
         };
-        if let (Some(Ok(meta)), Ok(id)) = (metas.get(index), DocId::new(id.as_str())) {
+        let id = match (&item.id, &item.source) {
+            (Some(id), _) => DocId::new(id.as_str()).ok(),
+            // A create without _id takes its id from the document's primary key, if any.
+            (None, Some(range)) => source_primary_key(&body[range.clone()], meta, limits),
+            (None, None) => None,
+        };
+        if let Some(id) = id {
             wanted.insert((meta.name.clone(), id));
         }
     }
@@ -388,6 +396,16 @@ async fn current_documents(
         current.insert((collection, id), doc);
     }
     Ok(current)
+}
+
+/// The id a source line carries in its primary key field, if it parses and has one.
+fn source_primary_key(line: &[u8], meta: &CollectionMeta, limits: &LineLimits) -> Option<DocId> {
+    let doc = parse_line(line, limits).ok()?;
+    match doc.get(&meta.schema.primary_key)? {
+        Value::String(s) => DocId::new(s.as_str()).ok(),
+        Value::Number(n) => DocId::new(n.to_string()).ok(),
+        _ => None,
+    }
 }
 
 /// Validates every item in order and turns the good ones into ops. `current` holds the
@@ -710,6 +728,7 @@ mod tests {
     fn create_and_update_see_the_store_and_earlier_items() {
         let body = concat!(
             "{\"create\":{\"_id\":\"old\"}}\n{\"n\":1}\n",
+            "{\"create\":{}}\n{\"id\":\"old\",\"n\":1}\n",
             "{\"create\":{\"_id\":\"new\"}}\n{\"n\":1}\n",
             "{\"create\":{\"_id\":\"new\"}}\n{\"n\":2}\n",
             "{\"update\":{\"_id\":\"new\"}}\n{\"doc\":{\"n\":5}}\n",
@@ -733,6 +752,7 @@ mod tests {
         assert_eq!(
             summary(&prepared),
             vec![
+                (409, None, Some("version_conflict_engine_exception")),
                 (409, None, Some("version_conflict_engine_exception")),
                 (201, Some("created"), None),
                 (409, None, Some("version_conflict_engine_exception")),
