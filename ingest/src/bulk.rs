@@ -28,7 +28,6 @@ use sluice_core::schema::Schema;
 use sluice_core::store::CollectionMeta;
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{CollectionName, DocId, ErrorCode, Partition, Seq};
-
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{check_ndjson_content_type, read_limited, require_documents};

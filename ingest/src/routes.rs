@@ -1,8 +1,9 @@
 //! The route table and the middleware stack around it.
 //!
 //! Outermost first: trace id, HTTP metrics (route label from the matched route template,
-//! never the raw path), the body read deadline, then the routes. Request-body decompression wraps only the
-//! ingest route, so its size limit counts decoded bytes.
+//! never the raw path), the body read deadline, then the routes. Request-body
+//! decompression wraps only the ingest routes (native and bulk API), so their size limit
+//! counts decoded bytes.
 
 use std::time::{Duration, Instant};
 
