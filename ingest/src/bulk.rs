@@ -465,6 +465,7 @@ pub async fn ingest_documents(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn schema() -> Schema {
         Schema::from_json(br#"{"fields":[{"name":"n","type":"i64"}]}"#).unwrap()
@@ -555,6 +556,52 @@ mod tests {
             assert!(batch.ops.len() <= 2);
             for op in &batch.ops {
                 assert_eq!(op.id().partition(3), batch.partition);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever the body, every line is answered once, in order: an id for an
+        /// accepted line (and exactly one op in the batches), `null` and one coded
+        /// error for a rejected one, `null` alone for a blank one.
+        #[test]
+        fn every_line_of_any_body_is_answered_once(
+            lines in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..40),
+                    "\\{\"n\":-?[0-9]{1,20}(,\"id\":\"[a-z]{0,3}\")?\\}".prop_map(String::into_bytes),
+                    Just(b"  \r".to_vec()),
+                ],
+                0..30,
+            )
+        ) {
+            let body: Vec<u8> = lines
+                .iter()
+                .flat_map(|l| l.iter().copied().filter(|b| *b != b'\n').chain([b'\n']))
+                .collect();
+            // Blank bodies are refused before this point (`require_documents`).
+            prop_assume!(!body.iter().all(u8::is_ascii_whitespace));
+            let c = CollectionName::new("c").unwrap();
+            let limits = BatchLimits { max_docs: 3, max_bytes: 200 };
+            let prepared = prepare(&c, &schema(), 4, &body, &LineLimits::default(), limits, None);
+            let r = &prepared.response;
+            prop_assert_eq!(r.ids.len(), lines.len());
+            let blank = lines
+                .iter()
+                .filter(|l| l.iter().filter(|b| **b != b'\n').all(u8::is_ascii_whitespace))
+                .count();
+            prop_assert_eq!(r.accepted + r.rejected + blank, lines.len());
+            prop_assert_eq!(r.ids.iter().filter(|id| id.is_some()).count(), r.accepted);
+            for error in &r.errors {
+                prop_assert!(error.line >= 1 && error.line <= lines.len());
+                prop_assert!(r.ids[error.line - 1].is_none());
+            }
+            let ops: usize = prepared.batches.iter().map(|b| b.ops.len()).sum();
+            prop_assert_eq!(ops, r.accepted);
+            for batch in &prepared.batches {
+                prop_assert!(batch.ops.len() <= 3);
             }
         }
     }
