@@ -166,7 +166,7 @@ pub async fn run(
     state.set_ready();
     tracing::info!(address = %listener.local_addr()?, data_dir = %data_dir.display(), "sluice is serving");
 
-    sluice_ingest::serve(listener, state, shutdown.clone())
+    sluice_ingest::serve(listener, state, &config.server, shutdown.clone())
         .await
         .context("serving HTTP")?;
 

@@ -723,7 +723,8 @@ async fn openapi_document_matches_the_routes() {
     for (path, operations) in paths {
         let concrete = path
             .replace("{c}", "openapi_probe")
-            .replace("{id}", "some-id");
+            .replace("{id}", "some-id")
+            .replace("{index}", "openapi_probe");
         for method in operations.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = server
@@ -923,4 +924,193 @@ fn the_readme_configuration_example_parses_and_validates() {
         config.log.events_max_age,
         Duration::from_secs(7 * 24 * 3600)
     );
+}
+
+/// The action key and body of each item of an Elasticsearch bulk response.
+fn bulk_items(result: &Value) -> Vec<(String, Value)> {
+    result["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let (action, body) = item.as_object().unwrap().iter().next().unwrap();
+            (action.clone(), body.clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_bulk_api_indexes_creates_updates_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None).await;
+    let bulk = |path: &str, body: String| {
+        let request = server
+            .client
+            .post(server.url(path))
+            .header("content-type", "application/x-ndjson")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Two indexes in one request, one from the path; ids given and assigned.
+    let body = [
+        r#"{"index":{"_id":"1"}}"#,
+        r#"{"title":"red fox","n":1}"#,
+        r#"{"index":{"_index":"other","_id":"1"}}"#,
+        r#"{"title":"other index"}"#,
+        r#"{"create":{}}"#,
+        r#"{"title":"assigned id","n":2}"#,
+        r#"{"create":{"_id":"2"}}"#,
+        r#"{"title":"blue whale","n":3,"meta":{"a":1,"b":2}}"#,
+        r#"{"delete":{"_id":"never-existed"}}"#,
+    ]
+    .join("\n");
+    let (status, result) = bulk("/books/_bulk?refresh=wait_for", body + "\n").await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["errors"], false);
+    assert!(result["took"].is_u64());
+    let items = bulk_items(&result);
+    let summary: Vec<(&str, &str, u64)> = items
+        .iter()
+        .map(|(action, b)| {
+            (
+                action.as_str(),
+                b["_index"].as_str().unwrap(),
+                b["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("index", "books", 201),
+            ("index", "other", 201),
+            ("create", "books", 201),
+            ("create", "books", 201),
+            ("delete", "books", 200)
+        ]
+    );
+    let assigned = items[2].1["_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.total("books", "*").await, 3);
+    assert_eq!(server.total("other", "*").await, 1);
+    assert_eq!(server.total("books", "title:whale").await, 1);
+    let doc = server
+        .get_json(&format!("/v1/collections/books/documents/{assigned}"))
+        .await;
+    assert_eq!(doc["id"], assigned.as_str());
+
+    // create on a taken id conflicts; update merges (objects recursively); upserts;
+    // updates of missing documents are 404s; noop updates write nothing.
+    let body = [
+        r#"{"create":{"_index":"books","_id":"1"}}"#,
+        r#"{"title":"should not replace"}"#,
+        r#"{"create":{"_index":"books"}}"#,
+        r#"{"id":"2","title":"should not replace either"}"#,
+        r#"{"update":{"_index":"books","_id":"2"}}"#,
+        r#"{"doc":{"title":"blue whale shark","meta":{"b":3}}}"#,
+        r#"{"update":{"_index":"books","_id":"1"}}"#,
+        r#"{"doc":{"n":1}}"#,
+        r#"{"update":{"_index":"books","_id":"3"}}"#,
+        r#"{"doc":{"title":"ghost"}}"#,
+        r#"{"update":{"_index":"books","_id":"4"}}"#,
+        r#"{"doc":{"title":"upserted","n":4},"doc_as_upsert":true}"#,
+        r#"{"delete":{"_index":"other","_id":"1"}}"#,
+    ]
+    .join("\n");
+    let (status, result) = bulk("/_bulk?refresh=true", body).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["errors"], true);
+    let summary: Vec<(String, u64, Option<String>, Option<String>)> = bulk_items(&result)
+        .into_iter()
+        .map(|(action, b)| {
+            (
+                action,
+                b["status"].as_u64().unwrap(),
+                b["result"].as_str().map(str::to_owned),
+                b["error"]["type"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let s = |a: &str, status: u64, r: Option<&str>, e: Option<&str>| {
+        (
+            a.to_owned(),
+            status,
+            r.map(str::to_owned),
+            e.map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        summary,
+        vec![
+            s(
+                "create",
+                409,
+                None,
+                Some("version_conflict_engine_exception")
+            ),
+            s(
+                "create",
+                409,
+                None,
+                Some("version_conflict_engine_exception")
+            ),
+            s("update", 200, Some("updated"), None),
+            s("update", 200, Some("noop"), None),
+            s("update", 404, None, Some("document_missing_exception")),
+            s("update", 201, Some("created"), None),
+            s("delete", 200, Some("deleted"), None),
+        ]
+    );
+    let doc = server.get_json("/v1/collections/books/documents/2").await;
+    assert_eq!(doc["title"], "blue whale shark");
+    assert_eq!(doc["meta"], json!({"a": 1, "b": 3}));
+    assert_eq!(doc["n"], 3);
+    let doc = server.get_json("/v1/collections/books/documents/1").await;
+    assert_eq!(doc["title"], "red fox");
+    assert_eq!(server.total("books", "title:shark").await, 1);
+    assert_eq!(server.total("books", "title:upserted").await, 1);
+    assert_eq!(server.total("books", "title:ghost").await, 0);
+    assert_eq!(server.total("other", "*").await, 0);
+
+    // An Idempotency-Key makes a retried bulk request assign the same ids, append nothing.
+    let send_keyed = || {
+        let request = server
+            .client
+            .post(server.url("/keyed/_bulk?wait=searchable"))
+            .header("idempotency-key", "es-batch-1")
+            .header("content-type", "application/json")
+            .body("{\"index\":{}}\n{\"text\":\"once\"}\n");
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let first = send_keyed().await;
+    let retry = send_keyed().await;
+    assert_eq!(first["items"], retry["items"]);
+    assert_eq!(server.total("keyed", "*").await, 1);
+
+    // gzip bodies and unknown parameters.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"{\"index\":{\"_id\":\"z\"}}\n{\"title\":\"zipped\"}\n")
+        .unwrap();
+    let response = server
+        .client
+        .post(server.url("/books/_bulk?refresh=wait_for&timeout=1m"))
+        .header("content-encoding", "gzip")
+        .header("content-type", "application/x-ndjson")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.total("books", "title:zipped").await, 1);
+    let (status, result) = bulk(
+        "/books/_bulk?pipeline=p",
+        "{\"delete\":{\"_id\":\"z\"}}\n".into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(result["error"]["code"], "invalid_request");
 }

@@ -80,6 +80,17 @@ pub struct ServerConfig {
     /// How long a graceful shutdown may take before the process exits anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Longest a client may take to send a request's head (line and headers), counted
+    /// from when the server starts waiting for it (connection opened, or the previous
+    /// response sent): so also how long an idle keep-alive connection stays open. Past
+    /// it the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a whole request body, counted from the end of
+    /// its head; past it the request answers 408 `request_timeout` and the connection is
+    /// closed. Raise it for very large bodies on slow links.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +99,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7171)),
             data_dir: PathBuf::from("./data"),
             shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -322,6 +335,10 @@ impl Config {
             }
         };
         check(
+            !self.server.header_read_timeout.is_zero() && !self.server.body_read_timeout.is_zero(),
+            "server.header_read_timeout and server.body_read_timeout must be above zero",
+        )?;
+        check(
             self.ingest.max_line_size <= self.ingest.max_body_size,
             "ingest.max_line_size exceeds ingest.max_body_size",
         )?;
@@ -407,6 +424,9 @@ mod tests {
     fn validate_refuses_unworkable_values() {
         let mut config = Config::default();
         config.ingest.max_line_size = ByteSize::gib(1);
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.server.body_read_timeout = Duration::ZERO;
         assert!(config.validate().is_err());
     }
 }

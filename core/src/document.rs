@@ -117,6 +117,10 @@ pub fn parse_line(line: &[u8], limits: &LineLimits) -> Result<Map<String, Value>
             let message = e.to_string();
             if message.starts_with(DUPLICATE_KEY) {
                 LineError::new(ErrorCode::DuplicateKey, message)
+            } else if message.starts_with(NUMBER_OUT_OF_RANGE) {
+                // A literal beyond f64 (`1e400`): well-formed JSON, but no number sluice
+                // can store.
+                LineError::new(ErrorCode::NumberOutOfRange, message)
             } else {
                 LineError::new(ErrorCode::MalformedJson, message)
             }
@@ -157,6 +161,8 @@ fn nesting_depth(bytes: &[u8]) -> usize {
 }
 
 const DUPLICATE_KEY: &str = "duplicate key";
+/// How serde_json words a number literal that does not fit an f64.
+const NUMBER_OUT_OF_RANGE: &str = "number out of range";
 
 /// Deserializes a JSON value like `serde_json::Value`, but refuses an object that
 /// carries the same key twice (serde_json would silently keep the last one).
@@ -462,6 +468,10 @@ mod tests {
                 ErrorCode::NumberOutOfRange,
             ),
             (
+                GOOD.replace(r#""price":5"#, r#""price":5,"extra":-1e400"#),
+                ErrorCode::NumberOutOfRange,
+            ),
+            (
                 GOOD.replace(r#""author":"x","#, ""),
                 ErrorCode::MissingField,
             ),
@@ -540,5 +550,246 @@ mod tests {
                 .code,
             ErrorCode::UnknownField
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Property tests: hostile bytes never panic the line parser and always get a parse
+    //! code; generated valid documents round-trip; broken ones get the right code.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The codes [`parse_line`] may answer (schema codes come later, from validation).
+    const PARSE_CODES: [ErrorCode; 7] = [
+        ErrorCode::LineTooLarge,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::NestingTooDeep,
+        ErrorCode::MalformedJson,
+        ErrorCode::DuplicateKey,
+        ErrorCode::NumberOutOfRange,
+        ErrorCode::NotAnObject,
+    ];
+
+    fn limits() -> LineLimits {
+        LineLimits {
+            max_line_bytes: 4096,
+            max_depth: 8,
+        }
+    }
+
+    /// Token soup close enough to JSON to reach deep into the parser.
+    fn json_ish() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "\"",
+            "\"a\"",
+            "\"id\"",
+            "1",
+            "-0",
+            "1e400",
+            "-1e-400",
+            "18446744073709551616",
+            "0.5",
+            "true",
+            "null",
+            "\\",
+            "\\u0000",
+            "\\ud800",
+            " ",
+            "\0",
+            "\u{ff}",
+            "é",
+        ]);
+        prop::collection::vec(token, 0..40).prop_map(|tokens| tokens.concat().into_bytes())
+    }
+
+    /// Any JSON value whose numbers survive a text round trip exactly.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1_000_000i32..1_000_000).prop_map(|n| Value::from(f64::from(n) / 8.0)),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_]{1,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn corpus_schema() -> Schema {
+        Schema::from_json(
+            br#"{"primary_key":"id","fields":[
+            {"name":"id","type":"string"},{"name":"title","type":"text"},
+            {"name":"tags","type":"keyword","array":true,"required":false},
+            {"name":"ts","type":"datetime"},
+            {"name":"price","type":"i64","required":false,"default":0},
+            {"name":"size","type":"u64","required":false},
+            {"name":"ratio","type":"f64","required":false},
+            {"name":"ok","type":"bool","required":false},
+            {"name":"extra","type":"json","required":false}]}"#,
+        )
+        .unwrap()
+    }
+
+    /// Documents valid under [`corpus_schema`].
+    fn valid_doc() -> impl Strategy<Value = Map<String, Value>> {
+        (
+            "[a-zA-Z0-9._-]{1,40}",
+            any::<String>(),
+            prop::option::of(prop::collection::vec(any::<String>(), 0..4)),
+            prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                (0i64..4_000_000_000).prop_map(|secs| {
+                    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+                    Value::from(
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .unwrap(),
+                    )
+                }),
+            ],
+            prop::option::of(any::<i64>()),
+            prop::option::of(any::<u64>()),
+            prop::option::of(-1_000_000i32..1_000_000),
+            prop::option::of(any::<bool>()),
+            prop::option::of(json_value()),
+        )
+            .prop_map(|(id, title, tags, ts, price, size, ratio, ok, extra)| {
+                let mut doc = Map::new();
+                doc.insert("id".into(), id.into());
+                doc.insert("title".into(), title.into());
+                doc.insert("ts".into(), ts);
+                if let Some(tags) = tags {
+                    doc.insert("tags".into(), tags.into());
+                }
+                if let Some(price) = price {
+                    doc.insert("price".into(), price.into());
+                }
+                if let Some(size) = size {
+                    doc.insert("size".into(), size.into());
+                }
+                if let Some(ratio) = ratio {
+                    doc.insert("ratio".into(), (f64::from(ratio) / 4.0).into());
+                }
+                if let Some(ok) = ok {
+                    doc.insert("ok".into(), ok.into());
+                }
+                if let Some(extra) = extra {
+                    doc.insert("extra".into(), extra);
+                }
+                doc
+            })
+    }
+
+    /// A value of the wrong type for each typed field of [`corpus_schema`].
+    fn wrong_value(field: &str) -> Value {
+        match field {
+            "title" => Value::from(7),
+            "tags" => serde_json::json!([1]),
+            "ts" => Value::from("not a date"),
+            "price" => Value::from(1.5),
+            "size" => Value::from("12"),
+            "ratio" => Value::from(true),
+            _ => Value::from("yes"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_get_a_parse_code(
+            bytes in prop_oneof![prop::collection::vec(any::<u8>(), 0..300), json_ish()]
+        ) {
+            if let Err(e) = parse_line(&bytes, &limits()) {
+                prop_assert!(PARSE_CODES.contains(&e.code), "{:?}", e);
+            }
+        }
+
+        #[test]
+        fn any_object_within_the_limits_parses_to_itself(
+            object in prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..8)
+        ) {
+            let value = Value::Object(object.into_iter().collect());
+            let line = serde_json::to_vec(&value).unwrap();
+            let limits = LineLimits { max_line_bytes: 1 << 20, max_depth: 64 };
+            let parsed = parse_line(&line, &limits).unwrap();
+            prop_assert_eq!(Value::Object(parsed.clone()), value);
+            // Under a dynamic schema every such object is a document, with its id assigned
+            // unless it brought a usable one.
+            let valid = validate_document(&Schema::dynamic(), parsed.clone(), DocId::generate);
+            match parsed.get("id") {
+                None | Some(Value::Null) => prop_assert!(valid.unwrap().id_assigned),
+                Some(Value::String(s)) if DocId::new(s.as_str()).is_ok() => {
+                    let valid = valid.unwrap();
+                    prop_assert_eq!(valid.id.as_str(), s.as_str());
+                }
+                Some(_) => prop_assert!(valid.is_err()),
+            }
+        }
+
+        #[test]
+        fn valid_documents_round_trip_whatever_the_key_order(doc in valid_doc()) {
+            let schema = corpus_schema();
+            let line = serde_json::to_vec(&doc).unwrap();
+            let parsed = parse_line(&line, &LineLimits::default()).unwrap();
+            let valid = validate_document(&schema, parsed, DocId::generate).unwrap();
+            prop_assert!(!valid.id_assigned);
+            prop_assert_eq!(valid.id.as_str(), doc["id"].as_str().unwrap());
+            let mut expected = doc.clone();
+            expected.entry("price").or_insert(Value::from(0));
+            let stored: Map<String, Value> = serde_json::from_slice(&valid.source).unwrap();
+            prop_assert_eq!(&stored, &expected);
+            prop_assert_eq!(ContentHash::of(&valid.source), valid.hash);
+            // Reversed key order and extra spacing: the same canonical bytes and hash.
+            let reversed: Vec<String> = doc
+                .iter()
+                .rev()
+                .map(|(k, v)| format!("{} : {}", Value::from(k.as_str()), v))
+                .collect();
+            let line = format!("{{ {} }}", reversed.join(" ,\t"));
+            let again = validate_document(
+                &schema,
+                parse_line(line.as_bytes(), &LineLimits::default()).unwrap(),
+                DocId::generate,
+            )
+            .unwrap();
+            prop_assert_eq!(again.source, valid.source);
+            prop_assert_eq!(again.hash, valid.hash);
+        }
+
+        #[test]
+        fn broken_documents_get_the_right_code(
+            doc in valid_doc(),
+            field in prop::sample::select(vec!["title", "tags", "ts", "price", "size", "ratio", "ok"]),
+            drop_it in any::<bool>(),
+        ) {
+            let schema = corpus_schema();
+            let mut broken = doc;
+            let expected = if drop_it && matches!(field, "title" | "ts") {
+                broken.remove(field);
+                ErrorCode::MissingField
+            } else {
+                broken.insert(field.to_owned(), wrong_value(field));
+                ErrorCode::WrongType
+            };
+            let line = serde_json::to_vec(&broken).unwrap();
+            let parsed = parse_line(&line, &LineLimits::default()).unwrap();
+            let err = validate_document(&schema, parsed, DocId::generate).unwrap_err();
+            prop_assert_eq!(err.code, expected, "{}", err.message);
+        }
     }
 }

@@ -53,6 +53,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The request body's encoding or content type is not supported.
     UnsupportedMediaType,
+    /// The client did not send the request body within the body read timeout.
+    RequestTimeout,
     /// No such route.
     NotFound,
     /// The route exists but not with this method.
@@ -98,6 +100,7 @@ impl ErrorCode {
             CollectionNotFound | DocumentNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             UnsupportedMediaType => 415,
+            RequestTimeout => 408,
             Overloaded => 429,
             Unavailable | Starting => 503,
             Timeout => 504,
@@ -129,6 +132,7 @@ impl ErrorCode {
             InvalidRequest => "invalid_request",
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
+            RequestTimeout => "request_timeout",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             NotReplayable => "not_replayable",
@@ -157,6 +161,7 @@ mod tests {
             ErrorCode::MalformedJson,
             ErrorCode::NumberOutOfRange,
             ErrorCode::IncompatibleSchema,
+            ErrorCode::RequestTimeout,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

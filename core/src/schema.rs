@@ -495,3 +495,171 @@ mod tests {
         assert!(!schema.infer_from(&doc));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Property tests: no schema document panics the parser; every valid one survives a
+    //! round trip and is compatible with itself; inference only ever adds compatibly.
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const TYPES: [&str; 9] = [
+        "string", "text", "keyword", "i64", "u64", "f64", "bool", "datetime", "json",
+    ];
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-100i32..100).prop_map(|n| Value::from(f64::from(n) / 2.0)),
+            "[a-z0-9:-]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop::collection::vec(inner, 0..3).prop_map(Value::Array)
+        })
+    }
+
+    /// Field definitions drawn from pools of good and bad names, types and options.
+    fn field() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(vec!["id", "title", "n", "_x", "", "a b", "tags", "x-1"]),
+            prop::sample::select(
+                TYPES
+                    .iter()
+                    .copied()
+                    .chain(["float", ""])
+                    .collect::<Vec<_>>(),
+            ),
+            prop::option::of(any::<bool>()),
+            prop::option::of(any::<bool>()),
+            prop::option::of(any_json()),
+            prop::option::of(prop::sample::select(vec!["personal_data", "secret"])),
+            prop::option::of(prop::sample::select(vec!["default", "en_stem", "klingon"])),
+        )
+            .prop_map(
+                |(name, ty, array, required, default, annotation, tokenizer)| {
+                    let mut field = json!({"name": name, "type": ty});
+                    let object = field.as_object_mut().unwrap();
+                    if let Some(array) = array {
+                        object.insert("array".into(), array.into());
+                    }
+                    if let Some(required) = required {
+                        object.insert("required".into(), required.into());
+                    }
+                    if let Some(default) = default {
+                        object.insert("default".into(), default);
+                    }
+                    if let Some(annotation) = annotation {
+                        object.insert("annotations".into(), json!([annotation]));
+                    }
+                    if let Some(tokenizer) = tokenizer {
+                        object.insert("tokenizer".into(), tokenizer.into());
+                    }
+                    field
+                },
+            )
+    }
+
+    fn schema_document() -> impl Strategy<Value = Value> {
+        (
+            prop::collection::vec(field(), 0..6),
+            prop::option::of(prop::sample::select(vec!["id", "n", "title", "_id"])),
+            any::<bool>(),
+            prop::option::of(0u32..300),
+        )
+            .prop_map(|(fields, primary_key, strict, shards)| {
+                let mut doc = json!({"fields": fields, "strict": strict});
+                if let Some(pk) = primary_key {
+                    doc["primary_key"] = pk.into();
+                }
+                if let Some(shards) = shards {
+                    doc["shards"] = shards.into();
+                }
+                doc
+            })
+    }
+
+    /// Schemas valid by construction: unique valid names, defaults of the right type.
+    fn valid_schema_document() -> impl Strategy<Value = Value> {
+        prop::collection::btree_map(
+            "[a-z][a-z0-9_-]{0,15}",
+            (0..TYPES.len(), any::<bool>(), any::<bool>(), any::<bool>()),
+            0..10,
+        )
+        .prop_map(|fields| {
+            let fields: Vec<Value> = fields
+                .into_iter()
+                .filter(|(name, _)| name != "id")
+                .map(|(name, (ty, array, required, with_default))| {
+                    let default = match TYPES[ty] {
+                        "string" | "text" | "keyword" => json!("x"),
+                        "i64" | "u64" | "datetime" => json!(7),
+                        "f64" => json!(0.5),
+                        "bool" => json!(true),
+                        _ => json!({"any": [1]}),
+                    };
+                    let mut field = json!({"name": name, "type": TYPES[ty], "array": array, "required": required});
+                    if with_default {
+                        field["default"] = default;
+                    }
+                    field
+                })
+                .collect();
+            json!({"primary_key": "id", "fields": fields, "shards": 3})
+        })
+    }
+
+    fn check_valid(schema: &Schema) -> Result<(), TestCaseError> {
+        prop_assert!(schema.check_compatible_with(schema).is_ok());
+        let text = serde_json::to_vec(schema).unwrap();
+        prop_assert_eq!(&Schema::from_json(&text).unwrap(), schema);
+        prop_assert!(schema.field(&schema.primary_key).is_some());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_are_an_invalid_schema_never_a_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..200)
+        ) {
+            if let Err(e) = Schema::from_json(&bytes) {
+                prop_assert_eq!(e.code, ErrorCode::InvalidSchema);
+            }
+        }
+
+        #[test]
+        fn schema_documents_validate_or_are_refused_cleanly(doc in schema_document()) {
+            match Schema::from_json(doc.to_string().as_bytes()) {
+                Ok(schema) => check_valid(&schema)?,
+                Err(e) => prop_assert_eq!(e.code, ErrorCode::InvalidSchema),
+            }
+        }
+
+        #[test]
+        fn generated_valid_schemas_validate(doc in valid_schema_document()) {
+            let schema = Schema::from_json(doc.to_string().as_bytes());
+            prop_assert!(schema.is_ok(), "{}: {:?}", doc, schema);
+            check_valid(&schema.unwrap())?;
+        }
+
+        #[test]
+        fn inference_only_adds_compatible_optional_fields(
+            docs in prop::collection::vec(
+                prop::collection::btree_map("[a-z_]{1,6}", any_json(), 0..6), 0..4)
+        ) {
+            let mut schema = Schema::dynamic();
+            for doc in docs {
+                let before = schema.clone();
+                schema.infer_from(&doc.into_iter().collect());
+                prop_assert!(schema.normalize_and_validate().is_ok());
+                prop_assert!(schema.check_compatible_with(&before).is_ok());
+            }
+        }
+    }
+}

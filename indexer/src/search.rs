@@ -1044,4 +1044,107 @@ mod tests {
         .unwrap();
         assert!(!ids(&response).contains(&"doc-00".to_owned()));
     }
+
+    /// Query text near Tantivy's grammar: fields, operators, brackets, quotes, ranges,
+    /// regexes, boosts, escapes, and a little of everything else.
+    fn query_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let token = prop::sample::select(vec![
+            "title:",
+            "body:",
+            "price:",
+            "tags:",
+            "ts:",
+            "score:",
+            "color_code:",
+            "id:",
+            "nope:",
+            "AND",
+            "OR",
+            "NOT",
+            "IN",
+            "TO",
+            "(",
+            ")",
+            "\"",
+            "[",
+            "]",
+            "{",
+            "}",
+            "*",
+            "^2",
+            "^",
+            "~1",
+            "+",
+            "-",
+            ":",
+            "\\",
+            "/re.*d/",
+            "red",
+            "book",
+            "tag1",
+            "1",
+            "-3",
+            "1.5",
+            "1e400",
+            "2024-01-01T00:00:00Z",
+            "doc-01",
+            "\u{0}",
+            "é",
+            " ",
+            " ",
+            ">",
+            "<=",
+            "!",
+            "?",
+            "'",
+        ]);
+        prop_oneof![
+            prop::collection::vec(token.clone(), 0..12).prop_map(|t| t.concat()),
+            prop::collection::vec(token, 0..8).prop_map(|t| t.join(" ")),
+            any::<String>(),
+        ]
+    }
+
+    #[test]
+    fn arbitrary_queries_filters_and_sorts_answer_or_are_invalid_query() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+        // One index for every case: building one per case would dominate the run.
+        let dir = tempfile::tempdir().unwrap();
+        let shards = shards_with_corpus(dir.path(), 2);
+        let strategy = (
+            prop::option::of(query_text()),
+            prop::collection::vec(query_text(), 0..3),
+            prop::option::of(prop_oneof![
+                "(title|price|ts|tags|score|id|nope|body)(:(asc|desc|up))?",
+                any::<String>(),
+            ]),
+            0usize..30,
+            0usize..30,
+        );
+        let mut runner = TestRunner::new(Config::with_cases(256));
+        runner
+            .run(&strategy, |(q, filter, sort, limit, offset)| {
+                let request = SearchRequest {
+                    q,
+                    filter,
+                    sort,
+                    limit: Some(limit),
+                    offset: Some(offset),
+                    highlight: Some(true),
+                };
+                match run(&shards, request) {
+                    Ok(response) => {
+                        prop_assert!(response.total <= DOCS as u64);
+                        prop_assert!(response.hits.len() <= limit);
+                        Ok(())
+                    }
+                    Err(SearchError::InvalidQuery(_)) => Ok(()),
+                    Err(other) => Err(TestCaseError::fail(format!("{other:?}"))),
+                }
+            })
+            .unwrap();
+    }
 }

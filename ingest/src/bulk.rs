@@ -31,8 +31,9 @@ use sluice_core::schema::Schema;
 use sluice_core::store::CollectionMeta;
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{CollectionName, DocId, ErrorCode, Partition, Seq};
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{check_ndjson_content_type, read_limited};
+use crate::body::{check_ndjson_content_type, read_limited, require_documents};
 use crate::error::ApiError;
 use crate::spill::SpillError;
 use crate::state::AppState;
@@ -41,7 +42,7 @@ use crate::visibility::{WaitError, Written};
 /// How long an ingest request waits for an admission permit before a 429.
 const ADMISSION_WAIT: Duration = Duration::from_millis(200);
 /// Lines sampled to infer the schema of a collection created on first ingest.
-const INFERENCE_SAMPLE_LINES: usize = 100;
+pub(crate) const INFERENCE_SAMPLE_LINES: usize = 100;
 
 /// When an ingest or delete request answers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -186,6 +187,27 @@ pub fn prepare(
             }
         }
     }
+    let (batches, batch_lines) = group_into_batches(collection, by_partition, limits);
+    PreparedIngest {
+        batches,
+        batch_lines,
+        response: IngestResponse {
+            accepted,
+            rejected: errors.len(),
+            ids,
+            errors,
+        },
+    }
+}
+
+/// Cuts each partition's ops (with the 0-based input line or item each came from) into
+/// batches within `limits`, keeping request order inside a partition so that later ops
+/// on an id get later sequences. Returns the batches and, for each, its ops' lines.
+pub(crate) fn group_into_batches(
+    collection: &CollectionName,
+    by_partition: BTreeMap<Partition, Vec<(usize, DocOp)>>,
+    limits: BatchLimits,
+) -> (Vec<DocBatch>, Vec<Vec<usize>>) {
     let mut batches = Vec::new();
     let mut batch_lines = Vec::new();
     for (partition, ops) in by_partition {
@@ -221,23 +243,14 @@ pub fn prepare(
             });
         }
     }
-    PreparedIngest {
-        batches,
-        batch_lines,
-        response: IngestResponse {
-            accepted,
-            rejected: errors.len(),
-            ids,
-            errors,
-        },
-    }
+    (batches, batch_lines)
 }
 
 /// Header making a retried ingest request a no-op (within the log's dedup window).
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// The request's idempotency key, if it sent a usable one.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(None);
     };
@@ -383,10 +396,23 @@ async fn collection_for_ingest(
     let sample = tokio::task::spawn_blocking(move || inference_sample(&sample_body, &limits))
         .await
         .map_err(ApiError::internal)?;
+    ensure_collection(state, name, &sample).await
+}
+
+/// The collection, created with a dynamic schema inferred from `sample` if missing, once
+/// its index shards are ready to consume.
+pub(crate) async fn ensure_collection(
+    state: &AppState,
+    name: &CollectionName,
+    sample: &[Map<String, Value>],
+) -> Result<std::sync::Arc<CollectionMeta>, ApiError> {
+    if let Some(meta) = state.inner.catalog.get(name) {
+        return Ok(meta);
+    }
     let meta = state
         .inner
         .catalog
-        .get_or_create_dynamic(name, &sample)
+        .get_or_create_dynamic(name, sample)
         .await
         .map_err(crate::collections::catalog_error)?;
     state
@@ -409,6 +435,30 @@ pub(crate) fn wait_error(error: WaitError) -> ApiError {
     }
 }
 
+/// Waits (briefly) for one of the bounded ingest permits, then checks the backlog bound
+/// ([`crate::admission`]); past either, 429. The permit is held for the whole request,
+/// body read included, so it bounds the memory of bodies in flight.
+pub(crate) async fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    tokio::time::timeout(
+        ADMISSION_WAIT,
+        state.inner.ingest_permits.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            ErrorCode::Overloaded,
+            "too many ingest requests in flight; retry later",
+        )
+        .retry_after(1)
+    })?
+    .map_err(ApiError::internal)
+    .and_then(|permit| {
+        // Before the body is read: an overloaded node spends nothing on the request.
+        state.inner.backlog.admit()?;
+        Ok(permit)
+    })
+}
+
 /// `POST /v1/collections/{c}/documents`
 pub async fn ingest_documents(
     State(state): State<AppState>,
@@ -423,23 +473,10 @@ pub async fn ingest_documents(
         params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     check_ndjson_content_type(&headers)?;
     let idempotency_key = idempotency_key(&headers)?;
-    let _permit = tokio::time::timeout(
-        ADMISSION_WAIT,
-        state.inner.ingest_permits.clone().acquire_owned(),
-    )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            ErrorCode::Overloaded,
-            "too many ingest requests in flight; retry later",
-        )
-        .retry_after(1)
-    })?
-    .map_err(ApiError::internal)?;
-    // Before the body is read: an overloaded node spends nothing on the request.
-    state.inner.backlog.admit()?;
+    let _permit = admit(&state).await?;
 
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
+    require_documents(&body)?;
     let meta = collection_for_ingest(&state, &collection, &body).await?;
     let limits = state.line_limits();
     let batch_limits = BatchLimits {
@@ -514,6 +551,7 @@ pub async fn ingest_documents(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn schema() -> Schema {
         Schema::from_json(br#"{"fields":[{"name":"n","type":"i64"}]}"#).unwrap()
@@ -604,6 +642,52 @@ mod tests {
             assert!(batch.ops.len() <= 2);
             for op in &batch.ops {
                 assert_eq!(op.id().partition(3), batch.partition);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever the body, every line is answered once, in order: an id for an
+        /// accepted line (and exactly one op in the batches), `null` and one coded
+        /// error for a rejected one, `null` alone for a blank one.
+        #[test]
+        fn every_line_of_any_body_is_answered_once(
+            lines in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..40),
+                    "\\{\"n\":-?[0-9]{1,20}(,\"id\":\"[a-z]{0,3}\")?\\}".prop_map(String::into_bytes),
+                    Just(b"  \r".to_vec()),
+                ],
+                0..30,
+            )
+        ) {
+            let body: Vec<u8> = lines
+                .iter()
+                .flat_map(|l| l.iter().copied().filter(|b| *b != b'\n').chain([b'\n']))
+                .collect();
+            // Blank bodies are refused before this point (`require_documents`).
+            prop_assume!(!body.iter().all(u8::is_ascii_whitespace));
+            let c = CollectionName::new("c").unwrap();
+            let limits = BatchLimits { max_docs: 3, max_bytes: 200 };
+            let prepared = prepare(&c, &schema(), 4, &body, &LineLimits::default(), limits, None);
+            let r = &prepared.response;
+            prop_assert_eq!(r.ids.len(), lines.len());
+            let blank = lines
+                .iter()
+                .filter(|l| l.iter().filter(|b| **b != b'\n').all(u8::is_ascii_whitespace))
+                .count();
+            prop_assert_eq!(r.accepted + r.rejected + blank, lines.len());
+            prop_assert_eq!(r.ids.iter().filter(|id| id.is_some()).count(), r.accepted);
+            for error in &r.errors {
+                prop_assert!(error.line >= 1 && error.line <= lines.len());
+                prop_assert!(r.ids[error.line - 1].is_none());
+            }
+            let ops: usize = prepared.batches.iter().map(|b| b.ops.len()).sum();
+            prop_assert_eq!(ops, r.accepted);
+            for batch in &prepared.batches {
+                prop_assert!(batch.ops.len() <= 3);
             }
         }
     }

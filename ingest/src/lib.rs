@@ -8,9 +8,13 @@
 //! # Layout
 //! - [`state`]: the shared handles every handler uses.
 //! - [`admission`]: the bound on accepted, not yet searchable documents (429 past it).
+//! - [`server`]: accepting connections, slow-client deadlines, graceful stop.
 //! - [`routes`]: the route table and the middleware stack.
-//! - [`body`]: reading request bodies: content types, decompression, size limits.
+//! - [`body`]: reading request bodies: content types, decompression, size limits, the
+//!   body read deadline.
 //! - [`bulk`]: `POST /v1/collections/{c}/documents`: NDJSON in, durable batches out.
+//! - [`es_bulk`]: `POST /_bulk`, `POST /{index}/_bulk`: the Elasticsearch bulk API on the
+//!   same ingest path; [`es_bulk::reader`] pairs its action and source lines.
 //! - [`documents`]: `GET`/`DELETE` of one document.
 //! - [`collections`]: the collection catalog routes.
 //! - [`search`]: search routes.
@@ -28,43 +32,16 @@ pub mod collections;
 pub mod dlq;
 pub mod documents;
 pub mod error;
+pub mod es_bulk;
 pub mod faults;
 pub mod ops;
 pub mod routes;
 pub mod search;
+pub mod server;
 pub mod spill;
 pub mod state;
 pub mod visibility;
 
 pub use routes::router;
+pub use server::serve;
 pub use state::AppState;
-
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-/// How often the DLQ depth gauge picks up entries appended by the workers.
-const DLQ_DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Serves `state`'s API on `listener` until `shutdown` is cancelled, then stops accepting
-/// and lets in-flight requests finish. Meanwhile keeps the backlog ledger and the DLQ
-/// depth gauge current.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let background = shutdown.child_token();
-    tokio::spawn(state.inner.backlog.clone().run(background.clone()));
-    tokio::spawn(
-        state
-            .inner
-            .dlq
-            .clone()
-            .keep_depth_current(DLQ_DEPTH_INTERVAL, background.clone()),
-    );
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    background.cancel();
-    served
-}

@@ -67,6 +67,30 @@ fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
+/// `POST /_bulk` or `POST /{index}/_bulk`.
+fn es_bulk_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value) -> Value {
+    let mut parameters: Vec<Value> = index.into_iter().cloned().collect();
+    parameters.extend([
+        json!({"name": "refresh", "in": "query", "schema": {"type": "string", "enum": ["true", "false", "wait_for", ""]},
+               "description": "true or wait_for: answer once searchable (as wait=searchable)"}),
+        json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable"}}),
+        json!({"name": "timeout", "in": "query", "schema": {"type": "string"}, "description": "accepted, ignored"}),
+        json!({"name": "wait_for_active_shards", "in": "query", "schema": {"type": "string"}, "description": "accepted, ignored"}),
+        json!({"name": "filter_path", "in": "query", "schema": {"type": "string"}, "description": "accepted, ignored"}),
+    ]);
+    json!({"summary": "Elasticsearch bulk API: index, create, update (doc, doc_as_upsert, upsert) and delete actions (gzip, zstd or br encoded bodies accepted)",
+           "parameters": parameters,
+           "requestBody": {"required": true, "content": {
+               "application/x-ndjson": {"schema": {"type": "string"}},
+               "application/json": {"schema": {"type": "string"}}}},
+           "responses": with_errors(json!({
+               "200": json_response("Per-item outcome, Elasticsearch-shaped", json!({"$ref": "#/components/schemas/BulkResponse"})),
+               "408": {"$ref": "#/components/responses/Error"},
+               "413": {"$ref": "#/components/responses/Error"},
+               "415": {"$ref": "#/components/responses/Error"},
+               "429": {"$ref": "#/components/responses/Error"}}))})
+}
+
 /// The API document. Every path and method here is served; a test checks it against
 /// the running server. The test-only fault routes (`crate::faults`) are left out: they
 /// exist only on nodes started with `[faults] enabled`.
@@ -83,6 +107,7 @@ pub fn openapi_document() -> Value {
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
         {"name": "highlight", "in": "query", "schema": {"type": "boolean", "default": true}}
     ]);
+    let index = json!({"name": "index", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the collection of actions without _index"});
     let with_errors = |ok: Value| {
         let mut responses = error_responses();
         if let (Value::Object(map), Value::Object(extra)) = (&mut responses, ok) {
@@ -149,6 +174,12 @@ pub fn openapi_document() -> Value {
                          "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DlqSelection"}}}},
                          "responses": with_errors(json!({"200": json_response("Outcome", json!({"$ref": "#/components/schemas/ReplayReport"}))}))}
             },
+            "/_bulk": {
+                "post": es_bulk_operation(None, &with_errors)
+            },
+            "/{index}/_bulk": {
+                "post": es_bulk_operation(Some(&index), &with_errors)
+            },
             "/_internal_/healthcheck": {
                 "get": {"summary": "Health", "responses": {
                     "200": json_response("Healthy; `degraded` lists the dependencies whose circuit breaker is open or probing", json!({"type": "object", "properties": {"status": {"type": "string"}, "degraded": {"type": "array", "items": {"type": "string", "enum": ["log_publish", "log_consume", "store", "index_commit"]}}}})),
@@ -201,6 +232,15 @@ pub fn openapi_document() -> Value {
                     "replayed": {"type": "integer"}, "failed": {"type": "integer"}, "not_found": {"type": "integer"},
                     "failures": {"type": "array", "items": {"type": "object", "properties": {
                         "entry_id": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"}}}}}},
+                "BulkResponse": {"type": "object", "required": ["took", "errors", "items"], "properties": {
+                    "took": {"type": "integer"}, "errors": {"type": "boolean"},
+                    "items": {"type": "array", "items": {"type": "object",
+                        "description": "one key, the action (index, create, update, delete)",
+                        "additionalProperties": {"type": "object", "required": ["_index", "_id", "status"], "properties": {
+                            "_index": {"type": "string", "nullable": true}, "_id": {"type": "string", "nullable": true},
+                            "result": {"type": "string", "enum": ["created", "updated", "deleted", "noop"]},
+                            "status": {"type": "integer"},
+                            "error": {"type": "object", "properties": {"type": {"type": "string"}, "reason": {"type": "string"}}}}}}}}},
                 "SearchRequest": {"type": "object", "properties": {
                     "q": {"type": "string"}, "filter": {"type": "array", "items": {"type": "string"}},
                     "sort": {"type": "string"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},

@@ -1,28 +1,27 @@
 //! The route table and the middleware stack around it.
 //!
 //! Outermost first: trace id, HTTP metrics (route label from the matched route template,
-//! never the raw path), then the routes. Request-body decompression wraps only the
-//! ingest route, so its size limit counts decoded bytes. The fault plan routes exist only
-//! on a node started with `[faults] enabled` (test configuration).
+//! never the raw path), the body read deadline, then the routes. Request-body
+//! decompression wraps only the ingest routes (native and bulk API), so their size limit
+//! counts decoded bytes. The fault plan routes exist only on a node started with
+//! `[faults] enabled` (test configuration).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use sluice_core::metrics as m;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::state::AppState;
-use crate::{bulk, collections, dlq, documents, error, faults, ops, search};
+use crate::{body, bulk, collections, dlq, documents, error, es_bulk, faults, ops, search};
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    let ingest = post(bulk::ingest_documents)
-        .layer::<_, std::convert::Infallible>(RequestDecompressionLayer::new())
-        .layer(DefaultBodyLimit::disable());
+/// The whole API. A request body must arrive within `body_read_timeout`.
+pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
     let mut routes = Router::new()
         .route("/v1/collections", get(collections::list_collections))
         .route(
@@ -31,7 +30,10 @@ pub fn router(state: AppState) -> Router {
                 .get(collections::get_collection)
                 .delete(collections::delete_collection),
         )
-        .route("/v1/collections/{c}/documents", ingest)
+        .route(
+            "/v1/collections/{c}/documents",
+            ingest(bulk::ingest_documents),
+        )
         .route(
             "/v1/collections/{c}/documents/{id}",
             get(documents::get_document).delete(documents::delete_document),
@@ -42,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/dlq", get(dlq::list_dlq).delete(dlq::purge_dlq))
         .route("/v1/dlq/replay", post(dlq::replay_dlq))
+        .route("/_bulk", ingest(es_bulk::bulk))
+        .route("/{index}/_bulk", ingest(es_bulk::bulk_for_index))
         .route("/_internal_/healthcheck", get(ops::healthcheck))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi));
@@ -54,9 +58,24 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn(move |request, next| {
+            body::enforce_body_deadline(body_read_timeout, request, next)
+        }))
         .layer(middleware::from_fn(record_http_metrics))
         .layer(middleware::from_fn(error::trace_requests))
         .with_state(state)
+}
+
+/// `POST` to an ingest handler: the body decoded (gzip, zstd, br) in a streaming layer and
+/// not limited by axum, because the handler limits the decoded bytes itself.
+fn ingest<H, T>(handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    post(handler)
+        .layer::<_, std::convert::Infallible>(RequestDecompressionLayer::new())
+        .layer(DefaultBodyLimit::disable())
 }
 
 async fn record_http_metrics(request: Request, next: Next) -> Response {

@@ -1,7 +1,7 @@
-#![allow(dead_code)] // shared by several test binaries, each using a part of it
-
 //! Test harness: a real `sluice serve` process on a random port and a temp data dir,
 //! plus the standard corpus.
+// Shared by several test binaries; each uses only part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -110,7 +110,7 @@ impl Server {
         }
     }
 
-    /// The server's process id.
+    /// The server's process id (to read its memory use from `/proc`).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

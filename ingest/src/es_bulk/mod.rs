@@ -1,0 +1,811 @@
+//! `POST /_bulk` and `POST /{index}/_bulk`: the Elasticsearch bulk API, on the native
+//! ingest path.
+//!
+//! One request goes through the same stages as `POST /v1/collections/{c}/documents`
+//! ([`crate::bulk`]): admission, size-limited body read, per-item validation on a blocking
+//! thread, grouping into per-partition batches, one durable append for all of them,
+//! optionally a wait until searchable. What differs is the framing ([`reader`]: action
+//! lines paired with source lines, several indexes per request) and the answer, which is
+//! shaped like Elasticsearch's: `{"took", "errors", "items": [{"<action>": {"_index",
+//! "_id", "result", "status", "error": {"type", "reason"}}}]}`.
+//!
+//! `index` and `delete` are blind writes, ordered by log sequence like native ones.
+//! `create` and `update` depend on the current document: the handler first waits until
+//! every write appended before it is applied (read-your-writes, as `GET` does), reads
+//! the documents they name from the store, and applies the request's own earlier items
+//! on top, in order. Two concurrent requests touching the same id can still interleave
+//! between that read and their appends (the later append wins); sluice has no
+//! compare-and-set on the log.
+//!
+//! Invariants: as for native ingest, a 2xx means every item answered with a 2xx status
+//! is durable and no failed item was appended; when the log fails part-way the answer is
+//! a 503 whose `items` still tell which items were made durable. A malformed action line
+//! refuses the whole request before anything is appended (the pairing of the lines after
+//! it is unknown), as in Elasticsearch.
+
+pub mod reader;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sluice_core::document::{parse_line, validate_document, LineError, LineLimits};
+use sluice_core::metrics as m;
+use sluice_core::op::DocOp;
+use sluice_core::store::CollectionMeta;
+use sluice_core::{CollectionName, DocId, ErrorCode, Partition};
+
+use crate::body::{check_ndjson_content_type, read_limited, require_documents};
+use crate::bulk::{
+    admit, append_batches, ensure_collection, group_into_batches, idempotency_key, wait_error,
+    BatchLimits, WaitFor, INFERENCE_SAMPLE_LINES,
+};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::visibility::Written;
+use reader::{merge, parse_update, Action, BulkItem};
+
+/// Query parameters of `_bulk`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkParams {
+    /// sluice's own `durable` (default) or `searchable`.
+    #[serde(default)]
+    pub wait: Option<WaitFor>,
+    /// Elasticsearch's: `wait_for` or `true` (or empty) wait until searchable, `false`
+    /// does not.
+    #[serde(default)]
+    pub refresh: Option<String>,
+    /// Accepted and ignored (Elasticsearch clients send them; the visibility timeout
+    /// bounds waits here).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Accepted and ignored.
+    #[serde(default)]
+    pub wait_for_active_shards: Option<String>,
+    /// Accepted and ignored: the whole response is sent.
+    #[serde(default)]
+    pub filter_path: Option<String>,
+}
+
+impl BulkParams {
+    fn wait(&self) -> Result<WaitFor, ApiError> {
+        let refresh = match self.refresh.as_deref() {
+            None | Some("false") => WaitFor::Durable,
+            Some("" | "true" | "wait_for") => WaitFor::Searchable,
+            Some(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "refresh must be true, false or wait_for",
+                ))
+            }
+        };
+        Ok(
+            if refresh == WaitFor::Searchable || self.wait == Some(WaitFor::Searchable) {
+                WaitFor::Searchable
+            } else {
+                WaitFor::Durable
+            },
+        )
+    }
+}
+
+/// `POST /_bulk`
+pub async fn bulk(
+    State(state): State<AppState>,
+    params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    run(state, None, params, headers, body).await
+}
+
+/// `POST /{index}/_bulk`
+pub async fn bulk_for_index(
+    State(state): State<AppState>,
+    Path(index): Path<String>,
+    params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    run(state, Some(index), params, headers, body).await
+}
+
+/// The answer to one item.
+#[derive(Debug, Clone)]
+struct Outcome {
+    action: Action,
+    index: Option<String>,
+    id: Option<String>,
+    status: u16,
+    result: Option<&'static str>,
+    error: Option<(String, String)>,
+}
+
+impl Outcome {
+    fn failed(item: &BulkItem, id: Option<String>, code: ErrorCode, reason: String) -> Self {
+        Self::failed_as(item, id, code.http_status(), code.as_str(), reason)
+    }
+
+    fn failed_as(
+        item: &BulkItem,
+        id: Option<String>,
+        status: u16,
+        kind: &str,
+        reason: String,
+    ) -> Self {
+        Self {
+            action: item.action,
+            index: item.index.clone(),
+            id,
+            status,
+            result: None,
+            error: Some((kind.to_owned(), reason)),
+        }
+    }
+
+    fn is_error(&self) -> bool {
+        self.error.is_some()
+    }
+
+    fn to_json(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("_index".into(), json!(self.index));
+        body.insert("_id".into(), json!(self.id));
+        if let Some(result) = self.result {
+            body.insert("result".into(), json!(result));
+        }
+        body.insert("status".into(), json!(self.status));
+        if let Some((kind, reason)) = &self.error {
+            body.insert("error".into(), json!({"type": kind, "reason": reason}));
+        }
+        json!({ self.action.as_str(): body })
+    }
+}
+
+/// A document as the request sees it: `None` when absent or deleted.
+type Current = HashMap<(CollectionName, DocId), Option<Map<String, Value>>>;
+
+/// What the validation pass produced.
+struct Prepared {
+    outcomes: Vec<Outcome>,
+    /// Per collection, the accepted ops by partition, tagged with their item index.
+    ops: BTreeMap<CollectionName, BTreeMap<Partition, Vec<(usize, DocOp)>>>,
+}
+
+async fn run(
+    state: AppState,
+    default_index: Option<String>,
+    params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let Query(params) =
+        params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let wait = params.wait()?;
+    check_ndjson_content_type(&headers)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let _permit = admit(&state).await?;
+    let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
+    require_documents(&body)?;
+    let limits = state.line_limits();
+
+    // Pairing, and samples to infer the schemas of indexes that do not exist yet.
+    let (items, samples) = {
+        let body = body.clone();
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let items = reader::read(&body, default_index.as_deref(), &limits)?;
+            let samples = inference_samples(&state, &body, &items, &limits);
+            Ok::<_, reader::ReadError>((items, samples))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?
+    };
+
+    let mut metas: HashMap<String, Result<Arc<CollectionMeta>, LineError>> = HashMap::new();
+    for item in items.iter().filter(|i| i.error.is_none()) {
+        let Some(index) = &item.index else { continue };
+        if metas.contains_key(index) {
+            continue;
+        }
+        let meta = match CollectionName::new(index.as_str()) {
+            Ok(name) => {
+                let sample = samples.get(index).map_or(&[][..], Vec::as_slice);
+                Ok(ensure_collection(&state, &name, sample).await?)
+            }
+            Err(e) => Err(LineError {
+                code: e.code,
+                message: e.message,
+            }),
+        };
+        metas.insert(index.clone(), meta);
+    }
+
+    let current = current_documents(&state, &body, &items, &metas, &limits).await?;
+    let prepared = {
+        let body = body.clone();
+        let items = items.clone();
+        let key = idempotency_key.clone();
+        tokio::task::spawn_blocking(move || {
+            prepare(&body, &items, &metas, current, &limits, key.as_deref())
+        })
+        .await
+        .map_err(ApiError::internal)?
+    };
+    let Prepared {
+        mut outcomes,
+        ops: ops_by_collection,
+    } = prepared;
+
+    let batch_limits = BatchLimits {
+        max_docs: state.inner.config.max_batch_docs,
+        max_bytes: state.inner.config.max_batch_size.as_u64() as usize,
+    };
+    let mut batches = Vec::new();
+    let mut batch_items = Vec::new();
+    let mut collections = HashMap::new();
+    for (collection, by_partition) in ops_by_collection {
+        let (b, lines) = group_into_batches(&collection, by_partition, batch_limits);
+        batches.extend(b);
+        batch_items.extend(lines);
+        if let Some(meta) = state.inner.catalog.get(&collection) {
+            collections.insert(collection, meta);
+        }
+    }
+    let results = append_batches(&state, &batches, idempotency_key.as_deref()).await;
+    let mut written: HashMap<CollectionName, Written> = HashMap::new();
+    let mut failure = None;
+    for ((result, items_of_batch), batch) in results.into_iter().zip(&batch_items).zip(&batches) {
+        match result {
+            Ok(durable) => written
+                .entry(batch.collection.clone())
+                .or_default()
+                .add(durable),
+            Err(error) => {
+                // Not durable: the item must not be reported as written.
+                for &i in items_of_batch {
+                    let outcome = &mut outcomes[i];
+                    outcome.status = ErrorCode::Unavailable.http_status();
+                    outcome.result = None;
+                    outcome.error = Some((
+                        ErrorCode::Unavailable.as_str().to_owned(),
+                        "the log is unavailable; retry later".to_owned(),
+                    ));
+                }
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    record_metrics(&outcomes, body.len());
+    let items_json = || Value::Array(outcomes.iter().map(Outcome::to_json).collect());
+    if let Some(error) = failure {
+        return Err(error.into_api_error().with("items", items_json()));
+    }
+    if wait == WaitFor::Searchable {
+        for (collection, written) in &written {
+            if let Some(meta) = collections.get(collection) {
+                if let Err(e) = state.inner.visibility.wait_searchable(meta, *written).await {
+                    return Err(wait_error(e).with("items", items_json()));
+                }
+            }
+        }
+    }
+    Ok(Json(json!({
+        "took": started.elapsed().as_millis() as u64,
+        "errors": outcomes.iter().any(Outcome::is_error),
+        "items": items_json(),
+    })))
+}
+
+/// Up to [`INFERENCE_SAMPLE_LINES`] parsed sources of `index`/`create` items per index
+/// that does not exist yet.
+fn inference_samples(
+    state: &AppState,
+    body: &Bytes,
+    items: &[BulkItem],
+    limits: &LineLimits,
+) -> HashMap<String, Vec<Map<String, Value>>> {
+    let mut samples: HashMap<String, Vec<Map<String, Value>>> = HashMap::new();
+    for item in items {
+        let (Some(index), Some(range), None) = (&item.index, &item.source, &item.error) else {
+            continue;
+        };
+        if !matches!(item.action, Action::Index | Action::Create) {
+            continue;
+        }
+        let exists = CollectionName::new(index.as_str())
+            .map(|name| state.inner.catalog.get(&name).is_some())
+            .unwrap_or(true);
+        if exists {
+            continue;
+        }
+        let sample = samples.entry(index.clone()).or_default();
+        if sample.len() < INFERENCE_SAMPLE_LINES {
+            if let Ok(doc) = parse_line(&body[range.clone()], limits) {
+                sample.push(doc);
+            }
+        }
+    }
+    samples
+}
+
+/// The current documents named by `create` and `update` items, read from the store after
+/// every earlier write is applied. Empty (and no wait) when there are none.
+async fn current_documents(
+    state: &AppState,
+    body: &[u8],
+    items: &[BulkItem],
+    metas: &HashMap<String, Result<Arc<CollectionMeta>, LineError>>,
+    limits: &LineLimits,
+) -> Result<Current, ApiError> {
+    let mut wanted = HashSet::new();
+    for item in items {
+        if !matches!(item.action, Action::Create | Action::Update) || item.error.is_some() {
+            continue;
+        }
+        let Some(Ok(meta)) = item.index.as_ref().and_then(|index| metas.get(index)) else {
+            continue;
+        };
+        let id = match (&item.id, &item.source) {
+            (Some(id), _) => DocId::new(id.as_str()).ok(),
+            // A create without _id takes its id from the document's primary key, if any.
+            (None, Some(range)) => source_primary_key(&body[range.clone()], meta, limits),
+            (None, None) => None,
+        };
+        if let Some(id) = id {
+            wanted.insert((meta.name.clone(), id));
+        }
+    }
+    let mut current = Current::new();
+    if wanted.is_empty() {
+        return Ok(current);
+    }
+    state
+        .inner
+        .visibility
+        .wait_all_applied()
+        .await
+        .map_err(|e| match e {
+            crate::visibility::WaitError::Timeout => ApiError::new(
+                ErrorCode::Timeout,
+                "earlier writes are not applied yet, so create/update cannot read the current documents; retry later",
+            )
+            .retry_after(1),
+            crate::visibility::WaitError::Log(e) => ApiError::unavailable("log", e),
+        })?;
+    for (collection, id) in wanted {
+        let stored = state
+            .inner
+            .store
+            .get(&collection, &id)
+            .await
+            .map_err(|e| ApiError::unavailable("store", e))?;
+        let doc = match stored.and_then(|doc| doc.source) {
+            Some(source) => Some(serde_json::from_slice(&source).map_err(ApiError::internal)?),
+            None => None,
+        };
+        current.insert((collection, id), doc);
+    }
+    Ok(current)
+}
+
+/// The id a source line carries in its primary key field, if it parses and has one.
+fn source_primary_key(line: &[u8], meta: &CollectionMeta, limits: &LineLimits) -> Option<DocId> {
+    let doc = parse_line(line, limits).ok()?;
+    match doc.get(&meta.schema.primary_key)? {
+        Value::String(s) => DocId::new(s.as_str()).ok(),
+        Value::Number(n) => DocId::new(n.to_string()).ok(),
+        _ => None,
+    }
+}
+
+/// Validates every item in order and turns the good ones into ops. `current` holds the
+/// documents `create`/`update` items need; it is kept up to date with the request's own
+/// writes so that later items see earlier ones.
+fn prepare(
+    body: &[u8],
+    items: &[BulkItem],
+    metas: &HashMap<String, Result<Arc<CollectionMeta>, LineError>>,
+    mut current: Current,
+    limits: &LineLimits,
+    idempotency_key: Option<&str>,
+) -> Prepared {
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut ops: BTreeMap<CollectionName, BTreeMap<Partition, Vec<(usize, DocOp)>>> =
+        BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let meta = match (&item.error, item.index.as_ref().and_then(|x| metas.get(x))) {
+            (Some(e), _) => {
+                outcomes.push(Outcome::failed(
+                    item,
+                    item.id.clone(),
+                    e.code,
+                    e.message.clone(),
+                ));
+                continue;
+            }
+            (None, Some(Ok(meta))) => meta,
+            (None, Some(Err(e))) => {
+                outcomes.push(Outcome::failed(
+                    item,
+                    item.id.clone(),
+                    e.code,
+                    e.message.clone(),
+                ));
+                continue;
+            }
+            (None, None) => unreachable!("every item without an error has a resolved index"),
+        };
+        let source = item.source.clone().map(|r| &body[r]);
+        let assign_id = || match idempotency_key {
+            Some(key) => DocId::derived(key, item.line),
+            None => DocId::generate(),
+        };
+        match apply(item, meta, source, &mut current, limits, assign_id) {
+            Ok((outcome, op)) => {
+                if let Some(op) = op {
+                    ops.entry(meta.name.clone())
+                        .or_default()
+                        .entry(op.id().partition(meta.shards()))
+                        .or_default()
+                        .push((i, op));
+                }
+                outcomes.push(outcome);
+            }
+            Err(outcome) => outcomes.push(outcome),
+        }
+    }
+    Prepared { outcomes, ops }
+}
+
+/// One item: its outcome and the op to append (none for a no-op update).
+fn apply(
+    item: &BulkItem,
+    meta: &CollectionMeta,
+    source: Option<&[u8]>,
+    current: &mut Current,
+    limits: &LineLimits,
+    assign_id: impl FnOnce() -> DocId,
+) -> Result<(Outcome, Option<DocOp>), Outcome> {
+    let given_id = match item.id.as_deref().map(DocId::new).transpose() {
+        Ok(id) => id,
+        Err(e) => return Err(Outcome::failed(item, item.id.clone(), e.code, e.message)),
+    };
+    let fail = |id: Option<&DocId>, e: LineError| {
+        Outcome::failed(item, id.map(|i| i.to_string()), e.code, e.message)
+    };
+    let ok = |id: &DocId, status: u16, result: &'static str| Outcome {
+        action: item.action,
+        index: item.index.clone(),
+        id: Some(id.to_string()),
+        status,
+        result: Some(result),
+        error: None,
+    };
+    let schema = &meta.schema;
+    let source = source.unwrap_or_default();
+    match item.action {
+        Action::Delete => {
+            let id = given_id.expect("the reader refuses a delete without _id");
+            let key = (meta.name.clone(), id.clone());
+            if let Some(doc) = current.get_mut(&key) {
+                *doc = None;
+            }
+            Ok((ok(&id, 200, "deleted"), Some(DocOp::Delete { id })))
+        }
+        Action::Index | Action::Create => {
+            let mut doc = parse_line(source, limits).map_err(|e| fail(given_id.as_ref(), e))?;
+            if let Some(id) = &given_id {
+                set_primary_key(&mut doc, &schema.primary_key, id)
+                    .map_err(|e| fail(Some(id), e))?;
+            }
+            let valid = validate_document(schema, doc, assign_id)
+                .map_err(|e| fail(given_id.as_ref(), e))?;
+            let key = (meta.name.clone(), valid.id.clone());
+            if item.action == Action::Create {
+                if let Some(Some(_)) = current.get(&key) {
+                    return Err(Outcome::failed_as(
+                        item,
+                        Some(valid.id.to_string()),
+                        409,
+                        "version_conflict_engine_exception",
+                        "a document with this _id already exists".to_owned(),
+                    ));
+                }
+            }
+            if let Some(slot) = current.get_mut(&key) {
+                *slot = serde_json::from_slice(&valid.source).ok();
+            }
+            Ok((
+                ok(&valid.id, 201, "created"),
+                Some(DocOp::Upsert {
+                    id: valid.id,
+                    hash: valid.hash,
+                    source: Bytes::from(valid.source),
+                }),
+            ))
+        }
+        Action::Update => {
+            let id = given_id.expect("the reader refuses an update without _id");
+            let spec = parse_update(source, limits).map_err(|e| fail(Some(&id), e))?;
+            let key = (meta.name.clone(), id.clone());
+            let existing = current.get(&key).cloned().flatten();
+            let patch = spec.doc.unwrap_or_default();
+            let (doc, status, result) = match existing {
+                Some(existing) => {
+                    let mut merged = existing.clone();
+                    merge(&mut merged, patch);
+                    if spec.detect_noop && merged == existing {
+                        return Ok((ok(&id, 200, "noop"), None));
+                    }
+                    (merged, 200, "updated")
+                }
+                None if spec.doc_as_upsert => (patch, 201, "created"),
+                None => match spec.upsert {
+                    Some(upsert) => (upsert, 201, "created"),
+                    None => {
+                        return Err(Outcome::failed_as(
+                            item,
+                            Some(id.to_string()),
+                            404,
+                            "document_missing_exception",
+                            "no document with this _id".to_owned(),
+                        ))
+                    }
+                },
+            };
+            let mut doc = doc;
+            set_primary_key(&mut doc, &schema.primary_key, &id).map_err(|e| fail(Some(&id), e))?;
+            let valid =
+                validate_document(schema, doc, || id.clone()).map_err(|e| fail(Some(&id), e))?;
+            if let Some(slot) = current.get_mut(&key) {
+                *slot = serde_json::from_slice(&valid.source).ok();
+            }
+            Ok((
+                ok(&id, status, result),
+                Some(DocOp::Upsert {
+                    id: valid.id,
+                    hash: valid.hash,
+                    source: Bytes::from(valid.source),
+                }),
+            ))
+        }
+    }
+}
+
+/// Puts `_id` into the document's primary key field, refusing a document whose own
+/// primary key says otherwise.
+fn set_primary_key(
+    doc: &mut Map<String, Value>,
+    primary_key: &str,
+    id: &DocId,
+) -> Result<(), LineError> {
+    match doc.get(primary_key) {
+        None | Some(Value::Null) => {
+            doc.insert(primary_key.to_owned(), Value::String(id.to_string()));
+            Ok(())
+        }
+        Some(Value::String(s)) if s == id.as_str() => Ok(()),
+        Some(Value::Number(n)) if n.to_string() == id.as_str() => Ok(()),
+        Some(_) => Err(LineError {
+            code: ErrorCode::InvalidId,
+            message: format!("_id and the document's {primary_key:?} field differ"),
+        }),
+    }
+}
+
+fn record_metrics(outcomes: &[Outcome], body_len: usize) {
+    metrics::counter!(m::INGEST_BYTES_TOTAL, "collection" => "_bulk").increment(body_len as u64);
+    let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for outcome in outcomes {
+        // Only names of collections that exist label metrics (bounded cardinality).
+        let collection = match (&outcome.index, &outcome.error) {
+            (Some(index), None) => index.as_str(),
+            _ => "_bulk",
+        };
+        let kind = if outcome.is_error() {
+            "rejected"
+        } else {
+            "accepted"
+        };
+        *counts.entry((collection, kind)).or_default() += 1;
+    }
+    for ((collection, outcome), n) in counts {
+        metrics::counter!(m::INGEST_DOCUMENTS_TOTAL, "collection" => collection.to_owned(), "outcome" => outcome)
+            .increment(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::schema::Schema;
+
+    fn meta() -> Arc<CollectionMeta> {
+        Arc::new(CollectionMeta {
+            name: CollectionName::new("books").unwrap(),
+            schema: Schema::from_json(
+                br#"{"fields":[{"name":"id","type":"string"},{"name":"n","type":"i64"},{"name":"tags","type":"keyword","array":true,"required":false}]}"#,
+            )
+            .unwrap(),
+            dynamic: false,
+            schema_version: 1,
+            created_at_ms: 0,
+        })
+    }
+
+    fn run_prepare(body: &str, existing: &[(&str, Option<Value>)]) -> Prepared {
+        let limits = LineLimits::default();
+        let items = reader::read(body.as_bytes(), Some("books"), &limits).unwrap();
+        let meta = meta();
+        let mut metas = HashMap::new();
+        metas.insert("books".to_owned(), Ok(meta.clone()));
+        metas.insert(
+            "Bad.Name".to_owned(),
+            Err(LineError {
+                code: ErrorCode::InvalidCollectionName,
+                message: "bad".into(),
+            }),
+        );
+        let current = existing
+            .iter()
+            .map(|(id, doc)| {
+                (
+                    (meta.name.clone(), DocId::new(*id).unwrap()),
+                    doc.as_ref().and_then(|d| d.as_object().cloned()),
+                )
+            })
+            .collect();
+        prepare(body.as_bytes(), &items, &metas, current, &limits, None)
+    }
+
+    fn summary(prepared: &Prepared) -> Vec<(u16, Option<&str>, Option<&str>)> {
+        prepared
+            .outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.status,
+                    o.result,
+                    o.error.as_ref().map(|(kind, _)| kind.as_str()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn items_fail_alone_and_good_ones_become_ops() {
+        let body = concat!(
+            "{\"index\":{\"_id\":\"1\"}}\n{\"n\":1}\n",
+            "{\"index\":{}}\n{\"n\":\"x\"}\n",
+            "{\"index\":{\"_index\":\"Bad.Name\"}}\n{\"n\":1}\n",
+            "{\"index\":{\"_id\":\"2\"}}\n{\"id\":\"3\",\"n\":1}\n",
+            "{\"index\":{}}\n{\"n\":2}\n",
+            "{\"delete\":{\"_id\":\"1\"}}\n",
+            "{\"create\":{\"_id\":\"4\",\"pipeline\":\"p\"}}\n{\"n\":1}\n",
+        );
+        let prepared = run_prepare(body, &[]);
+        assert_eq!(
+            summary(&prepared),
+            vec![
+                (201, Some("created"), None),
+                (400, None, Some("wrong_type")),
+                (400, None, Some("invalid_collection_name")),
+                (400, None, Some("invalid_id")),
+                (201, Some("created"), None),
+                (200, Some("deleted"), None),
+                (400, None, Some("invalid_request")),
+            ]
+        );
+        let ops: Vec<(usize, &DocOp)> = prepared.ops[&meta().name]
+            .values()
+            .flatten()
+            .map(|(i, op)| (*i, op))
+            .collect();
+        assert_eq!(ops.len(), 3);
+        let json = prepared.outcomes[0].to_json();
+        assert_eq!(
+            json,
+            json!({"index": {"_index": "books", "_id": "1", "result": "created", "status": 201}})
+        );
+        let assigned = prepared.outcomes[4].id.as_deref().unwrap();
+        assert_eq!(
+            uuid::Uuid::parse_str(assigned).unwrap().get_version_num(),
+            7
+        );
+    }
+
+    #[test]
+    fn create_and_update_see_the_store_and_earlier_items() {
+        let body = concat!(
+            "{\"create\":{\"_id\":\"old\"}}\n{\"n\":1}\n",
+            "{\"create\":{}}\n{\"id\":\"old\",\"n\":1}\n",
+            "{\"create\":{\"_id\":\"new\"}}\n{\"n\":1}\n",
+            "{\"create\":{\"_id\":\"new\"}}\n{\"n\":2}\n",
+            "{\"update\":{\"_id\":\"new\"}}\n{\"doc\":{\"n\":5}}\n",
+            "{\"update\":{\"_id\":\"new\"}}\n{\"doc\":{\"n\":5}}\n",
+            "{\"update\":{\"_id\":\"old\"}}\n{\"doc\":{\"tags\":[\"a\"]}}\n",
+            "{\"update\":{\"_id\":\"none\"}}\n{\"doc\":{\"n\":5}}\n",
+            "{\"update\":{\"_id\":\"none\"}}\n{\"doc\":{\"n\":5},\"doc_as_upsert\":true}\n",
+            "{\"delete\":{\"_id\":\"old\"}}\n",
+            "{\"update\":{\"_id\":\"old\"}}\n{\"doc\":{\"n\":7},\"upsert\":{\"n\":8}}\n",
+            "{\"update\":{\"_id\":\"bad\"}}\n{\"doc\":{\"n\":\"x\"},\"doc_as_upsert\":true}\n",
+        );
+        let prepared = run_prepare(
+            body,
+            &[
+                ("old", Some(json!({"id": "old", "n": 0}))),
+                ("new", None),
+                ("none", None),
+                ("bad", None),
+            ],
+        );
+        assert_eq!(
+            summary(&prepared),
+            vec![
+                (409, None, Some("version_conflict_engine_exception")),
+                (409, None, Some("version_conflict_engine_exception")),
+                (201, Some("created"), None),
+                (409, None, Some("version_conflict_engine_exception")),
+                (200, Some("updated"), None),
+                (200, Some("noop"), None),
+                (200, Some("updated"), None),
+                (404, None, Some("document_missing_exception")),
+                (201, Some("created"), None),
+                (200, Some("deleted"), None),
+                (201, Some("created"), None),
+                (400, None, Some("wrong_type")),
+            ]
+        );
+        let sources: Vec<Value> = prepared.ops[&meta().name]
+            .values()
+            .flatten()
+            .filter(|(_, op)| op.id().as_str() == "old")
+            .map(|(_, op)| match op {
+                DocOp::Upsert { source, .. } => serde_json::from_slice(source).unwrap(),
+                DocOp::Delete { .. } => Value::Null,
+                DocOp::Replayed { .. } => panic!("the bulk API never produces a replay"),
+            })
+            .collect();
+        assert_eq!(
+            sources,
+            vec![
+                json!({"id": "old", "n": 0, "tags": ["a"]}),
+                Value::Null,
+                json!({"id": "old", "n": 8})
+            ]
+        );
+    }
+
+    #[test]
+    fn refresh_maps_to_wait() {
+        let params = |refresh: Option<&str>, wait: Option<WaitFor>| BulkParams {
+            refresh: refresh.map(str::to_owned),
+            wait,
+            ..BulkParams::default()
+        };
+        assert_eq!(params(None, None).wait().unwrap(), WaitFor::Durable);
+        assert_eq!(
+            params(Some("false"), None).wait().unwrap(),
+            WaitFor::Durable
+        );
+        for r in ["", "true", "wait_for"] {
+            assert_eq!(params(Some(r), None).wait().unwrap(), WaitFor::Searchable);
+        }
+        assert_eq!(
+            params(None, Some(WaitFor::Searchable)).wait().unwrap(),
+            WaitFor::Searchable
+        );
+        assert!(params(Some("soon"), None).wait().is_err());
+    }
+}
