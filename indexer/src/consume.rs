@@ -1,5 +1,5 @@
 //! The consume loop of one shard: fetch EVENTS micro-batches, apply them, commit on the
-//! policy, then ack.
+//! policy (soon after catching up with the events; rarely while a backlog lasts), then ack.
 //!
 //! Concurrency: one task per shard; Tantivy work (applying, committing) runs on blocking
 //! threads so the async workers stay free. The loop is the only writer of its shard.
@@ -37,8 +37,9 @@ pub(crate) fn consumer_name(shard: &ShardIndex) -> String {
     subjects::indexer_consumer(shard.collection(), shard.partition())
 }
 
-/// The consumer configuration of one shard; `ack_wait` should span several commit
-/// intervals, so that a slow commit does not trigger redeliveries.
+/// The consumer configuration of one shard; `ack_wait` should span several longest
+/// uncommitted stretches (`commit_max_interval`), so that a slow commit does not trigger
+/// redeliveries (the configuration refuses less than twice).
 pub(crate) fn consumer_config(shard: &ShardIndex, ack_wait: Duration) -> ConsumerConfig {
     ConsumerConfig {
         durable_name: consumer_name(shard),
@@ -69,7 +70,11 @@ pub(crate) async fn run(
     let Some(consumer) = open_consumer(&shard, log.as_ref(), config.ack_wait, &cancel).await else {
         return;
     };
-    let mut policy = CommitPolicy::new(config.commit_max_docs, config.commit_interval);
+    let mut policy = CommitPolicy::new(
+        config.commit_max_docs,
+        config.commit_interval,
+        config.commit_max_interval,
+    );
     let mut unacked: Vec<Delivery> = Vec::new();
     loop {
         let wait = policy
@@ -79,6 +84,13 @@ pub(crate) async fn run(
             biased;
             () = cancel.cancelled() => break,
             fetched = consumer.fetch(config.fetch_batch, wait) => fetched,
+        };
+        // A fetch returns what is ready at once: short of a full batch, nothing more was
+        // waiting, so the shard has caught up with its events (see `commit_policy`).
+        // A failed fetch says nothing either way.
+        let caught_up = match &fetched {
+            Ok(deliveries) => deliveries.len() < config.fetch_batch,
+            Err(_) => false,
         };
         match fetched {
             Ok(deliveries) if !deliveries.is_empty() => {
@@ -104,7 +116,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        if policy.is_due(Instant::now()) {
+        if policy.is_due(Instant::now(), caught_up) {
             commit_and_ack(&shard, consumer.as_ref(), &mut policy, &mut unacked).await;
         }
     }
@@ -156,6 +168,7 @@ async fn commit_and_ack(
     unacked: &mut Vec<Delivery>,
 ) {
     if policy.pending_docs() > 0 {
+        tracing::debug!(collection = %shard.collection(), shard = shard.partition().0, docs = policy.pending_docs(), messages = unacked.len(), "committing");
         let commit_shard = shard.clone();
         if let Err(error) = blocking(move || commit_shard.commit()).await {
             tracing::error!(%error, collection = %shard.collection(), shard = shard.partition().0, "commit failed; changes will be redelivered");
