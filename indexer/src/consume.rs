@@ -7,7 +7,8 @@
 //! Invariants:
 //! - A message is acked only after the commit that made its events durable and
 //!   searchable (acks trail the commit, never precede it). A crash before the ack means
-//!   redelivery, and re-applying is a no-op thanks to the shard's sequence guard.
+//!   redelivery, and re-applying is a no-op thanks to the shard's sequence guard. A failed
+//!   ack (log unreachable) is retried with the next commits, a bounded number of times.
 //! - On cancellation the loop finishes its batch, commits and acks before returning.
 //! - A message that cannot be decoded can never succeed: it is logged and acked with the
 //!   next commit rather than redelivered forever.
@@ -29,6 +30,8 @@ use crate::shard::ShardIndex;
 pub(crate) const MAX_ACK_PENDING: usize = 512;
 /// Longest a fetch waits when nothing is pending (bounds shutdown and idle latency).
 const MAX_FETCH_WAIT: Duration = Duration::from_millis(250);
+/// Attempts at acking committed messages before leaving them to redelivery.
+const MAX_ACK_ATTEMPTS: u32 = 3;
 /// Delay after a log failure before trying again.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -76,6 +79,7 @@ pub(crate) async fn run(
         config.commit_max_interval,
     );
     let mut unacked: Vec<Delivery> = Vec::new();
+    let mut failed_acks = 0;
     loop {
         let wait = policy
             .time_until_due(Instant::now())
@@ -117,11 +121,25 @@ pub(crate) async fn run(
             }
         }
         if policy.is_due(Instant::now(), caught_up) {
-            commit_and_ack(&shard, consumer.as_ref(), &mut policy, &mut unacked).await;
+            commit_and_ack(
+                &shard,
+                consumer.as_ref(),
+                &mut policy,
+                &mut unacked,
+                &mut failed_acks,
+            )
+            .await;
         }
     }
     if policy.has_pending() {
-        commit_and_ack(&shard, consumer.as_ref(), &mut policy, &mut unacked).await;
+        commit_and_ack(
+            &shard,
+            consumer.as_ref(),
+            &mut policy,
+            &mut unacked,
+            &mut failed_acks,
+        )
+        .await;
     }
 }
 
@@ -166,6 +184,7 @@ async fn commit_and_ack(
     consumer: &dyn Consumer,
     policy: &mut CommitPolicy,
     unacked: &mut Vec<Delivery>,
+    failed_acks: &mut u32,
 ) {
     if policy.pending_docs() > 0 {
         tracing::debug!(collection = %shard.collection(), shard = shard.partition().0, docs = policy.pending_docs(), messages = unacked.len(), "committing");
@@ -178,16 +197,29 @@ async fn commit_and_ack(
             }
             // Not acked: redelivered after `ack_wait`, re-applied idempotently.
             unacked.clear();
+            *failed_acks = 0;
             policy.reset();
             return;
         }
     }
     if !unacked.is_empty() {
         if let Err(error) = consumer.ack(unacked).await {
-            // The changes are committed; the redelivery this causes is a no-op.
-            tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed");
+            *failed_acks += 1;
+            if *failed_acks < MAX_ACK_ATTEMPTS {
+                // The changes are committed. Left to redelivery, these messages would hold
+                // the shard's ack floor (and every `wait=searchable`) back for a whole
+                // `ack_wait`; acks are idempotent, so they go again with the next commit,
+                // or on their own once the commit interval has passed.
+                tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed; retrying");
+                policy.reset();
+                policy.record(0, Instant::now());
+                return;
+            }
+            // Redelivered after `ack_wait`; re-applying them is a no-op.
+            tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed; left to redelivery");
         }
     }
+    *failed_acks = 0;
     unacked.clear();
     policy.reset();
 }
