@@ -236,9 +236,14 @@ impl WorkersConfig {
 pub struct IndexerConfig {
     /// Memory budget of one shard's index writer.
     pub writer_memory: ByteSize,
-    /// Commit at least this often while changes are pending.
+    /// Once a shard has caught up with its events, commit this long after the first
+    /// change pending (bounds freshness while ingest does not outpace indexing).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// While a shard works through a backlog, commit at least this often (fewer, larger
+    /// segments during bursts); under half of `ack_wait`.
+    #[serde(with = "humantime_serde")]
+    pub commit_max_interval: Duration,
     /// Commit as soon as this many changes are pending.
     pub commit_max_docs: usize,
     /// Most EVENTS messages a shard fetches at once.
@@ -261,7 +266,8 @@ impl Default for IndexerConfig {
     fn default() -> Self {
         Self {
             writer_memory: ByteSize::mib(128),
-            commit_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(500),
+            commit_max_interval: Duration::from_secs(10),
             commit_max_docs: 50_000,
             fetch_batch: 64,
             search_cache_entries: 10_000,
@@ -385,6 +391,14 @@ impl Config {
             "indexer.commit_max_docs must be at least 1",
         )?;
         check(
+            self.indexer.commit_max_interval >= self.indexer.commit_interval,
+            "indexer.commit_max_interval must be at least indexer.commit_interval",
+        )?;
+        check(
+            self.indexer.commit_max_interval * 2 <= self.indexer.ack_wait,
+            "indexer.commit_max_interval must be at most half of indexer.ack_wait",
+        )?;
+        check(
             self.indexer.fetch_batch >= 1,
             "indexer.fetch_batch must be at least 1",
         )?;
@@ -427,6 +441,15 @@ mod tests {
         assert!(config.validate().is_err());
         let mut config = Config::default();
         config.server.body_read_timeout = Duration::ZERO;
+        assert!(config.validate().is_err());
+
+        // The uncommitted stretch of a shard must stay well under its redelivery delay.
+        let mut config = Config::default();
+        config.indexer.ack_wait = Duration::from_secs(15);
+        assert!(config.validate().is_err());
+        config.indexer.commit_max_interval = Duration::from_millis(7500);
+        config.validate().unwrap();
+        config.indexer.commit_interval = Duration::from_secs(8);
         assert!(config.validate().is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! The consume loop of one shard: fetch EVENTS micro-batches, apply them, commit on the
-//! policy, then ack.
+//! policy (soon after catching up with the events; rarely while a backlog lasts), then ack.
 //!
 //! Concurrency: one task per shard; Tantivy work (applying, committing) runs on blocking
 //! threads so the async workers stay free. The loop is the only writer of its shard.
@@ -7,7 +7,8 @@
 //! Invariants:
 //! - A message is acked only after the commit that made its events durable and
 //!   searchable (acks trail the commit, never precede it). A crash before the ack means
-//!   redelivery, and re-applying is a no-op thanks to the shard's sequence guard.
+//!   redelivery, and re-applying is a no-op thanks to the shard's sequence guard. A failed
+//!   ack (log unreachable) is retried with the next commits, a bounded number of times.
 //! - On cancellation the loop finishes its batch, commits and acks before returning.
 //! - A message that cannot be decoded can never succeed: it is logged and acked with the
 //!   next commit rather than redelivered forever.
@@ -34,6 +35,8 @@ use crate::shard::ShardIndex;
 pub(crate) const MAX_ACK_PENDING: usize = 512;
 /// Longest a fetch waits when nothing is pending (bounds shutdown and idle latency).
 const MAX_FETCH_WAIT: Duration = Duration::from_millis(250);
+/// Attempts at acking committed messages before leaving them to redelivery.
+const MAX_ACK_ATTEMPTS: u32 = 3;
 /// Delay after a log failure before trying again.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -42,8 +45,9 @@ pub(crate) fn consumer_name(shard: &ShardIndex) -> String {
     subjects::indexer_consumer(shard.collection(), shard.partition())
 }
 
-/// The consumer configuration of one shard; `ack_wait` should span several commit
-/// intervals, so that a slow commit does not trigger redeliveries.
+/// The consumer configuration of one shard; `ack_wait` should span several longest
+/// uncommitted stretches (`commit_max_interval`), so that a slow commit does not trigger
+/// redeliveries (the configuration refuses less than twice).
 pub(crate) fn consumer_config(shard: &ShardIndex, ack_wait: Duration) -> ConsumerConfig {
     ConsumerConfig {
         durable_name: consumer_name(shard),
@@ -75,8 +79,13 @@ pub(crate) async fn run(
     let Some(consumer) = open_consumer(&shard, log.as_ref(), config.ack_wait, &cancel).await else {
         return;
     };
-    let mut policy = CommitPolicy::new(config.commit_max_docs, config.commit_interval);
+    let mut policy = CommitPolicy::new(
+        config.commit_max_docs,
+        config.commit_interval,
+        config.commit_max_interval,
+    );
     let mut unacked: Vec<Delivery> = Vec::new();
+    let mut failed_acks = 0;
     loop {
         let wait = policy
             .time_until_due(Instant::now())
@@ -102,6 +111,13 @@ pub(crate) async fn run(
             () = cancel.cancelled() => break,
             fetched = fetch => fetched,
         };
+        // A fetch returns what is ready at once: short of a full batch, nothing more was
+        // waiting, so the shard has caught up with its events (see `commit_policy`).
+        // A failed fetch says nothing either way.
+        let caught_up = match &fetched {
+            Ok(deliveries) => deliveries.len() < config.fetch_batch,
+            Err(_) => false,
+        };
         match fetched {
             Ok(deliveries) if !deliveries.is_empty() => {
                 let events = decode(&shard, &deliveries);
@@ -126,13 +142,14 @@ pub(crate) async fn run(
                 }
             }
         }
-        if policy.is_due(Instant::now()) {
+        if policy.is_due(Instant::now(), caught_up) {
             commit_and_ack(
                 &shard,
                 consumer.as_ref(),
                 &breakers,
                 &mut policy,
                 &mut unacked,
+                &mut failed_acks,
             )
             .await;
         }
@@ -144,6 +161,7 @@ pub(crate) async fn run(
             &breakers,
             &mut policy,
             &mut unacked,
+            &mut failed_acks,
         )
         .await;
     }
@@ -209,8 +227,10 @@ async fn commit_and_ack(
     breakers: &Breakers,
     policy: &mut CommitPolicy,
     unacked: &mut Vec<Delivery>,
+    failed_acks: &mut u32,
 ) {
     if policy.pending_docs() > 0 {
+        tracing::debug!(collection = %shard.collection(), shard = shard.partition().0, docs = policy.pending_docs(), messages = unacked.len(), "committing");
         if let Err(error) = guarded_commit(shard, &breakers.index_commit).await {
             tracing::error!(%error, collection = %shard.collection(), shard = shard.partition().0, "commit failed; changes will be redelivered");
             let rollback_shard = shard.clone();
@@ -219,16 +239,29 @@ async fn commit_and_ack(
             }
             // Not acked: redelivered after `ack_wait`, re-applied idempotently.
             unacked.clear();
+            *failed_acks = 0;
             policy.reset();
             return;
         }
     }
     if !unacked.is_empty() {
         if let Err(error) = breakers.log_consume.call(consumer.ack(unacked)).await {
-            // The changes are committed; the redelivery this causes is a no-op.
-            tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed");
+            *failed_acks += 1;
+            if *failed_acks < MAX_ACK_ATTEMPTS {
+                // The changes are committed. Left to redelivery, these messages would hold
+                // the shard's ack floor (and every `wait=searchable`) back for a whole
+                // `ack_wait`; acks are idempotent, so they go again with the next commit,
+                // or on their own once the commit interval has passed.
+                tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed; retrying");
+                policy.reset();
+                policy.record(0, Instant::now());
+                return;
+            }
+            // Redelivered after `ack_wait`; re-applying them is a no-op.
+            tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed; left to redelivery");
         }
     }
+    *failed_acks = 0;
     unacked.clear();
     policy.reset();
 }

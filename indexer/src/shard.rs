@@ -10,8 +10,9 @@
 //!   above the id's current one, looked up in the uncommitted map first, else in the
 //!   committed index (`_id` term → `_seq` fast field). Redelivered events are therefore
 //!   no-ops, and a late older upsert cannot overwrite a newer version or a delete.
-//! - Each id has at most one live Tantivy document: every apply is `delete_term(_id)`
-//!   followed by one add (the document, or a tombstone for a delete).
+//! - Each id has at most one live Tantivy document: every apply is one add (the document,
+//!   or a tombstone for a delete), preceded by `delete_term(_id)` when the id has an
+//!   indexed version, committed or pending (an id with none has nothing to delete).
 //! - The generation changes after the reader has been reloaded on a commit, so a search
 //!   keyed by generation never caches an older searcher's results under a newer number.
 //!   Generations come from one process-wide counter: a rebuilt shard never reuses one.
@@ -193,13 +194,23 @@ impl ShardIndex {
                 Some(seq) => Some(*seq),
                 None => committed.seq_of(&id)?,
             };
-            if current.is_some_and(|current| current >= seq) {
-                outcome.stale += 1;
-                continue;
+            match current {
+                Some(current) if current >= seq => {
+                    outcome.stale += 1;
+                    continue;
+                }
+                // An id with an indexed version, committed or pending: replace it.
+                Some(_) => {
+                    state
+                        .writer
+                        .delete_term(Term::from_field_text(self.schema.id, id.as_str()));
+                }
+                // No version anywhere (neither in the committed searcher nor since the
+                // last commit, where every add is recorded in `pending`): nothing to
+                // delete. Skipping it spares the commit a term lookup per new id in
+                // every segment, which is most of a first ingest's deletes.
+                None => {}
             }
-            state
-                .writer
-                .delete_term(Term::from_field_text(self.schema.id, id.as_str()));
             match &event {
                 Event::Upserted { source, .. } => {
                     state
@@ -450,6 +461,43 @@ pub(crate) mod tests {
             .apply(vec![upsert("b", 6, r#"{"id":"b","title":"new"}"#)])
             .unwrap();
         assert_eq!(outcome.changed(), 0);
+    }
+
+    #[test]
+    fn new_ids_and_replaced_ids_keep_one_document_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 0);
+        // New ids (nothing to delete), then the same ids replaced before any commit
+        // (pending versions), then across a commit (committed versions).
+        shard
+            .apply(vec![
+                upsert("a", 1, r#"{"id":"a","title":"one"}"#),
+                upsert("b", 2, r#"{"id":"b","title":"one"}"#),
+                upsert("c", 3, r#"{"id":"c","title":"one"}"#),
+            ])
+            .unwrap();
+        shard
+            .apply(vec![
+                upsert("a", 4, r#"{"id":"a","title":"two"}"#),
+                delete("b", 5),
+            ])
+            .unwrap();
+        shard.commit().unwrap();
+        assert_eq!(shard.searcher().num_docs(), 3, "a, b's tombstone, c");
+        assert_eq!(shard.live_docs(), 2);
+        shard
+            .apply(vec![
+                upsert("a", 6, r#"{"id":"a","title":"three"}"#),
+                upsert("b", 7, r#"{"id":"b","title":"back"}"#),
+                upsert("d", 8, r#"{"id":"d","title":"one"}"#),
+            ])
+            .unwrap();
+        shard.commit().unwrap();
+        assert_eq!(shard.searcher().num_docs(), 4, "one document per id");
+        assert_eq!(shard.live_docs(), 4);
+        for (id, seq) in [("a", 6), ("b", 7), ("c", 3), ("d", 8)] {
+            assert_eq!(indexed_seq(&shard, id), Some(seq), "{id}");
+        }
     }
 
     #[test]

@@ -361,9 +361,9 @@ impl BatchHandler {
         let forget: HashSet<_> = unpredictable.iter().map(|&i| batch.ops[i].id()).collect();
         for (id, version) in known {
             if forget.contains(&id) {
-                self.dedup.forget(collection, id).await;
+                self.dedup.forget(collection, id);
             } else {
-                self.dedup.remember(collection, id, version).await;
+                self.dedup.remember(collection, id, version);
             }
         }
         drop(guard);

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions};
 use sluice_core::log::{LogError, StoredMessage};
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::Seq;
@@ -109,7 +109,10 @@ impl Shared {
         retention: SyncSender<RetentionWork>,
     ) -> Result<Recovered, LogError> {
         std::fs::create_dir_all(dir).map_err(storage_error)?;
+        // Messages live until every consumer acked them, seconds usually: compressing
+        // them in the journal only costs the committer thread time on every append.
         let streams_db = Database::builder(dir.join("streams"))
+            .journal_compression(CompressionType::None)
             .open()
             .map_err(storage_error)?;
         // Consumer state is small and write-mostly: one maintenance thread is plenty.
