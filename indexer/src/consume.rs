@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_core::config::IndexerConfig;
+use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::log::{Consumer, ConsumerConfig, Delivery, Log};
 use sluice_core::op::EventBatch;
 use sluice_core::subjects::{self, StreamKind};
@@ -170,6 +171,8 @@ async fn commit_and_ack(
         }
     }
     if !unacked.is_empty() {
+        // Crash tests: committed and searchable, the events not yet acked.
+        crash_point::reached(CrashPoint::BeforeEventsAck);
         if let Err(error) = consumer.ack(unacked).await {
             // The changes are committed; the redelivery this causes is a no-op.
             tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "acking events failed");

@@ -16,6 +16,7 @@
 //! - [`visibility`]: waiting for writes to be applied or searchable.
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //! - [`error`]: the error type, trace ids, fallbacks.
+//! - [`startup`]: the starting gate that answers while the node recovers.
 
 pub mod body;
 pub mod bulk;
@@ -25,10 +26,12 @@ pub mod error;
 pub mod ops;
 pub mod routes;
 pub mod search;
+pub mod startup;
 pub mod state;
 pub mod visibility;
 
 pub use routes::router;
+pub use startup::StartupGate;
 pub use state::AppState;
 
 use tokio::net::TcpListener;

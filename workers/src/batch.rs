@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
 use sluice_core::config::WorkersConfig;
+use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::ids::{CollectionName, Partition, Seq, MAX_OPS_PER_BATCH};
 use sluice_core::log::{Consumer, Delivery, Log, OutgoingMessage};
 use sluice_core::metrics::{
@@ -141,6 +142,8 @@ impl BatchHandler {
         let disposition = self.process(delivery).await;
         let settled = match disposition {
             Disposition::Ack => {
+                // Crash tests: everything is applied and published, the DOCS ack is not.
+                crash_point::reached(CrashPoint::BeforeDocsAck);
                 with_retries(&self.policy, &self.shutdown, "ack", || async {
                     Ok(consumer.ack(std::slice::from_ref(delivery)).await?)
                 })
@@ -279,6 +282,8 @@ impl BatchHandler {
         if !writes.is_empty() {
             match self.store.apply(collection, writes.clone()).await {
                 Ok(outcomes) => {
+                    // Crash tests: the store has the writes, the EVENTS log not yet.
+                    crash_point::reached(CrashPoint::AfterStoreWrite);
                     for (k, &i) in to_write.iter().enumerate() {
                         // A store that reports fewer outcomes than writes is treated as
                         // having applied them: an extra event is harmless (indexers are
