@@ -4,29 +4,36 @@
 //! [`run`] is the injected entry point (tests call it with their own listener and
 //! shutdown token); `main` only parses the command line and the configuration.
 //!
+//! Start-up: the listener is served before anything else, through a
+//! [`StartupGate`] that answers `503 starting` while the log, the store and the indexes
+//! recover; then the full API takes over and the healthcheck answers healthy.
+//!
 //! Resilience: one set of circuit breakers per node ([`Breakers`]), shared by every role;
 //! every role gets the store behind the store breaker ([`GuardedStore`]), itself over the
 //! fault-injecting wrapper when `[faults] enabled` (test configuration).
 //!
-//! Shutdown order, within `server.shutdown_timeout`: stop accepting requests and finish
-//! the in-flight ones, then stop the spill forwarder (what it has not forwarded stays in
-//! the spill buffer for the next start), then let every worker finish and ack its batch,
-//! then let every index shard commit and ack. Anything unacked at a hard stop is redelivered at the next
-//! start, so stopping early is safe, only slower to recover.
+//! Shutdown order, within `server.shutdown_timeout` counted from the signal: stop
+//! accepting requests and finish the in-flight ones (workers and indexes keep running
+//! for them), then stop the spill forwarder (what it has not forwarded stays in the spill
+//! buffer for the next start), then let every worker finish and ack its batch, then let
+//! every index shard commit and ack. Anything unacked at a hard stop is redelivered at the
+//! next start, so stopping early is safe, only slower to recover.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_core::catalog::Catalog;
 use sluice_core::config::Config;
+use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::faults::Faults;
 use sluice_core::log::Log;
 use sluice_core::resilience::Breakers;
 use sluice_core::store::Store;
 use sluice_indexer::Indexer;
 use sluice_ingest::spill::Spill;
-use sluice_ingest::AppState;
+use sluice_ingest::{AppState, StartupGate};
 use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::{EmbeddedStore, FaultInjectingStore, GuardedStore};
 use sluice_workers::WorkerPool;
@@ -89,14 +96,20 @@ async fn open_spill(
     Ok(Some(spill))
 }
 
-/// Runs a node until `shutdown` is cancelled, serving on `listener`.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    metrics: Option<PrometheusHandle>,
-) -> anyhow::Result<()> {
-    config.validate()?;
+/// The roles of a running node, between recovery and shutdown.
+struct Node {
+    state: AppState,
+    workers: WorkerPool,
+    workers_stop: CancellationToken,
+    indexer: Arc<Indexer>,
+    indexer_stop: CancellationToken,
+    spill_stop: CancellationToken,
+    forwarder: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens the log, the store and the catalog, and starts the workers, the indexes and the
+/// spill forwarder (recovery: replaying unacked work, rebuilding missing indexes).
+async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Node> {
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
@@ -108,7 +121,7 @@ pub async fn run(
     } else {
         Faults::disabled()
     };
-    let log = open_log(&config).await?;
+    let log = open_log(config).await?;
     let mut store: Arc<dyn Store> =
         EmbeddedStore::open(&data_dir.join("store")).context("opening the embedded store")?;
     if faults.is_enabled() {
@@ -147,7 +160,7 @@ pub async fn run(
     .context("starting the indexer")?;
 
     let spill_stop = CancellationToken::new();
-    let spill = open_spill(&config, &log, &breakers).await?;
+    let spill = open_spill(config, &log, &breakers).await?;
     let forwarder = spill
         .clone()
         .map(|spill| tokio::spawn(spill.forward(spill_stop.clone())));
@@ -163,14 +176,83 @@ pub async fn run(
         breakers,
         faults,
     );
-    state.set_ready();
-    tracing::info!(address = %listener.local_addr()?, data_dir = %data_dir.display(), "sluice is serving");
+    Ok(Node {
+        state,
+        workers,
+        workers_stop,
+        indexer,
+        indexer_stop,
+        spill_stop,
+        forwarder,
+    })
+}
 
-    sluice_ingest::serve(listener, state, &config.server, shutdown.clone())
-        .await
-        .context("serving HTTP")?;
+/// Runs a node until `shutdown` is cancelled, serving on `listener`.
+///
+/// The listener answers at once: `503 starting` until recovery is done (see
+/// [`StartupGate`]), then the full API. A cancellation during recovery takes effect once
+/// recovery is done.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let address = listener.local_addr()?;
+    let gate = StartupGate::new();
+    let server_config = config.server.clone();
+    let serving = gate.router();
+    let http_shutdown = shutdown.clone();
+    let mut http = tokio::spawn(async move {
+        sluice_ingest::serve(listener, serving, &server_config, http_shutdown).await
+    });
 
+    let node = match start_node(&config, metrics).await {
+        Ok(node) => node,
+        Err(error) => {
+            shutdown.cancel();
+            let _ = http.await;
+            return Err(error);
+        }
+    };
+    let upkeep = shutdown.child_token();
+    node.state.spawn_upkeep(upkeep.clone());
+    node.state.set_ready();
+    gate.open(sluice_ingest::router(
+        node.state.clone(),
+        config.server.body_read_timeout,
+    ));
+    tracing::info!(%address, data_dir = %config.server.data_dir.display(), "sluice is serving");
+
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        served = &mut http => {
+            // The server only stops on its own when it fails.
+            served.context("the HTTP server task failed")?.context("serving HTTP")?;
+            anyhow::bail!("the HTTP server stopped on its own");
+        }
+    }
+    let stopping = Instant::now();
+    tracing::info!("shutting down: intake stopped, finishing in-flight work");
+    let Node {
+        workers,
+        workers_stop,
+        indexer,
+        indexer_stop,
+        spill_stop,
+        forwarder,
+        ..
+    } = node;
     let drain = async {
+        // In-flight requests finish first, with workers and indexes still running for
+        // them (a `wait=searchable` request needs both).
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "HTTP server stopped with an error"),
+            Err(error) => tracing::warn!(%error, "HTTP server task failed"),
+        }
+        crash_point::reached(CrashPoint::Shutdown);
         spill_stop.cancel();
         if let Some(forwarder) = forwarder {
             let _ = forwarder.await;
@@ -188,6 +270,9 @@ pub async fn run(
             "shutdown deadline passed; unacked work will be redelivered at the next start"
         );
     }
-    tracing::info!("sluice stopped");
+    tracing::info!(
+        elapsed_ms = stopping.elapsed().as_millis() as u64,
+        "sluice stopped"
+    );
     Ok(())
 }

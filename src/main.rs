@@ -6,11 +6,15 @@ mod dlq_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice_core::config::Config;
 use tokio_util::sync::CancellationToken;
+
+/// Longest the process waits, after a node stopped, for leftover blocking tasks.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Parser)]
 #[command(
@@ -103,6 +107,13 @@ fn serve(
         );
     }
     config.validate()?;
+    if let Some((point, count)) = sluice_core::crash_point::arm_from_env()? {
+        tracing::warn!(
+            point = point.name(),
+            count,
+            "crash point armed: the process will abort there (crash tests only)"
+        );
+    }
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -113,7 +124,7 @@ fn serve(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
@@ -122,7 +133,11 @@ fn serve(
         let shutdown = CancellationToken::new();
         tokio::spawn(handle_signals(shutdown.clone()));
         sluice::run(config, listener, shutdown, Some(metrics)).await
-    })
+    });
+    // Everything acknowledged is durable by now; do not wait on stray blocking tasks
+    // (dropping the runtime would wait for them without a bound).
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    result
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once (still safe: the log

@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`ids`]: newtypes for collection names, document ids, sequences and partitions.
 //! - [`config`]: the configuration file, its sections and defaults.
+//! - [`crash_point`]: test-only fault points that abort the process (crash tests).
 //! - [`catalog`]: collections and their schemas, cached in front of the store.
 //! - [`schema`]: the collection schema document, its validation and compatibility rules.
 //! - [`document`]: per-line validation against a schema, id assignment, canonical hash.
@@ -23,6 +24,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod crash_point;
 pub mod document;
 pub mod error;
 pub mod faults;

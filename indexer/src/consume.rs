@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_core::config::IndexerConfig;
+use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::log::{Consumer, ConsumerConfig, Delivery, Log};
 use sluice_core::op::EventBatch;
 use sluice_core::resilience::{Breaker, Breakers};
@@ -245,6 +246,8 @@ async fn commit_and_ack(
         }
     }
     if !unacked.is_empty() {
+        // Crash tests: committed and searchable, the events not yet acked.
+        crash_point::reached(CrashPoint::BeforeEventsAck);
         if let Err(error) = breakers.log_consume.call(consumer.ack(unacked)).await {
             *failed_acks += 1;
             if *failed_acks < MAX_ACK_ATTEMPTS {

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::metrics::{
     INDEXER_COMMITS_TOTAL, INDEXER_COMMIT_DURATION_SECONDS, INDEXER_DOCUMENTS, INDEXER_EVENTS_TOTAL,
 };
@@ -251,7 +252,11 @@ impl ShardIndex {
     pub fn commit(&self) -> Result<(), ShardError> {
         let started = Instant::now();
         let mut state = self.lock_writer();
-        state.writer.commit()?;
+        // Two steps (what `IndexWriter::commit` does in one) so a crash test can stop
+        // between them: segments written, commit not yet published.
+        let prepared = state.writer.prepare_commit()?;
+        crash_point::reached(CrashPoint::IndexCommit);
+        prepared.commit()?;
         self.reader.reload()?;
         // Only now may the pending map go: lookups fall back to the reloaded searcher.
         state.pending.clear();

@@ -24,6 +24,7 @@
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //! - [`faults`]: the test-only fault plan routes (`[faults] enabled`).
 //! - [`error`]: the error type, trace ids, fallbacks.
+//! - [`startup`]: the starting gate that answers while the node recovers.
 
 pub mod admission;
 pub mod body;
@@ -39,9 +40,11 @@ pub mod routes;
 pub mod search;
 pub mod server;
 pub mod spill;
+pub mod startup;
 pub mod state;
 pub mod visibility;
 
 pub use routes::router;
 pub use server::serve;
+pub use startup::StartupGate;
 pub use state::AppState;

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -26,44 +27,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::routes::router;
-use crate::state::AppState;
-
-/// How often the DLQ depth gauge picks up entries appended by the workers.
-const DLQ_DEPTH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Serves `state`'s API on `listener` until `shutdown` is cancelled, then stops accepting
-/// and lets in-flight requests finish. Meanwhile keeps the backlog ledger and the DLQ
-/// depth gauge current.
+/// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting and
+/// lets in-flight requests finish. `app` is the API (see [`crate::router`]), or the
+/// [`crate::StartupGate`] in front of it while the node recovers.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    app: Router,
     config: &ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let background = shutdown.child_token();
-    tokio::spawn(state.inner.backlog.clone().run(background.clone()));
-    tokio::spawn(
-        state
-            .inner
-            .dlq
-            .clone()
-            .keep_depth_current(DLQ_DEPTH_INTERVAL, background.clone()),
-    );
-    let served = serve_connections(listener, state, config, &shutdown).await;
-    background.cancel();
-    served
-}
-
-/// The accept loop: one task per connection, until `shutdown`; then waits for them.
-async fn serve_connections(
-    listener: TcpListener,
-    state: AppState,
-    config: &ServerConfig,
-    shutdown: &CancellationToken,
-) -> std::io::Result<()> {
-    let app = router(state, config.body_read_timeout)
-        .map_request(|request: Request<Incoming>| request.map(Body::new));
+    let app = app.map_request(|request: Request<Incoming>| request.map(Body::new));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);

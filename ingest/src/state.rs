@@ -14,10 +14,14 @@ use sluice_core::store::Store;
 use sluice_indexer::Indexer;
 use sluice_workers::DeadLetterQueue;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::admission::Backlog;
 use crate::spill::Spill;
 use crate::visibility::Visibility;
+
+/// How often the DLQ depth gauge picks up entries appended by the workers.
+const DLQ_DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone)]
@@ -88,6 +92,18 @@ impl AppState {
                 dlq,
             }),
         }
+    }
+
+    /// Starts the API's background upkeep until `shutdown`: the backlog ledger behind
+    /// admission and the DLQ depth gauge.
+    pub fn spawn_upkeep(&self, shutdown: CancellationToken) {
+        tokio::spawn(self.inner.backlog.clone().run(shutdown.clone()));
+        tokio::spawn(
+            self.inner
+                .dlq
+                .clone()
+                .keep_depth_current(DLQ_DEPTH_INTERVAL, shutdown),
+        );
     }
 
     /// Marks recovery done: the healthcheck answers healthy from now on.

@@ -2,6 +2,8 @@
 //! plus the standard corpus.
 // Shared by several test binaries; each uses only part of it.
 #![allow(dead_code)]
+// Shared by several test binaries, each using a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -50,7 +52,24 @@ impl Server {
         config: Option<PathBuf>,
         envs: Vec<(String, String)>,
     ) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let server = Self::spawn_unready(data_dir, config, envs);
+        server.wait_healthy().await;
+        server
+    }
+
+    /// Starts the process and returns once it listens, without waiting for recovery.
+    fn spawn_unready(
+        data_dir: PathBuf,
+        config: Option<PathBuf>,
+        envs: Vec<(String, String)>,
+    ) -> Server {
+        // `SLUICE_TEST_BINARY` runs the suite against another build (a release binary, a
+        // copy taken before the target directory changes).
+        let binary = std::env::var_os("SLUICE_TEST_BINARY").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
+            PathBuf::from,
+        );
+        let mut command = Command::new(binary);
         command
             .arg("serve")
             .arg("--listen")
@@ -77,7 +96,7 @@ impl Server {
             .strip_prefix("sluice listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
-        let server = Server {
+        Server {
             child,
             base,
             data_dir,
@@ -87,12 +106,10 @@ impl Server {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .expect("client"),
-        };
-        server.wait_healthy().await;
-        server
+        }
     }
 
-    async fn wait_healthy(&self) {
+    pub async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self
@@ -148,6 +165,56 @@ impl Server {
         let config = self.config.take();
         let envs = std::mem::take(&mut self.envs);
         Self::spawn(data_dir, config, envs).await
+    }
+
+    /// Waits (bounded) for the process to exit on its own, and returns how it exited.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        assert!(self.try_signal(name), "kill -{name} failed");
+    }
+
+    /// Sends a signal; false if the process is already gone.
+    pub fn try_signal(&self, name: &str) -> bool {
+        Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run kill")
+            .success()
+    }
+
+    /// A new process on the same data directory and configuration, with `envs` instead
+    /// of the previous environment; the old process must have exited. Waits until healthy.
+    pub async fn restart_with(self, envs: &[(&str, &str)]) -> Server {
+        let server = self.restart_unready(envs);
+        server.wait_healthy().await;
+        server
+    }
+
+    /// Like [`Server::restart_with`], returning as soon as the new process listens.
+    pub fn restart_unready(mut self, envs: &[(&str, &str)]) -> Server {
+        let data_dir = self.data_dir.clone();
+        let config = self.config.take();
+        let envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn_unready(data_dir, config, envs)
     }
 
     pub fn kill9(&mut self) {

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
 use sluice_core::config::WorkersConfig;
+use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::ids::{CollectionName, Partition, Seq, MAX_OPS_PER_BATCH};
 use sluice_core::log::{Consumer, Delivery, Log, OutgoingMessage};
 use sluice_core::metrics::{
@@ -166,6 +167,8 @@ impl BatchHandler {
         let settled = match disposition {
             Disposition::Ack => {
                 self.excused.forget(delivery);
+                // Crash tests: everything is applied and published, the DOCS ack is not.
+                crash_point::reached(CrashPoint::BeforeDocsAck);
                 let breaker = &self.deps.breakers.log_consume;
                 let give_up = || self.log_consume_down();
                 with_retries(&self.policy, &self.shutdown, "ack", give_up, || async {
@@ -322,6 +325,8 @@ impl BatchHandler {
         if !writes.is_empty() {
             match self.store.apply(collection, writes.clone()).await {
                 Ok(outcomes) => {
+                    // Crash tests: the store has the writes, the EVENTS log not yet.
+                    crash_point::reached(CrashPoint::AfterStoreWrite);
                     for (k, &i) in to_write.iter().enumerate() {
                         // A store that reports fewer outcomes than writes is treated as
                         // having applied them: an extra event is harmless (indexers are

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_core::config::WorkersConfig;
+use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::log::{Consumer, ConsumerConfig, Log};
 use sluice_core::resilience::{BreakerState, Breakers};
 use sluice_core::store::Store;
@@ -158,7 +159,11 @@ async fn run_worker(
                 }
             }
         };
-        for delivery in &deliveries {
+        for (i, delivery) in deliveries.iter().enumerate() {
+            if i > 0 {
+                // Crash tests: earlier messages of this batch are applied, later ones not.
+                crash_point::reached(CrashPoint::WorkerBatch);
+            }
             handler
                 .handle(consumer.as_ref(), delivery)
                 .instrument(tracing::debug_span!(

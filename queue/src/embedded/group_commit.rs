@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjall::PersistMode;
+use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::log::{LogError, OutgoingMessage};
 use sluice_core::metrics::{LOG_APPENDED_MESSAGES_TOTAL, LOG_SYNCS_TOTAL};
 use sluice_core::subjects::StreamKind;
@@ -269,6 +270,8 @@ impl Committer {
         if wrote {
             shared.syncs.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(LOG_SYNCS_TOTAL).increment(1);
+            // Crash tests: the group is durable, no appender knows it yet.
+            crash_point::reached(CrashPoint::LogAppend);
         }
         for (stream, ids) in StreamKind::ALL.into_iter().zip(fresh_ids) {
             for (id, seq) in ids {
