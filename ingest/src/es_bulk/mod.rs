@@ -34,6 +34,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sluice_core::document::{parse_line, validate_document, LineError, LineLimits};
@@ -231,7 +232,13 @@ async fn run(
         metas.insert(index.clone(), meta);
     }
 
-    let current = current_documents(&state, &body, &items, &metas, &limits).await?;
+    let wanted = {
+        let (body, items, metas) = (body.clone(), items.clone(), metas.clone());
+        tokio::task::spawn_blocking(move || wanted_ids(&body, &items, &metas, &limits))
+            .await
+            .map_err(ApiError::internal)?
+    };
+    let current = current_documents(&state, wanted).await?;
     let prepared = {
         let body = body.clone();
         let items = items.clone();
@@ -339,15 +346,14 @@ fn inference_samples(
     samples
 }
 
-/// The current documents named by `create` and `update` items, read from the store after
-/// every earlier write is applied. Empty (and no wait) when there are none.
-async fn current_documents(
-    state: &AppState,
+/// The documents `create` and `update` items name: by `_id`, or for a create without
+/// one, by its source's primary key (parsed here, so this runs on a blocking thread).
+fn wanted_ids(
     body: &[u8],
     items: &[BulkItem],
     metas: &HashMap<String, Result<Arc<CollectionMeta>, LineError>>,
     limits: &LineLimits,
-) -> Result<Current, ApiError> {
+) -> HashSet<(CollectionName, DocId)> {
     let mut wanted = HashSet::new();
     for item in items {
         if !matches!(item.action, Action::Create | Action::Update) || item.error.is_some() {
@@ -358,7 +364,6 @@ async fn current_documents(
         };
         let id = match (&item.id, &item.source) {
             (Some(id), _) => DocId::new(id.as_str()).ok(),
-            // A create without _id takes its id from the document's primary key, if any.
             (None, Some(range)) => source_primary_key(&body[range.clone()], meta, limits),
             (None, None) => None,
         };
@@ -366,9 +371,20 @@ async fn current_documents(
             wanted.insert((meta.name.clone(), id));
         }
     }
-    let mut current = Current::new();
+    wanted
+}
+
+/// Store reads in flight at once while loading the documents of create/update items.
+const CURRENT_READS_IN_FLIGHT: usize = 32;
+
+/// Reads the `wanted` documents from the store after every earlier write is applied.
+/// Empty (and no wait) when nothing is wanted.
+async fn current_documents(
+    state: &AppState,
+    wanted: HashSet<(CollectionName, DocId)>,
+) -> Result<Current, ApiError> {
     if wanted.is_empty() {
-        return Ok(current);
+        return Ok(Current::new());
     }
     state
         .inner
@@ -383,7 +399,7 @@ async fn current_documents(
             .retry_after(1),
             crate::visibility::WaitError::Log(e) => ApiError::unavailable("log", e),
         })?;
-    for (collection, id) in wanted {
+    let reads = wanted.into_iter().map(|(collection, id)| async move {
         let stored = state
             .inner
             .store
@@ -394,9 +410,14 @@ async fn current_documents(
             Some(source) => Some(serde_json::from_slice(&source).map_err(ApiError::internal)?),
             None => None,
         };
-        current.insert((collection, id), doc);
-    }
-    Ok(current)
+        Ok::<_, ApiError>(((collection, id), doc))
+    });
+    futures_util::stream::iter(reads)
+        .buffer_unordered(CURRENT_READS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// The id a source line carries in its primary key field, if it parses and has one.
