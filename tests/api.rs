@@ -297,7 +297,7 @@ async fn kill9_during_ingest_on_jetstream_loses_nothing_and_duplicates_nothing()
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     // A shared log redelivers what a dead process held only after `ack_wait`.
-    let config = "[log]\nack_wait = \"3s\"\n[indexer]\nack_wait = \"3s\"\ncommit_max_interval = \"1s\"\n[ingest]\nvisibility_timeout = \"60s\"\n";
+    let config = "[log]\nack_wait = \"3s\"\n[indexer]\nack_wait = \"3s\"\n[ingest]\nvisibility_timeout = \"60s\"\n";
     let server = Server::start_with(
         &dir.path().join("data"),
         Some(config),

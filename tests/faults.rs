@@ -4,7 +4,6 @@
 //! or duplicated, nothing is dead-lettered, and document reads fall back to the index.
 //! (nats-server stopped and restarted under the pool: `tests/api.rs`.)
 
-#[allow(dead_code)] // shared with tests/api.rs, which uses the rest
 mod support;
 
 use std::time::{Duration, Instant};
@@ -43,15 +42,19 @@ async fn start(dir: &tempfile::TempDir) -> Server {
     server
 }
 
-async fn set_store_fault(server: &Server, plan: Value) {
+async fn set_fault(server: &Server, point: &str, plan: Value) {
     let response = server
         .client
-        .put(server.url("/_internal_/faults/store"))
+        .put(server.url(&format!("/_internal_/faults/{point}")))
         .json(&plan)
         .send()
         .await
         .expect("PUT fault");
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+async fn set_store_fault(server: &Server, plan: Value) {
+    set_fault(server, "store", plan).await;
 }
 
 async fn clear_store_fault(server: &Server) {
@@ -216,4 +219,52 @@ async fn a_partial_store_error_rate_loses_and_duplicates_nothing() {
     assert!(degraded > 0, "no store call failed");
     clear_store_fault(&server).await;
     assert_exactly_once(&server, 2000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_shard_gives_flagged_partial_results_and_all_failing_serve_stale_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir).await;
+    let (lines, _) = corpus(400);
+    ingest_all(&server, &lines[..300], "searchable").await;
+    let (status, complete) = server.search("corpus", &[("q", "*"), ("limit", "5")]).await;
+    assert_eq!(status, 200, "{complete}");
+    assert_eq!(complete["total"], 300);
+    assert!(complete.get("partial").is_none(), "{complete}");
+    assert!(complete.get("stale").is_none(), "{complete}");
+
+    // One shard of two fails: the other's results, flagged.
+    set_fault(
+        &server,
+        "index_search",
+        json!({"error_rate": 1.0, "shards": [0]}),
+    )
+    .await;
+    let (status, partial) = server.search("corpus", &[("q", "*"), ("limit", "6")]).await;
+    assert_eq!(status, 200, "{partial}");
+    assert_eq!(partial["partial"], true, "{partial}");
+    assert_eq!(partial["failed_shards"], json!([0]), "{partial}");
+    let partial_total = partial["total"].as_u64().unwrap();
+    assert!(partial_total > 0 && partial_total < 300, "{partial}");
+
+    // Every shard fails, after new writes moved the index on (so the result cache misses):
+    // the last complete result of the same request, flagged stale; a request never
+    // answered completely has nothing to fall back on.
+    set_fault(&server, "index_search", json!({"error_rate": 1.0})).await;
+    ingest_all(&server, &lines[300..], "searchable").await;
+    let (status, stale) = server.search("corpus", &[("q", "*"), ("limit", "5")]).await;
+    assert_eq!(status, 200, "{stale}");
+    assert_eq!(stale["stale"], true, "{stale}");
+    assert_eq!(stale["total"], 300, "{stale}");
+    let (status, refused) = server.search("corpus", &[("q", "*"), ("limit", "7")]).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+
+    // Cleared: complete and current again; the partial answer was never cached.
+    let response = server.delete("/_internal_/faults/index_search").await;
+    assert_eq!(response.status(), 200);
+    let (status, current) = server.search("corpus", &[("q", "*"), ("limit", "6")]).await;
+    assert_eq!(status, 200, "{current}");
+    assert_eq!(current["total"], 400, "{current}");
+    assert!(current.get("partial").is_none(), "{current}");
 }

@@ -241,7 +241,8 @@ pub struct IndexerConfig {
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// While a shard works through a backlog, commit at least this often (fewer, larger
-    /// segments during bursts); under half of `ack_wait`.
+    /// segments during bursts). Capped at half of `ack_wait` (see
+    /// [`IndexerConfig::backlog_commit_interval`]).
     #[serde(with = "humantime_serde")]
     pub commit_max_interval: Duration,
     /// Commit as soon as this many changes are pending.
@@ -260,6 +261,17 @@ pub struct IndexerConfig {
     /// (after a crash, this is how long a shared log waits before redelivering).
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
+}
+
+impl IndexerConfig {
+    /// How long a shard working through a backlog may leave changes uncommitted:
+    /// `commit_max_interval`, but at most half of `ack_wait`, so its unacked events are
+    /// never redelivered while it is merely busy. Never below `commit_interval`.
+    pub fn backlog_commit_interval(&self) -> Duration {
+        self.commit_max_interval
+            .min(self.ack_wait / 2)
+            .max(self.commit_interval)
+    }
 }
 
 impl Default for IndexerConfig {
@@ -395,10 +407,6 @@ impl Config {
             "indexer.commit_max_interval must be at least indexer.commit_interval",
         )?;
         check(
-            self.indexer.commit_max_interval * 2 <= self.indexer.ack_wait,
-            "indexer.commit_max_interval must be at most half of indexer.ack_wait",
-        )?;
-        check(
             self.indexer.fetch_batch >= 1,
             "indexer.fetch_batch must be at least 1",
         )?;
@@ -443,13 +451,20 @@ mod tests {
         config.server.body_read_timeout = Duration::ZERO;
         assert!(config.validate().is_err());
 
-        // The uncommitted stretch of a shard must stay well under its redelivery delay.
+        // The uncommitted stretch of a shard stays well under its redelivery delay.
         let mut config = Config::default();
-        config.indexer.ack_wait = Duration::from_secs(15);
-        assert!(config.validate().is_err());
-        config.indexer.commit_max_interval = Duration::from_millis(7500);
+        config.indexer.ack_wait = Duration::from_secs(3);
         config.validate().unwrap();
-        config.indexer.commit_interval = Duration::from_secs(8);
+        assert_eq!(
+            config.indexer.backlog_commit_interval(),
+            Duration::from_millis(1500)
+        );
+        config.indexer.ack_wait = Duration::from_secs(60);
+        assert_eq!(
+            config.indexer.backlog_commit_interval(),
+            config.indexer.commit_max_interval
+        );
+        config.indexer.commit_interval = Duration::from_secs(11);
         assert!(config.validate().is_err());
     }
 }

@@ -83,7 +83,7 @@ pub(crate) async fn run(
     let mut policy = CommitPolicy::new(
         config.commit_max_docs,
         config.commit_interval,
-        config.commit_max_interval,
+        config.backlog_commit_interval(),
     );
     let mut unacked: Vec<Delivery> = Vec::new();
     let mut failed_acks = 0;

@@ -2,8 +2,6 @@
 //! plus the standard corpus.
 // Shared by several test binaries; each uses only part of it.
 #![allow(dead_code)]
-// Shared by several test binaries, each using a part of it.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
