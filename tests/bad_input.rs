@@ -69,21 +69,6 @@ async fn assert_still_serving(server: &Server) {
     assert_eq!(result["accepted"], 1);
 }
 
-/// The server process's peak resident memory (`VmHWM`), in bytes.
-fn peak_rss(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/pid/status");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM value");
-    kib * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_lines_are_refused_by_code_and_the_good_ones_accepted() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,7 +293,7 @@ async fn request_level_refusals_keep_the_server_serving() {
     }
     let bomb = encoder.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "the bomb is small on the wire");
-    let peak_before = peak_rss(&server);
+    let peak_before = server.peak_rss_bytes();
     let response = server
         .client
         .post(server.url("/v1/collections/strict/documents"))
@@ -330,7 +315,7 @@ async fn request_level_refusals_keep_the_server_serving() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    let grown = peak_rss(&server).saturating_sub(peak_before);
+    let grown = server.peak_rss_bytes().saturating_sub(peak_before);
     assert!(
         grown < 256 << 20,
         "peak memory grew by {} MiB for a body limited to 16 MiB",

@@ -95,14 +95,6 @@ pub enum Dependency {
 }
 
 impl Dependency {
-    /// Every dependency, for metric registration.
-    pub const ALL: [Dependency; 4] = [
-        Dependency::LogPublish,
-        Dependency::LogConsume,
-        Dependency::Store,
-        Dependency::IndexCommit,
-    ];
-
     /// The `dependency` metric label.
     pub fn as_str(self) -> &'static str {
         match self {
