@@ -20,6 +20,7 @@ use tantivy::{Index, IndexWriter, TantivyDocument};
 
 use crate::corpus::{cache_dir, schema_json, Corpus};
 use crate::error::BenchError;
+use crate::sluice_process::cpu_time;
 
 /// Tantivy writer memory budget of the raw runs: what Tantivy wants to run at full speed.
 pub const RAW_WRITER_BUDGET: usize = 256 * 1024 * 1024;
@@ -41,12 +42,20 @@ pub struct RawIndexRun {
     pub threads: usize,
     /// From the first document to the commit's return.
     pub elapsed: Duration,
+    /// CPU time this process used over `elapsed` (every thread: parsing, Tantivy's
+    /// indexing and doc-store threads).
+    pub cpu: Duration,
 }
 
 impl RawIndexRun {
     /// Documents per second.
     pub fn docs_per_sec(&self) -> f64 {
         self.docs as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Documents per CPU-second.
+    pub fn docs_per_cpu_sec(&self) -> f64 {
+        self.docs as f64 / self.cpu.as_secs_f64()
     }
 }
 
@@ -93,9 +102,11 @@ pub fn index_corpus(
     let mut writer: IndexWriter<TantivyDocument> =
         index.writer_with_num_threads(threads, budget)?;
     let started = Instant::now();
+    let cpu_before = cpu_time(0)?;
     add_corpus(&writer, mapping, corpus)?;
     writer.commit()?;
     let elapsed = started.elapsed();
+    let cpu = cpu_time(0)? - cpu_before;
     // Merges triggered by the commit are not part of the rate; let them finish so the
     // next run does not compete with them.
     writer.wait_merging_threads()?;
@@ -103,6 +114,7 @@ pub fn index_corpus(
         docs: corpus.len(),
         threads,
         elapsed,
+        cpu,
     })
 }
 

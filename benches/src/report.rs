@@ -74,6 +74,11 @@ pub fn rate(docs_per_sec: f64) -> String {
     format!("{} docs/s", thousands(docs_per_sec.round() as u64))
 }
 
+/// `12,345 docs/CPU-s`
+pub fn per_cpu(docs_per_cpu_sec: f64) -> String {
+    format!("{} docs/CPU-s", thousands(docs_per_cpu_sec.round() as u64))
+}
+
 /// `12,345`
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();

@@ -132,6 +132,11 @@ impl SluiceProcess {
     pub fn peak_rss_bytes(&self) -> Result<u64, BenchError> {
         peak_rss_bytes(self.pid())
     }
+
+    /// CPU time (user + system, every thread) the process has used so far.
+    pub fn cpu_time(&self) -> Result<Duration, BenchError> {
+        cpu_time(self.pid())
+    }
 }
 
 impl Drop for SluiceProcess {
@@ -161,6 +166,33 @@ pub fn peak_rss_bytes(pid: u32) -> Result<u64, BenchError> {
         .ok_or_else(|| BenchError::Sluice(format!("no VmHWM in {path}")))
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times: `USER_HZ`, which Linux fixes at
+/// 100 on every architecture sluice runs on.
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system, summed over every thread) of process `pid` so far, at
+/// `1/USER_HZ` resolution. `pid` 0 means this process.
+pub fn cpu_time(pid: u32) -> Result<Duration, BenchError> {
+    let path = if pid == 0 {
+        "/proc/self/stat".to_owned()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
+    let stat = std::fs::read_to_string(&path).map_err(BenchError::io(format!("reading {path}")))?;
+    // Fields after the command name (which may hold spaces, so split at its last ')'):
+    // state is field 3, utime field 14, stime field 15.
+    let ticks = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
+        .and_then(|fields| {
+            let utime = fields.get(11)?.parse::<u64>().ok()?;
+            let stime = fields.get(12)?.parse::<u64>().ok()?;
+            Some(utime + stime)
+        })
+        .ok_or_else(|| BenchError::Sluice(format!("no utime/stime in {path}")))?;
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +201,21 @@ mod tests {
     fn reads_our_own_peak_rss() {
         let rss = peak_rss_bytes(std::process::id()).unwrap();
         assert!(rss > 1024 * 1024, "{rss}");
+    }
+
+    #[test]
+    fn our_cpu_time_grows_with_work() {
+        let before = cpu_time(0).unwrap();
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(150) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let used = cpu_time(0).unwrap() - before;
+        assert!(
+            used >= Duration::from_millis(100),
+            "{used:?} after spinning 150 ms"
+        );
+        assert_eq!(cpu_time(0).unwrap().as_millis() % 10, 0, "whole ticks");
     }
 }

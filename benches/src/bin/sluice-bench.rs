@@ -5,10 +5,13 @@
 //! (100 documents a message, 256 acks in flight); then runs the release `sluice serve`
 //! as a child process: ingest (first and unchanged again), search latency cold and warm,
 //! freshness at half the measured ingest rate and peak RSS — embedded, and with `--nats`
-//! on JetStream too. Prints one markdown table (and writes it to `--out`).
+//! on JetStream too. The sluice process's CPU time over the first ingest is read from
+//! `/proc` and set against raw Tantivy's per CPU-second. With `--rounds N`, raw Tantivy
+//! (2 threads) and the first ingests are measured N times in pairs, and the table gives
+//! medians of the per-round ratios. Prints one markdown table (and writes it to `--out`).
 //! Progress goes to stderr, the table to stdout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,9 +19,9 @@ use clap::Parser;
 use sluice_benches::corpus::{mixed_term_queries, schema_json, Corpus};
 use sluice_benches::e2e::{Driver, IngestRun};
 use sluice_benches::raw_jetstream::publish_corpus;
-use sluice_benches::raw_tantivy::{corpus_schema, index_corpus, RAW_WRITER_BUDGET};
+use sluice_benches::raw_tantivy::{corpus_schema, index_corpus, RawIndexRun, RAW_WRITER_BUDGET};
 use sluice_benches::report::{
-    machine_description, millis, rate, ratio_against, thousands, verdict, Report,
+    machine_description, millis, per_cpu, rate, ratio_against, thousands, verdict, Report,
 };
 use sluice_benches::sluice_process::{default_binary, SluiceProcess};
 use sluice_indexer::index_schema::IndexSchema;
@@ -48,6 +51,12 @@ struct Args {
     /// How long the freshness phase runs, in seconds.
     #[arg(long, default_value_t = 20)]
     freshness_secs: u64,
+    /// Paired rounds of the throughput figures: each round measures raw Tantivy (2
+    /// threads) and then sluice's first ingest (embedded, and on JetStream with `--nats`)
+    /// afresh, and the table gives the medians of the rounds' ratios. Shared machines are
+    /// noisy; one round is one sample.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// The sluice binary (default: target/release/sluice, or $SLUICE_BIN).
     #[arg(long)]
     sluice: Option<PathBuf>,
@@ -61,16 +70,49 @@ const WARM_ROUNDS: usize = 20;
 /// Documents per freshness request (one marker each on top).
 const FRESHNESS_REQUEST_DOCS: usize = 500;
 
-/// Figures of one sluice run.
+/// A first ingest: the wall-clock run and the CPU time the sluice process spent on it.
+#[derive(Clone, Copy, Debug)]
+struct FirstIngest {
+    run: IngestRun,
+    cpu: Duration,
+}
+
+impl FirstIngest {
+    fn docs_per_cpu_sec(&self) -> f64 {
+        self.run.docs as f64 / self.cpu.as_secs_f64()
+    }
+}
+
+/// What a sluice process is put through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phases {
+    /// The first ingest only (the extra rounds).
+    FirstIngest,
+    /// The first ingest and the unchanged re-ingest.
+    Ingests,
+    /// Both ingests, search latency and freshness.
+    Everything,
+}
+
+/// Figures of one sluice process.
 struct SluiceRun {
-    first: IngestRun,
-    again: IngestRun,
+    first: FirstIngest,
+    /// The unchanged re-ingest (not in [`Phases::FirstIngest`]).
+    again: Option<IngestRun>,
     /// VmHWM right after the first ingest: the peak of ingesting the corpus.
     ingest_peak_rss_bytes: u64,
     /// VmHWM at the end of the run (after search and freshness when they ran).
     peak_rss_bytes: u64,
     search: Option<sluice_benches::e2e::SearchLatency>,
     freshness: Option<sluice_benches::e2e::Freshness>,
+}
+
+/// One round's throughput figures, measured back to back so they share the machine's
+/// conditions.
+struct Round {
+    raw2: RawIndexRun,
+    embedded: FirstIngest,
+    jetstream: Option<FirstIngest>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,20 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let schema = corpus_schema()?;
     let mapping = IndexSchema::new(&schema);
 
-    let mut raw = Vec::new();
-    for threads in [1, 2] {
-        eprintln!("raw Tantivy, {threads} indexing thread(s) ...");
-        let dir = work.path().join(format!("raw-tantivy-{threads}"));
-        std::fs::create_dir_all(&dir)?;
-        let run = tokio::task::block_in_place(|| {
-            index_corpus(&corpus, &mapping, &dir, threads, RAW_WRITER_BUDGET)
-        })?;
-        eprintln!("  {}", rate(run.docs_per_sec()));
-        std::fs::remove_dir_all(&dir)?;
-        raw.push(run);
-    }
-    let raw2 = raw[1].docs_per_sec();
-
+    let raw1 = raw_tantivy(&corpus, &mapping, work.path(), 1)?;
     let raw_jetstream = if args.nats {
         eprintln!("raw JetStream publish ...");
         let server = NatsServer::try_start()?;
@@ -121,47 +150,87 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
-    eprintln!("sluice, embedded ...");
-    let embedded = run_sluice(
-        &args,
-        &binary,
-        &corpus,
-        work.path().join("embedded"),
-        None,
-        true,
-    )
-    .await?;
-    let jetstream = if args.nats {
-        eprintln!("sluice on JetStream ...");
-        let server = NatsServer::try_start()?;
-        Some(
-            run_sluice(
-                &args,
-                &binary,
-                &corpus,
-                work.path().join("jetstream"),
-                Some(server.url()),
-                false,
-            )
-            .await?,
+    let mut rounds = Vec::new();
+    let (mut embedded_full, mut jetstream_full) = (None, None);
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            eprintln!("round {round} of {}", args.rounds);
+        }
+        let first_round = round == 1;
+        let raw2 = raw_tantivy(&corpus, &mapping, work.path(), 2)?;
+        eprintln!("sluice, embedded ...");
+        let embedded = run_sluice(
+            &args,
+            &binary,
+            &corpus,
+            &work.path().join(format!("embedded-{round}")),
+            None,
+            if first_round {
+                Phases::Everything
+            } else {
+                Phases::FirstIngest
+            },
         )
-    } else {
-        None
-    };
+        .await?;
+        let jetstream = if args.nats {
+            eprintln!("sluice on JetStream ...");
+            let server = NatsServer::try_start()?;
+            Some(
+                run_sluice(
+                    &args,
+                    &binary,
+                    &corpus,
+                    &work.path().join(format!("jetstream-{round}")),
+                    Some(server.url()),
+                    if first_round {
+                        Phases::Ingests
+                    } else {
+                        Phases::FirstIngest
+                    },
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        rounds.push(Round {
+            raw2,
+            embedded: embedded.first,
+            jetstream: jetstream.as_ref().map(|run| run.first),
+        });
+        if first_round {
+            embedded_full = Some(embedded);
+            jetstream_full = jetstream;
+        }
+    }
+    let embedded_full = embedded_full.context("no round ran")?;
 
     let mut report = Report::default();
     report
         .preamble
         .push(format!("machine: {}", machine_description()));
     report.preamble.push(format!(
-        "command: `cargo run --release -p sluice-benches --bin sluice-bench -- --docs {}{}` \
+        "command: `cargo run --release -p sluice-benches --bin sluice-bench -- --docs {}{}{}` \
          ({} docs per request, {} producers; whole run {:.0} s)",
         args.docs,
         if args.nats { " --nats" } else { "" },
+        if args.rounds > 1 {
+            format!(" --rounds {}", args.rounds)
+        } else {
+            String::new()
+        },
         args.request_docs,
         args.producers,
         started.elapsed().as_secs_f64()
     ));
+    if args.rounds > 1 {
+        report.preamble.push(format!(
+            "throughput figures: median of {} paired rounds (each: raw Tantivy 2 threads, then \
+             sluice's first ingest), min–max in brackets; ratios are the medians of each \
+             round's own ratio",
+            args.rounds
+        ));
+    }
     report.row(
         "corpus",
         format!(
@@ -171,26 +240,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         "`corpus.py N`, seed 42",
     );
+    let raw2_rates = Spread::of(rounds.iter().map(|r| r.raw2.docs_per_sec()));
     report.row(
         "raw Tantivy, 1 thread (256 MB writer, JSON parse included)",
-        rate(raw[0].docs_per_sec()),
-        format!("{:.2}× 2 threads", raw[0].docs_per_sec() / raw2),
+        rate(raw1.docs_per_sec()),
+        format!("{:.2}× 2 threads", raw1.docs_per_sec() / raw2_rates.median),
     );
     report.row(
         "raw Tantivy, 2 threads (256 MB writer, JSON parse included)",
-        rate(raw2),
+        raw2_rates.show(rate),
         "the limit e2e is held against",
+    );
+    report.row(
+        "raw Tantivy, 2 threads: documents per CPU-second",
+        Spread::of(rounds.iter().map(|r| r.raw2.docs_per_cpu_sec())).show(per_cpu),
+        "the per-core limit",
     );
     if let Some(run) = raw_jetstream {
         report.row(
             "raw JetStream publish (100 docs/msg, 256 acks in flight)",
             rate(run.docs_per_sec()),
-            format!("{:.1}× raw Tantivy 2 threads", run.docs_per_sec() / raw2),
+            format!(
+                "{:.1}× raw Tantivy 2 threads",
+                run.docs_per_sec() / raw2_rates.median
+            ),
         );
     }
-    add_sluice_rows(&mut report, "embedded", &embedded, raw2, 0.6);
-    if let Some(jetstream) = &jetstream {
-        add_sluice_rows(&mut report, "JetStream", jetstream, raw2, 0.5);
+    let embedded_firsts: Vec<(&RawIndexRun, &FirstIngest)> =
+        rounds.iter().map(|r| (&r.raw2, &r.embedded)).collect();
+    add_sluice_rows(
+        &mut report,
+        "embedded",
+        &embedded_full,
+        &embedded_firsts,
+        0.6,
+    );
+    if let Some(jetstream_full) = &jetstream_full {
+        let jetstream_firsts: Vec<(&RawIndexRun, &FirstIngest)> = rounds
+            .iter()
+            .filter_map(|r| r.jetstream.as_ref().map(|first| (&r.raw2, first)))
+            .collect();
+        add_sluice_rows(
+            &mut report,
+            "JetStream",
+            jetstream_full,
+            &jetstream_firsts,
+            0.5,
+        );
     }
 
     let table = report.to_markdown();
@@ -201,33 +297,141 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn add_sluice_rows(report: &mut Report, mode: &str, run: &SluiceRun, raw2: f64, target: f64) {
-    let first = run.first.docs_per_sec();
-    report.row(
-        format!("sluice {mode}: first ingest, first POST to searchable"),
+/// Raw Tantivy with `threads` indexing threads, in a directory removed afterwards.
+fn raw_tantivy(
+    corpus: &Corpus,
+    mapping: &IndexSchema,
+    work: &Path,
+    threads: usize,
+) -> anyhow::Result<RawIndexRun> {
+    eprintln!("raw Tantivy, {threads} indexing thread(s) ...");
+    let dir = work.join(format!("raw-tantivy-{threads}"));
+    std::fs::create_dir_all(&dir)?;
+    let run = tokio::task::block_in_place(|| {
+        index_corpus(corpus, mapping, &dir, threads, RAW_WRITER_BUDGET)
+    })?;
+    eprintln!(
+        "  {}, {:.1} CPU-s",
+        rate(run.docs_per_sec()),
+        run.cpu.as_secs_f64()
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(run)
+}
+
+/// The median and range of one figure over the rounds.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    samples: usize,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = f64>) -> Spread {
+        let mut values: Vec<f64> = values.collect();
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => values[n / 2],
+            _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        };
+        Spread {
+            median,
+            min: values.first().copied().unwrap_or(f64::NAN),
+            max: values.last().copied().unwrap_or(f64::NAN),
+            samples: n,
+        }
+    }
+
+    /// The median through `format`, with the range when there are several samples.
+    fn show(&self, format: impl Fn(f64) -> String) -> String {
+        if self.samples > 1 {
+            format!(
+                "{} ({}–{})",
+                format(self.median),
+                thousands(self.min.round() as u64),
+                thousands(self.max.round() as u64)
+            )
+        } else {
+            format(self.median)
+        }
+    }
+}
+
+fn add_sluice_rows(
+    report: &mut Report,
+    mode: &str,
+    run: &SluiceRun,
+    firsts: &[(&RawIndexRun, &FirstIngest)],
+    target: f64,
+) {
+    let rates = Spread::of(firsts.iter().map(|(_, first)| first.run.docs_per_sec()));
+    let ratios = Spread::of(
+        firsts
+            .iter()
+            .map(|(raw2, first)| first.run.docs_per_sec() / raw2.docs_per_sec()),
+    );
+    let first = &run.first.run;
+    let value = if firsts.len() > 1 {
+        rates.show(rate)
+    } else {
         format!(
             "{} ({:.1} s, {} requests, {} retried)",
-            rate(first),
-            run.first.elapsed.as_secs_f64(),
-            run.first.requests,
-            run.first.retries
-        ),
+            rate(first.docs_per_sec()),
+            first.elapsed.as_secs_f64(),
+            first.requests,
+            first.retries
+        )
+    };
+    let comparison = if firsts.len() > 1 {
+        format!(
+            "{} raw Tantivy 2 threads (rounds {:.2}–{:.2})",
+            ratio_against(ratios.median, target),
+            ratios.min,
+            ratios.max
+        )
+    } else {
         format!(
             "{} raw Tantivy 2 threads",
-            ratio_against(first / raw2, target)
-        ),
-    );
-    let again = run.again.docs_per_sec();
+            ratio_against(ratios.median, target)
+        )
+    };
     report.row(
-        format!("sluice {mode}: re-ingest unchanged corpus (dedup)"),
-        format!(
-            "{} ({:.1} s, {} retried)",
-            rate(again),
-            run.again.elapsed.as_secs_f64(),
-            run.again.retries
-        ),
-        format!("{} first ingest", ratio_against(again / first, 3.0)),
+        format!("sluice {mode}: first ingest, first POST to searchable"),
+        value,
+        comparison,
     );
+    let per_cpu_ratios = Spread::of(
+        firsts
+            .iter()
+            .map(|(raw2, first)| first.docs_per_cpu_sec() / raw2.docs_per_cpu_sec()),
+    );
+    report.row(
+        format!("sluice {mode}: first ingest, documents per CPU-second of the sluice process"),
+        Spread::of(firsts.iter().map(|(_, first)| first.docs_per_cpu_sec())).show(per_cpu),
+        format!(
+            "{:.2}× raw Tantivy 2 threads per CPU-second",
+            per_cpu_ratios.median
+        ),
+    );
+    if let Some(again) = &run.again {
+        report.row(
+            format!("sluice {mode}: re-ingest unchanged corpus (dedup)"),
+            format!(
+                "{} ({:.1} s, {} retried)",
+                rate(again.docs_per_sec()),
+                again.elapsed.as_secs_f64(),
+                again.retries
+            ),
+            format!(
+                "{} first ingest (same process)",
+                ratio_against(again.docs_per_sec() / first.docs_per_sec(), 3.0)
+            ),
+        );
+    }
     if let Some(search) = &run.search {
         report.row(
             format!(
@@ -294,28 +498,34 @@ fn add_sluice_rows(report: &mut Report, mode: &str, run: &SluiceRun, raw2: f64, 
 
 async fn run_sluice(
     args: &Args,
-    binary: &std::path::Path,
+    binary: &Path,
     corpus: &Corpus,
-    dir: PathBuf,
+    dir: &Path,
     nats_url: Option<String>,
-    full: bool,
+    phases: Phases,
 ) -> anyhow::Result<SluiceRun> {
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let env: Vec<(&str, String)> = nats_url
         .into_iter()
         .map(|url| ("SLUICE_NATS_URL", url))
         .collect();
-    let process = SluiceProcess::start(binary, &dir, &env).await?;
+    let process = SluiceProcess::start(binary, dir, &env).await?;
     let driver = Driver::new(process.base_url());
     driver.put_schema(schema_json()?).await?;
 
-    let first = driver
+    let cpu_before = process.cpu_time()?;
+    let run = driver
         .ingest(corpus, args.request_docs, args.producers)
         .await?;
+    let first = FirstIngest {
+        run,
+        cpu: process.cpu_time()? - cpu_before,
+    };
     eprintln!(
-        "  first ingest: {} in {:.1} s",
-        rate(first.docs_per_sec()),
-        first.elapsed.as_secs_f64()
+        "  first ingest: {} in {:.1} s, {:.1} CPU-s",
+        rate(run.docs_per_sec()),
+        run.elapsed.as_secs_f64(),
+        first.cpu.as_secs_f64()
     );
     let ingest_peak_rss_bytes = process.peak_rss_bytes()?;
     let total = driver.search_total(None).await?;
@@ -324,16 +534,21 @@ async fn run_sluice(
         "after the searchable answer, search finds {total} of {} documents",
         corpus.len()
     );
-    let again = driver
-        .ingest(corpus, args.request_docs, args.producers)
-        .await?;
-    eprintln!(
-        "  re-ingest: {} in {:.1} s",
-        rate(again.docs_per_sec()),
-        again.elapsed.as_secs_f64()
-    );
+    let again = if phases == Phases::FirstIngest {
+        None
+    } else {
+        let again = driver
+            .ingest(corpus, args.request_docs, args.producers)
+            .await?;
+        eprintln!(
+            "  re-ingest: {} in {:.1} s",
+            rate(again.docs_per_sec()),
+            again.elapsed.as_secs_f64()
+        );
+        Some(again)
+    };
 
-    let (search, freshness) = if full {
+    let (search, freshness) = if phases == Phases::Everything {
         let queries = mixed_term_queries(&corpus.body_words_by_frequency(), QUERIES_PER_CLASS);
         let search = driver
             .search_latency(&queries, WARM_QUERIES, WARM_ROUNDS)
@@ -343,7 +558,7 @@ async fn run_sluice(
             millis(search.cold.p99),
             millis(search.warm.p99)
         );
-        let target = first.docs_per_sec() / 2.0;
+        let target = run.docs_per_sec() / 2.0;
         let freshness = driver
             .freshness(
                 corpus,
@@ -363,6 +578,9 @@ async fn run_sluice(
         (None, None)
     };
     let peak_rss_bytes = process.peak_rss_bytes()?;
+    drop(process);
+    // Rounds add up: each process's data goes as soon as it is done with.
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     Ok(SluiceRun {
         first,
         again,

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
-use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
 use sluice_core::log::{LogError, StoredMessage};
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::Seq;
@@ -124,11 +124,22 @@ impl Shared {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(storage_error)
         };
+        // Messages are large (whole batches) and short-lived: kept apart from the keys in
+        // blob files, a flush or compaction moves only keys and pointers, and a message's
+        // bytes are written once after the journal instead of once per LSM level.
+        let message_keyspace = |db: &Database, name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().with_kv_separation(Some(
+                    KvSeparationOptions::default().compression(CompressionType::None),
+                ))
+            })
+            .map_err(storage_error)
+        };
         let meta = keyspace(&streams_db, "meta")?;
         let msg_ids = keyspace(&streams_db, "msg_ids")?;
         let consumer_state = keyspace(&consumers_db, "consumers")?;
         let open_stream = |kind: StreamKind| -> Result<StreamStore, LogError> {
-            let messages = keyspace(&streams_db, kind.name())?;
+            let messages = message_keyspace(&streams_db, kind.name())?;
             let recorded = match meta.get(codec::last_seq_key(kind)).map_err(storage_error)? {
                 Some(value) => codec::decode_u64(&value, "last_seq")?,
                 None => 0,
