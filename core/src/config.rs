@@ -245,7 +245,10 @@ pub struct IndexerConfig {
     /// [`IndexerConfig::backlog_commit_interval`]).
     #[serde(with = "humantime_serde")]
     pub commit_max_interval: Duration,
-    /// Commit as soon as this many changes are pending.
+    /// Commit as soon as this many changes are pending. A cap on what one backlog
+    /// commit covers (the pending-id map, the work redelivered after a crash); set high
+    /// by default so that during a burst `commit_max_interval` decides: every backlog
+    /// commit closes a segment that merges must fold in again later.
     pub commit_max_docs: usize,
     /// Most EVENTS messages a shard fetches at once.
     pub fetch_batch: usize,
@@ -280,7 +283,7 @@ impl Default for IndexerConfig {
             writer_memory: ByteSize::mib(128),
             commit_interval: Duration::from_millis(500),
             commit_max_interval: Duration::from_secs(10),
-            commit_max_docs: 50_000,
+            commit_max_docs: 500_000,
             fetch_batch: 64,
             search_cache_entries: 10_000,
             max_result_window: 10_000,

@@ -18,12 +18,12 @@
 //!   Generations come from one process-wide counter: a rebuilt shard never reuses one.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use foldhash::{HashMap, HashMapExt};
 use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::metrics::{
     INDEXER_COMMITS_TOTAL, INDEXER_COMMIT_DURATION_SECONDS, INDEXER_DOCUMENTS, INDEXER_EVENTS_TOTAL,

@@ -33,7 +33,6 @@
 //!   record per key: the last write to win for that key within the batch.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
@@ -42,6 +41,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use foldhash::{HashMap, HashMapExt};
 use sluice_core::document::ContentHash;
 use sluice_core::metrics::STORE_WRITES_TOTAL;
 use sluice_core::store::{
@@ -171,7 +171,7 @@ impl Inner {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             // Per key: the sequence to beat and the index of the write that wins so far.
-            let mut winners: HashMap<Vec<u8>, (Seq, usize)> = HashMap::new();
+            let mut winners: HashMap<Vec<u8>, (Seq, usize)> = HashMap::with_capacity(writes.len());
             for (index, write) in writes.iter().enumerate() {
                 let key = doc_key(collection, write.id());
                 let outcome = match winners.entry(key) {

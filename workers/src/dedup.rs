@@ -25,13 +25,13 @@
 //! newer content. Writes made by *another* process are not seen by this cache; see the
 //! crate documentation for what that means.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use foldhash::HashMapExt;
 use metrics::counter;
-use quick_cache::sync::Cache;
-use quick_cache::Equivalent;
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{Equivalent, UnitWeighter};
 use sluice_core::ids::{CollectionName, DocId, Seq};
 use sluice_core::metrics::WORKER_DEDUP_CACHE_LOOKUPS_TOTAL;
 use sluice_core::op::DocOp;
@@ -51,7 +51,11 @@ pub(crate) enum Decision {
 }
 
 /// The versions known for a message's ids, before its ops are resolved.
-pub(crate) type KnownVersions = HashMap<DocId, DocVersion>;
+pub(crate) type KnownVersions = foldhash::HashMap<DocId, DocVersion>;
+
+/// The version cache: foldhash instead of SipHash, as every op of every message is
+/// hashed here.
+type VersionCache = Cache<Key, DocVersion, UnitWeighter, foldhash::fast::RandomState>;
 
 /// A cache key: (collection, id).
 type Key = (CollectionName, DocId);
@@ -76,7 +80,7 @@ impl Equivalent<Key> for KeyRef<'_> {
 /// The shared dedup cache of a pool.
 #[derive(Clone)]
 pub(crate) struct DedupCache {
-    versions: Arc<Cache<Key, DocVersion>>,
+    versions: Arc<VersionCache>,
 }
 
 impl DedupCache {
@@ -84,7 +88,13 @@ impl DedupCache {
     pub(crate) fn new(max_entries: u64) -> Self {
         let entries = usize::try_from(max_entries).unwrap_or(usize::MAX).max(1);
         Self {
-            versions: Arc::new(Cache::new(entries)),
+            versions: Arc::new(VersionCache::with(
+                entries,
+                entries as u64,
+                UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                DefaultLifecycle::default(),
+            )),
         }
     }
 
