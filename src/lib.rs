@@ -226,6 +226,9 @@ pub async fn run(
     tracing::info!(%address, data_dir = %config.server.data_dir.display(), "sluice is serving");
 
     tokio::select! {
+        // Shutdown first: the server also stops once the token is cancelled, and when
+        // both are ready that is the shutdown, not the server failing.
+        biased;
         () = shutdown.cancelled() => {}
         served = &mut http => {
             // The server only stops on its own when it fails.
