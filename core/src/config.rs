@@ -105,6 +105,10 @@ impl Default for ServerConfig {
     }
 }
 
+/// Deepest nesting `ingest.max_depth` may allow: the JSON parser refuses deeper input on
+/// its own.
+pub const MAX_NESTING_DEPTH: usize = 127;
+
 /// `[ingest]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -113,7 +117,8 @@ pub struct IngestConfig {
     pub max_body_size: ByteSize,
     /// Largest NDJSON line.
     pub max_line_size: ByteSize,
-    /// Deepest nesting of arrays and objects in a document.
+    /// Deepest nesting of arrays and objects in a document (at most
+    /// [`MAX_NESTING_DEPTH`]).
     pub max_depth: usize,
     /// Most ops in one log message.
     pub max_batch_docs: usize,
@@ -364,8 +369,8 @@ impl Config {
             "ingest.max_line_size exceeds ingest.max_body_size",
         )?;
         check(
-            self.ingest.max_depth >= 1 && self.ingest.max_depth <= 1000,
-            "ingest.max_depth must be 1..=1000",
+            (1..=MAX_NESTING_DEPTH).contains(&self.ingest.max_depth),
+            "ingest.max_depth must be 1..=127 (the JSON parser's own recursion limit)",
         )?;
         check(
             self.ingest.max_batch_docs >= 1

@@ -1,12 +1,13 @@
 //! One NDJSON line in, one validated document (or one coded error) out.
 //!
-//! The steps, cheapest first so hostile input costs little: size limit, UTF-8, nesting
-//! depth (a byte scan, before any recursion), JSON parse refusing duplicate keys, then
-//! the schema: types, required fields, defaults, primary key. The accepted document is
+//! The steps, cheapest first so hostile input costs little: size limit, UTF-8, then one
+//! JSON parse that refuses duplicate keys and stops at the first array or object nested
+//! past the depth limit (before recursing into it), then the schema: types, required fields, defaults, primary key. The accepted document is
 //! re-serialized canonically (object keys sorted, compact) and hashed, so the same
 //! content always has the same [`ContentHash`] whatever the key order or spacing it was
 //! sent with. Error messages name fields, never values, so `personal_data` cannot leak.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -102,29 +103,29 @@ pub fn parse_line(line: &[u8], limits: &LineLimits) -> Result<Map<String, Value>
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
-    let depth = nesting_depth(text.as_bytes());
-    if depth > limits.max_depth {
-        return Err(LineError::new(
-            ErrorCode::NestingTooDeep,
-            format!("nesting depth exceeds the limit of {}", limits.max_depth),
-        ));
-    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = UniqueKeysValue
-        .deserialize(&mut deserializer)
-        .and_then(|v| deserializer.end().map(|()| v))
-        .map_err(|e| {
-            let message = e.to_string();
-            if message.starts_with(DUPLICATE_KEY) {
-                LineError::new(ErrorCode::DuplicateKey, message)
-            } else if message.starts_with(NUMBER_OUT_OF_RANGE) {
-                // A literal beyond f64 (`1e400`): well-formed JSON, but no number sluice
-                // can store.
-                LineError::new(ErrorCode::NumberOutOfRange, message)
-            } else {
-                LineError::new(ErrorCode::MalformedJson, message)
-            }
-        })?;
+    let value = UniqueKeysValue {
+        depth_left: limits.max_depth,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|v| deserializer.end().map(|()| v))
+    .map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with(NESTING_TOO_DEEP) || message.starts_with(RECURSION_LIMIT) {
+            LineError::new(
+                ErrorCode::NestingTooDeep,
+                format!("nesting depth exceeds the limit of {}", limits.max_depth),
+            )
+        } else if message.starts_with(DUPLICATE_KEY) {
+            LineError::new(ErrorCode::DuplicateKey, message)
+        } else if message.starts_with(NUMBER_OUT_OF_RANGE) {
+            // A literal beyond f64 (`1e400`): well-formed JSON, but no number sluice
+            // can store.
+            LineError::new(ErrorCode::NumberOutOfRange, message)
+        } else {
+            LineError::new(ErrorCode::MalformedJson, message)
+        }
+    })?;
     match value {
         Value::Object(map) => Ok(map),
         _ => Err(LineError::new(
@@ -134,39 +135,32 @@ pub fn parse_line(line: &[u8], limits: &LineLimits) -> Result<Map<String, Value>
     }
 }
 
-/// Deepest nesting of `[` and `{` outside strings. Linear, no recursion.
-fn nesting_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
-}
-
 const DUPLICATE_KEY: &str = "duplicate key";
+/// How the parse reports a container nested deeper than the limit.
+const NESTING_TOO_DEEP: &str = "nesting too deep";
+/// How serde_json words its own (fixed, 128-level) recursion limit.
+const RECURSION_LIMIT: &str = "recursion limit exceeded";
 /// How serde_json words a number literal that does not fit an f64.
 const NUMBER_OUT_OF_RANGE: &str = "number out of range";
 
 /// Deserializes a JSON value like `serde_json::Value`, but refuses an object that
-/// carries the same key twice (serde_json would silently keep the last one).
-struct UniqueKeysValue;
+/// carries the same key twice (serde_json would silently keep the last one) and
+/// containers nested deeper than the limit, in the same single pass.
+#[derive(Clone, Copy)]
+struct UniqueKeysValue {
+    /// Containers that may still open below this point.
+    depth_left: usize,
+}
+
+impl UniqueKeysValue {
+    /// The seed for a container's elements, or an error if no container may open here.
+    fn enter<E: de::Error>(self) -> Result<UniqueKeysValue, E> {
+        match self.depth_left.checked_sub(1) {
+            Some(depth_left) => Ok(UniqueKeysValue { depth_left }),
+            None => Err(E::custom(NESTING_TOO_DEEP)),
+        }
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for UniqueKeysValue {
     type Value = Value;
@@ -208,16 +202,18 @@ impl<'de> Visitor<'de> for UniqueKeysValue {
         Ok(Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let element = self.enter()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(item) = seq.next_element_seed(UniqueKeysValue)? {
+        while let Some(item) = seq.next_element_seed(element)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let member = self.enter()?;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(UniqueKeysValue)?;
+            let value = map.next_value_seed(member)?;
             if object.insert(key, value).is_some() {
                 return Err(de::Error::custom(format_args!(
                     "{DUPLICATE_KEY}: an object carries the same key twice"
@@ -271,13 +267,33 @@ pub fn validate_document(
         Some(_) => unreachable!("the primary key's type was checked above"),
     };
     let id = id.map_err(|e| LineError::new(e.code, e.message))?;
-    let source = serde_json::to_vec(&doc).expect("a JSON map always serializes");
-    let hash = ContentHash::of(&source);
+    let (source, hash) = canonical_json(&doc);
     Ok(ValidDocument {
         id,
         id_assigned,
         source,
         hash,
+    })
+}
+
+/// Largest scratch buffer a thread keeps between documents.
+const SCRATCH_KEPT_BYTES: usize = 64 * 1024;
+
+/// The canonical JSON of `doc` (keys sorted, compact) and its hash. Serialized through a
+/// per-thread scratch buffer, so a document costs one exact-size allocation instead of
+/// a growing vector's reallocations and copies.
+fn canonical_json(doc: &Map<String, Value>) -> (Vec<u8>, ContentHash) {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        serde_json::to_writer(&mut *scratch, doc).expect("a JSON map always serializes");
+        let canonical = (scratch.to_vec(), ContentHash::of(scratch));
+        if scratch.capacity() > SCRATCH_KEPT_BYTES {
+            *scratch = Vec::new();
+        }
+        canonical
     })
 }
 
@@ -502,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_enforced_before_parsing() {
+    fn line_size_and_nesting_limits_are_enforced() {
         let limits = LineLimits {
             max_line_bytes: 64,
             max_depth: 8,
@@ -523,6 +539,34 @@ mod tests {
         );
         let braces_in_string = r#"{"a":"[[[[[[[[[[[[[[[[[[["}"#;
         assert!(parse_line(braces_in_string.as_bytes(), &limits).is_ok());
+        let at_limit = format!("{}{}", "[".repeat(7), "]".repeat(7));
+        let object_at_limit = format!(r#"{{"a":{at_limit}}}"#);
+        assert!(parse_line(object_at_limit.as_bytes(), &limits).is_ok());
+        let past_limit = format!(r#"{{"a":[{at_limit}]}}"#);
+        assert_eq!(
+            parse_line(past_limit.as_bytes(), &limits).unwrap_err().code,
+            ErrorCode::NestingTooDeep
+        );
+    }
+
+    #[test]
+    fn the_deepest_configurable_nesting_parses() {
+        let limits = LineLimits {
+            max_line_bytes: 1 << 20,
+            max_depth: crate::config::MAX_NESTING_DEPTH,
+        };
+        let inner = crate::config::MAX_NESTING_DEPTH - 1;
+        let deepest = format!(r#"{{"a":{}{}}}"#, "[".repeat(inner), "]".repeat(inner));
+        assert!(parse_line(deepest.as_bytes(), &limits).is_ok());
+        let deeper = format!(
+            r#"{{"a":{}{}}}"#,
+            "[".repeat(inner + 1),
+            "]".repeat(inner + 1)
+        );
+        assert_eq!(
+            parse_line(deeper.as_bytes(), &limits).unwrap_err().code,
+            ErrorCode::NestingTooDeep
+        );
     }
 
     #[test]

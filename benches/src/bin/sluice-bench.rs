@@ -590,3 +590,22 @@ async fn run_sluice(
         freshness,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_gives_the_median_and_the_range() {
+        let odd = Spread::of([3.0, 1.0, 2.0].into_iter());
+        assert_eq!(
+            (odd.median, odd.min, odd.max, odd.samples),
+            (2.0, 1.0, 3.0, 3)
+        );
+        let even = Spread::of([4.0, 1.0, 3.0, 2.0].into_iter());
+        assert_eq!((even.median, even.min, even.max), (2.5, 1.0, 4.0));
+        assert_eq!(even.show(|x| format!("{x}")), "2.5 (1–4)");
+        let one = Spread::of([1234.0].into_iter());
+        assert_eq!(one.show(|x| format!("{x}")), "1234");
+    }
+}
