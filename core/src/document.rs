@@ -2,7 +2,8 @@
 //!
 //! The steps, cheapest first so hostile input costs little: size limit, UTF-8, then one
 //! JSON parse that refuses duplicate keys and stops at the first array or object nested
-//! past the depth limit (before recursing into it), then the schema: types, required fields, defaults, primary key. The accepted document is
+//! past the depth limit (before recursing into it), then the schema: types, required
+//! fields, defaults, primary key. The accepted document is
 //! re-serialized canonically (object keys sorted, compact) and hashed, so the same
 //! content always has the same [`ContentHash`] whatever the key order or spacing it was
 //! sent with. Error messages name fields, never values, so `personal_data` cannot leak.
@@ -138,7 +139,7 @@ pub fn parse_line(line: &[u8], limits: &LineLimits) -> Result<Map<String, Value>
 const DUPLICATE_KEY: &str = "duplicate key";
 /// How the parse reports a container nested deeper than the limit.
 const NESTING_TOO_DEEP: &str = "nesting too deep";
-/// How serde_json words its own (fixed, 128-level) recursion limit.
+/// How serde_json words its own, fixed recursion limit (127 levels).
 const RECURSION_LIMIT: &str = "recursion limit exceeded";
 /// How serde_json words a number literal that does not fit an f64.
 const NUMBER_OUT_OF_RANGE: &str = "number out of range";
