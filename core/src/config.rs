@@ -370,7 +370,9 @@ impl Config {
         )?;
         check(
             (1..=MAX_NESTING_DEPTH).contains(&self.ingest.max_depth),
-            "ingest.max_depth must be 1..=127 (the JSON parser's own recursion limit)",
+            &format!(
+                "ingest.max_depth must be 1..={MAX_NESTING_DEPTH} (the JSON parser's own recursion limit)"
+            ),
         )?;
         check(
             self.ingest.max_batch_docs >= 1
@@ -474,5 +476,15 @@ mod tests {
         );
         config.indexer.commit_interval = Duration::from_secs(11);
         assert!(config.validate().is_err());
+
+        // The nesting limit stays within what the JSON parser can check itself.
+        let mut config = Config::default();
+        for (max_depth, valid) in [(0, false), (1, true), (MAX_NESTING_DEPTH, true)] {
+            config.ingest.max_depth = max_depth;
+            assert_eq!(config.validate().is_ok(), valid, "max_depth {max_depth}");
+        }
+        config.ingest.max_depth = MAX_NESTING_DEPTH + 1;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("ingest.max_depth"), "{refused}");
     }
 }

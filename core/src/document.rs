@@ -139,7 +139,8 @@ pub fn parse_line(line: &[u8], limits: &LineLimits) -> Result<Map<String, Value>
 const DUPLICATE_KEY: &str = "duplicate key";
 /// How the parse reports a container nested deeper than the limit.
 const NESTING_TOO_DEEP: &str = "nesting too deep";
-/// How serde_json words its own, fixed recursion limit (127 levels).
+/// How serde_json words its own, fixed recursion limit ([`crate::config::MAX_NESTING_DEPTH`]
+/// levels), which a configured limit at that maximum reaches first.
 const RECURSION_LIMIT: &str = "recursion limit exceeded";
 /// How serde_json words a number literal that does not fit an f64.
 const NUMBER_OUT_OF_RANGE: &str = "number out of range";
