@@ -33,6 +33,8 @@ pub enum ErrorCode {
     NestingTooDeep,
     /// A JSON object with the same key twice.
     DuplicateKey,
+    /// A document that would take its collection past the maximum number of fields.
+    TooManyFields,
 
     // --- request errors ---
     /// The collection name is not valid.
@@ -47,6 +49,12 @@ pub enum ErrorCode {
     DocumentNotFound,
     /// The search query could not be parsed or run as asked.
     InvalidQuery,
+    /// The search query or filter is nested deeper, or is longer, than the limits allow.
+    QueryTooComplex,
+    /// Creating the collection would take the node past its maximum number of collections.
+    TooManyCollections,
+    /// The request target (path and query string) is longer than the server accepts.
+    UriTooLong,
     /// A request parameter or body is not valid.
     InvalidRequest,
     /// The request body is larger than the body size limit.
@@ -91,12 +99,15 @@ impl ErrorCode {
             | NumberOutOfRange
             | NestingTooDeep
             | DuplicateKey
+            | TooManyFields
+            | QueryTooComplex
             | InvalidCollectionName
             | InvalidSchema
             | InvalidQuery
             | InvalidRequest => 400,
             LineTooLarge | PayloadTooLarge => 413,
-            IncompatibleSchema | NotReplayable => 409,
+            IncompatibleSchema | NotReplayable | TooManyCollections => 409,
+            UriTooLong => 414,
             CollectionNotFound | DocumentNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             UnsupportedMediaType => 415,
@@ -123,12 +134,16 @@ impl ErrorCode {
             LineTooLarge => "line_too_large",
             NestingTooDeep => "nesting_too_deep",
             DuplicateKey => "duplicate_key",
+            TooManyFields => "too_many_fields",
             InvalidCollectionName => "invalid_collection_name",
             InvalidSchema => "invalid_schema",
             IncompatibleSchema => "incompatible_schema",
             CollectionNotFound => "collection_not_found",
             DocumentNotFound => "document_not_found",
             InvalidQuery => "invalid_query",
+            QueryTooComplex => "query_too_complex",
+            TooManyCollections => "too_many_collections",
+            UriTooLong => "uri_too_long",
             InvalidRequest => "invalid_request",
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
@@ -162,6 +177,10 @@ mod tests {
             ErrorCode::NumberOutOfRange,
             ErrorCode::IncompatibleSchema,
             ErrorCode::RequestTimeout,
+            ErrorCode::QueryTooComplex,
+            ErrorCode::TooManyCollections,
+            ErrorCode::TooManyFields,
+            ErrorCode::UriTooLong,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();
