@@ -19,12 +19,14 @@
 //! every index shard commit and ack. Anything unacked at a hard stop is redelivered at the
 //! next start, so stopping early is safe, only slower to recover.
 
+pub mod series;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use sluice_core::catalog::Catalog;
+use sluice_core::catalog::{Catalog, CollectionLimits};
 use sluice_core::config::Config;
 use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::faults::Faults;
@@ -131,8 +133,16 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
     let catalog = Arc::new(
         Catalog::load(store.clone(), config.ingest.default_shards)
             .await
-            .context("loading the collection catalog")?,
+            .context("loading the collection catalog")?
+            .with_limits(CollectionLimits {
+                max_collections: config.ingest.max_collections,
+                max_auto_created: config.ingest.max_auto_created_collections,
+            }),
     );
+    // Retires deleted collections' metric series (see `series`).
+    if let Some(live) = series::LiveSeries::installed() {
+        tokio::spawn(live.keep_alive(catalog.clone()));
+    }
 
     let workers_stop = CancellationToken::new();
     let indexer_stop = CancellationToken::new();
@@ -146,6 +156,7 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
     )
     .await
     .context("starting the worker pool")?;
+    tokio::spawn(workers.forget_deleted_collections(catalog.subscribe()));
     let indexer = Indexer::start(
         config.indexer.clone(),
         data_dir,
@@ -218,6 +229,8 @@ pub async fn run(
     };
     let upkeep = shutdown.child_token();
     node.state.spawn_upkeep(upkeep.clone());
+    node.state
+        .set_max_result_window(config.indexer.max_result_window);
     node.state.set_ready();
     gate.open(sluice_ingest::router(
         node.state.clone(),

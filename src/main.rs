@@ -4,6 +4,11 @@
 
 mod dlq_cli;
 
+/// mimalloc returns freed memory to the system soon after a burst (the system allocator
+/// kept most of a burst's peak resident); see the README's Operations notes.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -80,6 +85,7 @@ fn serve(
         )
         .with_writer(std::io::stderr)
         .init();
+    log_panics();
 
     let mut config = match &config_path {
         Some(path) => {
@@ -115,13 +121,24 @@ fn serve(
         );
     }
 
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
+    // Series nobody updates expire after the idle timeout; `LiveSeries` keeps every live
+    // one updated, so only a deleted collection's series go.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .idle_timeout(
+            metrics_util::MetricKindMask::COUNTER | metrics_util::MetricKindMask::GAUGE,
+            Some(config.server.metrics_idle_timeout),
+        )
+        .build_recorder();
+    let metrics = recorder.handle();
+    sluice::series::LiveSeries::install(recorder, config.server.metrics_idle_timeout)
         .context("installing the metrics recorder")?;
     sluice_core::metrics::describe();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(config.server.max_blocking_threads)
+        // Idle blocking threads leave soon: a burst's threads do not outlive it long.
+        .thread_keep_alive(Duration::from_secs(2))
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async move {
@@ -138,6 +155,32 @@ fn serve(
     // (dropping the runtime would wait for them without a bound).
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
     result
+}
+
+/// Installs a panic hook that logs every panic, on any thread, as one ERROR line with
+/// its message and location (a handler panic then answers 500; a panic elsewhere is
+/// found in the log, not only on a bare stderr).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-text panic payload".to_owned());
+        let location = info
+            .location()
+            .map_or_else(|| "unknown".to_owned(), ToString::to_string);
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        // Captured only when RUST_BACKTRACE asks for it.
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(thread, %location, %backtrace, "panic: {message}");
+        } else {
+            tracing::error!(thread, %location, "panic: {message}");
+        }
+    }));
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once (still safe: the log

@@ -49,7 +49,7 @@ impl Store for PoisonStore {
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         if writes.iter().any(|w| self.poisoned.contains(w.id())) {
-            return Err(StoreError::Storage("refused by the test store".into()));
+            return Err(StoreError::Rejected("refused by the test store".into()));
         }
         self.inner.apply(collection, writes).await
     }

@@ -1,36 +1,28 @@
-//! The standard corpus: `../shared/tools/corpus.py` output, loaded once into memory.
+//! The standard corpus (the repository's generator, `sluice_loadgen::corpus`), loaded once
+//! into memory.
 //!
 //! Figures quoted anywhere in the project come from this generator (deterministic for a
-//! given N and seed), so they compare across runs and machines. The criterion benches
-//! and the search index reuse copies cached under `target/sluice-bench-cache/`, written
-//! to a temporary name and renamed so an interrupted run never leaves a truncated copy.
+//! given N and seed, byte for byte what the reference `corpus.py` prints), so they
+//! compare across runs and machines. The criterion benches and the search index reuse
+//! copies cached under `target/sluice-bench-cache/`, written to a temporary name and
+//! renamed so an interrupted run never leaves a truncated copy.
 //!
 //! Invariant: [`Corpus::lines`] holds one byte range per document, newline excluded, in
 //! file order; the file's bytes are shared ([`Bytes`]) so request bodies are zero-copy
 //! slices of it.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use bytes::Bytes;
+use sluice_loadgen::corpus::{write_ndjson, BODY_WORDS, DEFAULT_SEED, STANDARD_SCHEMA_DOCUMENT};
 
 use crate::error::BenchError;
 
-/// Environment variable naming the corpus generator, when not at its usual place.
-pub const CORPUS_TOOL_ENV: &str = "SLUICE_CORPUS_TOOL";
-
 /// The collection name the benchmarks ingest into.
 pub const COLLECTION: &str = "corpus";
-
-/// `../shared/tools/corpus.py` relative to the repository, or [`CORPUS_TOOL_ENV`].
-pub fn corpus_tool() -> PathBuf {
-    match std::env::var_os(CORPUS_TOOL_ENV).filter(|path| !path.is_empty()) {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/corpus.py"),
-    }
-}
 
 /// Where cached corpora and indexes live: `$CARGO_TARGET_DIR` or the workspace's
 /// `target/`, under `sluice-bench-cache/`. Deleting it only costs a rebuild.
@@ -42,41 +34,18 @@ pub fn cache_dir() -> PathBuf {
     target.join("sluice-bench-cache")
 }
 
-fn run_tool(args: &[String], stdout: Stdio) -> Result<std::process::Output, BenchError> {
-    let tool = corpus_tool();
-    let output = Command::new("python3")
-        .arg(&tool)
-        .args(args)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|error| BenchError::Corpus {
-            tool: tool.clone(),
-            reason: format!("cannot run python3: {error}"),
-        })?;
-    if !output.status.success() {
-        return Err(BenchError::Corpus {
-            tool,
-            reason: format!(
-                "exited with {}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        });
-    }
-    Ok(output)
-}
-
-/// The collection schema document matching the corpus (`corpus.py --schema`).
+/// The collection schema document matching the corpus (`sluice-loadgen corpus --schema`).
 pub fn schema_json() -> Result<Vec<u8>, BenchError> {
-    Ok(run_tool(&["--schema".to_owned()], Stdio::piped())?.stdout)
+    Ok(format!("{STANDARD_SCHEMA_DOCUMENT}\n").into_bytes())
 }
 
-/// Writes `docs` corpus documents to `path` (NDJSON).
+/// Writes `docs` corpus documents (seed 42) to `path` (NDJSON).
 pub fn generate(docs: usize, path: &Path) -> Result<(), BenchError> {
-    let file = std::fs::File::create(path)
-        .map_err(BenchError::io(format!("creating {}", path.display())))?;
-    run_tool(&[docs.to_string()], Stdio::from(file))?;
+    let what = || format!("writing the corpus to {}", path.display());
+    let file = std::fs::File::create(path).map_err(BenchError::io(what()))?;
+    let mut out = std::io::BufWriter::new(file);
+    write_ndjson(&mut out, docs, DEFAULT_SEED, BODY_WORDS).map_err(BenchError::io(what()))?;
+    out.flush().map_err(BenchError::io(what()))?;
     Ok(())
 }
 

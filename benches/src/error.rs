@@ -1,8 +1,6 @@
 //! The one error type of the benchmark library. A benchmark that cannot measure fails
 //! loudly with what it was doing; it never reports a figure it did not measure.
 
-use std::path::PathBuf;
-
 /// Why a benchmark step failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -15,11 +13,9 @@ pub enum BenchError {
         /// The failure.
         source: std::io::Error,
     },
-    /// The corpus generator failed or produced something unexpected.
-    #[error("corpus generator {tool}: {reason}")]
+    /// The corpus or its schema is not what the benchmark can use.
+    #[error("corpus: {reason}")]
     Corpus {
-        /// The generator script.
-        tool: PathBuf,
         /// What went wrong.
         reason: String,
     },

@@ -28,7 +28,6 @@ pub const RAW_WRITER_BUDGET: usize = 256 * 1024 * 1024;
 /// The corpus collection schema (from the generator), validated.
 pub fn corpus_schema() -> Result<Schema, BenchError> {
     Schema::from_json(&schema_json()?).map_err(|error| BenchError::Corpus {
-        tool: crate::corpus::corpus_tool(),
         reason: format!("schema refused: {error}"),
     })
 }

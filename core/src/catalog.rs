@@ -4,6 +4,12 @@
 //! Writes are serialized by one lock so that two concurrent creations of the same
 //! collection (two first ingests, or an ingest racing a `PUT`) cannot both win.
 //! Reads are lock-free clones of an `Arc`.
+//!
+//! Limits ([`CollectionLimits`]): a creation that would take the catalog past
+//! `max_collections`, or the collections created on first ingest past
+//! `max_auto_created`, is refused with `too_many_collections`; the count is taken under
+//! the write lock, so concurrent creations cannot overshoot it. Updates of existing
+//! collections are never refused.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -27,6 +33,11 @@ pub enum CatalogError {
     /// The store holding the catalog failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Creating the collection would exceed a configured limit (`too_many_collections`);
+    /// delete collections, or raise `ingest.max_collections` /
+    /// `ingest.max_auto_created_collections`.
+    #[error("{0}")]
+    TooManyCollections(String),
 }
 
 impl CatalogError {
@@ -36,6 +47,7 @@ impl CatalogError {
             CatalogError::Schema(e) => e.code,
             CatalogError::Store(e) if e.is_transient() => ErrorCode::Unavailable,
             CatalogError::Store(_) => ErrorCode::Internal,
+            CatalogError::TooManyCollections(_) => ErrorCode::TooManyCollections,
         }
     }
 }
@@ -58,10 +70,31 @@ pub enum PutOutcome {
     Updated,
 }
 
+/// How many collections the catalog may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CollectionLimits {
+    /// Most collections in all.
+    pub max_collections: usize,
+    /// Most collections created on first ingest (`dynamic`); 0: creation on first ingest
+    /// is off.
+    pub max_auto_created: usize,
+}
+
+impl Default for CollectionLimits {
+    /// No limit.
+    fn default() -> Self {
+        Self {
+            max_collections: usize::MAX,
+            max_auto_created: usize::MAX,
+        }
+    }
+}
+
 /// Collections and their schemas.
 pub struct Catalog {
     store: Arc<dyn Store>,
     default_shards: u32,
+    limits: CollectionLimits,
     cache: RwLock<BTreeMap<CollectionName, Arc<CollectionMeta>>>,
     write_lock: Mutex<()>,
     changes: broadcast::Sender<CatalogChange>,
@@ -86,10 +119,48 @@ impl Catalog {
         Ok(Self {
             store,
             default_shards,
+            limits: CollectionLimits::default(),
             cache: RwLock::new(cache),
             write_lock: Mutex::new(()),
             changes,
         })
+    }
+
+    /// Refuses creations past `limits` from now on (collections already there stay).
+    pub fn with_limits(mut self, limits: CollectionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Refuses one more collection (`auto_created`: by a first ingest) past the limits.
+    /// Called under the write lock.
+    fn check_room_for_one_more(&self, auto_created: bool) -> Result<(), CatalogError> {
+        let cache = self.cache.read().expect("catalog lock");
+        let limits = self.limits;
+        if cache.len() >= limits.max_collections {
+            return Err(CatalogError::TooManyCollections(format!(
+                "the node holds its maximum of {} collections (ingest.max_collections); delete one first",
+                limits.max_collections
+            )));
+        }
+        if auto_created {
+            if limits.max_auto_created == 0 {
+                return Err(CatalogError::TooManyCollections(
+                    "collections are not created on first ingest here \
+                     (ingest.max_auto_created_collections = 0); create it with PUT first"
+                        .to_owned(),
+                ));
+            }
+            let dynamic = cache.values().filter(|meta| meta.dynamic).count();
+            if dynamic >= limits.max_auto_created {
+                return Err(CatalogError::TooManyCollections(format!(
+                    "the node holds its maximum of {} collections created on first ingest \
+                     (ingest.max_auto_created_collections); create it with PUT, or delete one first",
+                    limits.max_auto_created
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The collection, if it exists.
@@ -134,6 +205,7 @@ impl Catalog {
                 (meta, PutOutcome::Updated)
             }
             None => {
+                self.check_room_for_one_more(false)?;
                 schema.shards = Some(schema.shards.unwrap_or(self.default_shards));
                 let meta = CollectionMeta {
                     name: name.clone(),
@@ -162,6 +234,7 @@ impl Catalog {
         if let Some(meta) = self.get(name) {
             return Ok(meta);
         }
+        self.check_room_for_one_more(true)?;
         let mut schema = Schema::dynamic();
         for doc in sample {
             schema.infer_from(doc);

@@ -91,6 +91,29 @@ pub struct ServerConfig {
     /// closed. Raise it for very large bodies on slow links.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// Slowest average rate, in bytes per second, at which a request body may arrive once
+    /// `body_rate_grace` has passed; a slower body answers 408 `request_timeout` and the
+    /// connection is closed (0: no minimum, only `body_read_timeout`).
+    pub min_body_rate: ByteSize,
+    /// How long a request body may arrive at any rate before `min_body_rate` applies.
+    #[serde(with = "humantime_serde")]
+    pub body_rate_grace: Duration,
+    /// Most connections one client address may hold open; further ones are closed as
+    /// soon as they are accepted.
+    pub max_connections_per_client: usize,
+    /// Most requests of one client address handled at once; more answer 429
+    /// `overloaded` with `Retry-After`.
+    pub max_in_flight_per_client: usize,
+    /// Longest request target (path and query string), in bytes; longer ones answer 414
+    /// `uri_too_long`.
+    pub max_uri_length: usize,
+    /// Most threads of the blocking pool (index commits, searches, log and store I/O),
+    /// shared by every collection, so the thread count does not grow with them.
+    pub max_blocking_threads: usize,
+    /// How long a metric series nobody updates stays in `/metrics`. Live series are kept
+    /// fresh by the node; a deleted collection's series are gone this long after it.
+    #[serde(with = "humantime_serde")]
+    pub metrics_idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -101,9 +124,20 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
+            min_body_rate: ByteSize::kib(1),
+            body_rate_grace: Duration::from_secs(5),
+            max_connections_per_client: 256,
+            max_in_flight_per_client: 32,
+            max_uri_length: 32 * 1024,
+            max_blocking_threads: 64,
+            metrics_idle_timeout: Duration::from_secs(60),
         }
     }
 }
+
+/// Longest request target `server.max_uri_length` may allow: hyper refuses longer ones
+/// itself, before a request reaches the service.
+pub const MAX_URI_LENGTH: usize = 65_534;
 
 /// Deepest nesting `ingest.max_depth` may allow: the JSON parser refuses deeper input on
 /// its own.
@@ -134,6 +168,18 @@ pub struct IngestConfig {
     /// Most documents this node appended and the pipeline has not yet made searchable;
     /// past it, ingest answers 429 `overloaded` with `Retry-After` (0: no limit).
     pub max_backlog_docs: u64,
+    /// Most collections the catalog holds; creating one more answers 409
+    /// `too_many_collections`.
+    pub max_collections: usize,
+    /// Most collections created by a first ingest to a new name (schema inferred), within
+    /// `max_collections`; 0 turns creation on first ingest off.
+    pub max_auto_created_collections: usize,
+    /// Most error entries one ingest answer lists (the rest are only counted, as
+    /// `errors_omitted`); at least 1.
+    pub max_reported_errors: usize,
+    /// Most fields a collection's documents may carry, nested paths counted as
+    /// Elasticsearch counts them; a wider document is refused (`too_many_fields`).
+    pub max_fields_per_collection: usize,
 }
 
 impl Default for IngestConfig {
@@ -148,6 +194,10 @@ impl Default for IngestConfig {
             max_in_flight_requests: 64,
             visibility_timeout: Duration::from_secs(30),
             max_backlog_docs: 1_000_000,
+            max_collections: 1_000,
+            max_auto_created_collections: 1_000,
+            max_reported_errors: 1_000,
+            max_fields_per_collection: 1_000,
         }
     }
 }
@@ -235,6 +285,15 @@ impl WorkersConfig {
     }
 }
 
+/// Longest `indexer.max_query_length` may allow: the query parser's thread stack is
+/// sized for the deepest nesting a query this long could hold (see the indexer's
+/// `query_limits`).
+pub const MAX_QUERY_LENGTH: usize = 64 * 1024;
+
+/// Deepest `indexer.max_query_depth` may allow: queries nested this deep run with a wide
+/// margin on 2 MiB search threads (see the indexer's `query_limits`).
+pub const MAX_QUERY_DEPTH: usize = 128;
+
 /// `[indexer]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -257,10 +316,27 @@ pub struct IndexerConfig {
     pub commit_max_docs: usize,
     /// Most EVENTS messages a shard fetches at once.
     pub fetch_batch: usize,
-    /// Entries of the search result cache.
-    pub search_cache_entries: u64,
+    /// Memory budget of the search result caches, weighed by an estimate of each
+    /// response's size: the result cache and the stale fallback (see the indexer) take
+    /// half each, and a response weighing more than half is not cached (0: no caching,
+    /// and no stale fallback).
+    pub search_cache_size: ByteSize,
     /// Largest `limit + offset` a search may ask for.
     pub max_result_window: usize,
+    /// Longest query text of one search, in bytes: `q` and every `filter` together (at
+    /// most [`MAX_QUERY_LENGTH`]). Longer is refused with `query_too_complex`.
+    pub max_query_length: usize,
+    /// Deepest nesting of `q` or of one filter: each parenthesis (a `field:(...)` group
+    /// too) and each prefix operator `NOT`, `+` or `-` before its operand is a level;
+    /// quoted phrases are none (at most [`MAX_QUERY_DEPTH`]). Deeper is refused with
+    /// `query_too_complex`.
+    pub max_query_depth: usize,
+    /// Hits of a page that get highlights (the first ones); later hits of the page carry
+    /// an empty `highlights`.
+    pub highlight_max_hits: usize,
+    /// Text of one field of one hit analysed for highlights; matches past it are not
+    /// marked.
+    pub highlight_max_analyzed_size: ByteSize,
     /// Longest one shard may take to answer a search; a slower shard is left out and the
     /// response is flagged `partial`.
     #[serde(with = "humantime_serde")]
@@ -269,6 +345,11 @@ pub struct IndexerConfig {
     /// (after a crash, this is how long a shared log waits before redelivering).
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
+    /// A shard whose changes are committed and that has applied nothing for this long
+    /// closes its index writer (its threads and memory arena); its next event opens it
+    /// again.
+    #[serde(with = "humantime_serde")]
+    pub writer_idle_timeout: Duration,
 }
 
 impl IndexerConfig {
@@ -290,10 +371,15 @@ impl Default for IndexerConfig {
             commit_max_interval: Duration::from_secs(10),
             commit_max_docs: 500_000,
             fetch_batch: 64,
-            search_cache_entries: 10_000,
+            search_cache_size: ByteSize::mib(64),
             max_result_window: 10_000,
+            max_query_length: 16 * 1024,
+            max_query_depth: 32,
+            highlight_max_hits: 100,
+            highlight_max_analyzed_size: ByteSize::kib(64),
             shard_search_timeout: Duration::from_secs(10),
             ack_wait: Duration::from_secs(60),
+            writer_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -365,6 +451,19 @@ impl Config {
             "server.header_read_timeout and server.body_read_timeout must be above zero",
         )?;
         check(
+            self.server.max_connections_per_client >= 1
+                && self.server.max_in_flight_per_client >= 1,
+            "server.max_connections_per_client and server.max_in_flight_per_client must be at least 1",
+        )?;
+        check(
+            self.server.max_blocking_threads >= 4,
+            "server.max_blocking_threads must be at least 4",
+        )?;
+        check(
+            (1024..=MAX_URI_LENGTH).contains(&self.server.max_uri_length),
+            &format!("server.max_uri_length must be 1024..={MAX_URI_LENGTH} (hyper's own limit)"),
+        )?;
+        check(
             self.ingest.max_line_size <= self.ingest.max_body_size,
             "ingest.max_line_size exceeds ingest.max_body_size",
         )?;
@@ -387,6 +486,14 @@ impl Config {
         check(
             self.ingest.max_in_flight_requests >= 1,
             "ingest.max_in_flight_requests must be at least 1",
+        )?;
+        check(
+            self.ingest.max_reported_errors >= 1,
+            "ingest.max_reported_errors must be at least 1",
+        )?;
+        check(
+            self.ingest.max_fields_per_collection >= 1,
+            "ingest.max_fields_per_collection must be at least 1",
         )?;
         check(
             (1..=5).contains(&self.log.replicas),
@@ -419,6 +526,30 @@ impl Config {
         check(
             self.indexer.fetch_batch >= 1,
             "indexer.fetch_batch must be at least 1",
+        )?;
+        check(
+            self.ingest.max_collections >= 1,
+            "ingest.max_collections must be at least 1",
+        )?;
+        check(
+            self.ingest.max_auto_created_collections <= self.ingest.max_collections,
+            "ingest.max_auto_created_collections exceeds ingest.max_collections",
+        )?;
+        check(
+            !self.indexer.writer_idle_timeout.is_zero(),
+            "indexer.writer_idle_timeout must be above zero",
+        )?;
+        check(
+            !self.server.metrics_idle_timeout.is_zero(),
+            "server.metrics_idle_timeout must be above zero",
+        )?;
+        check(
+            (1..=MAX_QUERY_LENGTH).contains(&self.indexer.max_query_length),
+            &format!("indexer.max_query_length must be 1..={MAX_QUERY_LENGTH}"),
+        )?;
+        check(
+            (1..=MAX_QUERY_DEPTH).contains(&self.indexer.max_query_depth),
+            &format!("indexer.max_query_depth must be 1..={MAX_QUERY_DEPTH}"),
         )?;
         check(
             self.resilience.breaker_failures >= 1,
@@ -460,6 +591,21 @@ mod tests {
         let mut config = Config::default();
         config.server.body_read_timeout = Duration::ZERO;
         assert!(config.validate().is_err());
+        for (max_uri_length, valid) in [(1023, false), (1024, true), (MAX_URI_LENGTH, true)] {
+            let mut config = Config::default();
+            config.server.max_uri_length = max_uri_length;
+            assert_eq!(
+                config.validate().is_ok(),
+                valid,
+                "max_uri_length {max_uri_length}"
+            );
+        }
+        let mut config = Config::default();
+        config.server.max_uri_length = MAX_URI_LENGTH + 1;
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.server.max_in_flight_per_client = 0;
+        assert!(config.validate().is_err());
 
         // The uncommitted stretch of a shard stays well under its redelivery delay.
         let mut config = Config::default();
@@ -486,5 +632,31 @@ mod tests {
         config.ingest.max_depth = MAX_NESTING_DEPTH + 1;
         let refused = config.validate().unwrap_err().to_string();
         assert!(refused.contains("ingest.max_depth"), "{refused}");
+
+        // The query limits stay within what the parser's stack is sized for.
+        let mut config = Config::default();
+        for (max_query_depth, valid) in [(0, false), (1, true), (MAX_QUERY_DEPTH, true)] {
+            config.indexer.max_query_depth = max_query_depth;
+            assert_eq!(
+                config.validate().is_ok(),
+                valid,
+                "max_query_depth {max_query_depth}"
+            );
+        }
+        config.indexer.max_query_depth = MAX_QUERY_DEPTH + 1;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("indexer.max_query_depth"), "{refused}");
+        let mut config = Config::default();
+        for (max_query_length, valid) in [(0, false), (1, true), (MAX_QUERY_LENGTH, true)] {
+            config.indexer.max_query_length = max_query_length;
+            assert_eq!(
+                config.validate().is_ok(),
+                valid,
+                "max_query_length {max_query_length}"
+            );
+        }
+        config.indexer.max_query_length = MAX_QUERY_LENGTH + 1;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("indexer.max_query_length"), "{refused}");
     }
 }

@@ -159,10 +159,46 @@ mod tests {
     }
 
     #[test]
-    fn an_unarmed_point_is_inert() {
-        // Nothing is armed in unit tests: reaching every point returns.
+    fn only_the_armed_point_counts_arrivals() {
+        // The only test that arms a point; the count is far from the abort. Nothing else
+        // in this crate reaches a point, so the globals are this test's alone.
+        const COUNT: u64 = 1_000_000;
+        let tags: std::collections::BTreeSet<u8> =
+            CrashPoint::ALL.into_iter().map(CrashPoint::tag).collect();
+        assert_eq!(tags.len(), CrashPoint::ALL.len(), "one tag per point");
+        assert!(!tags.contains(&0), "0 means nothing is armed");
+        assert_eq!(ARMED.load(Ordering::SeqCst), 0, "nothing armed at start");
+        REMAINING.store(COUNT, Ordering::SeqCst);
         for point in CrashPoint::ALL {
             reached(point);
         }
+        assert_eq!(
+            REMAINING.load(Ordering::SeqCst),
+            COUNT,
+            "with nothing armed, no point counts down"
+        );
+
+        ARMED.store(CrashPoint::IndexCommit.tag(), Ordering::SeqCst);
+        for point in CrashPoint::ALL {
+            if point != CrashPoint::IndexCommit {
+                reached(point);
+                reached(point);
+            }
+        }
+        let after_others = REMAINING.load(Ordering::SeqCst);
+        reached(CrashPoint::IndexCommit);
+        reached(CrashPoint::IndexCommit);
+        let after_armed = REMAINING.load(Ordering::SeqCst);
+        ARMED.store(0, Ordering::SeqCst);
+        REMAINING.store(0, Ordering::SeqCst);
+        assert_eq!(
+            after_others, COUNT,
+            "points other than the armed one are inert"
+        );
+        assert_eq!(
+            after_armed,
+            COUNT - 2,
+            "each arrival at the armed point counts once"
+        );
     }
 }

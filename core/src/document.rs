@@ -9,6 +9,7 @@
 //! sent with. Error messages name fields, never values, so `personal_data` cannot leak.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -250,8 +251,18 @@ pub fn validate_document(
         check_field_value(field, &doc[&field.name])
             .map_err(|(code, message)| LineError::new(code, message))?;
     }
-    if schema.strict {
-        if let Some(unknown) = doc.keys().find(|k| schema.field(k).is_none()) {
+    // Every declared field present was checked above; a strict schema refuses a document
+    // carrying more keys than that (found without scanning the field list per key).
+    let declared_present = || {
+        schema
+            .fields
+            .iter()
+            .filter(|f| doc.contains_key(&f.name))
+            .count()
+    };
+    if schema.strict && declared_present() < doc.len() {
+        let declared: HashSet<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+        if let Some(unknown) = doc.keys().find(|k| !declared.contains(k.as_str())) {
             return Err(LineError::new(
                 ErrorCode::UnknownField,
                 format!("field {unknown:?} is not declared in this strict schema"),
@@ -457,6 +468,90 @@ fn describe_type(field_type: FieldType) -> &'static str {
     }
 }
 
+/// The number of distinct field paths in `doc`, counted as Elasticsearch counts mapped
+/// fields: every object key at every depth is one (`{"a": {"b": 1}}` has `a` and `a.b`),
+/// arrays add none of their own and the objects inside one array share their paths
+/// (`{"a": [{"b": 1}, {"b": 2}]}` has two). Counting stops once it passes `stop_above`,
+/// so the cost is linear in the document and bounded by the limit checked.
+pub fn field_paths(doc: &Map<String, Value>, stop_above: usize) -> usize {
+    let mut counter = PathCounter {
+        count: 0,
+        stop_above,
+        seen_in_arrays: HashSet::new(),
+    };
+    counter.object(doc, 0, true);
+    counter.count.min(stop_above.saturating_add(1))
+}
+
+/// Counts paths by a hash chained from parent to child. Outside arrays every path is
+/// unique (keys of one object are, and duplicate keys are refused at parse), so only
+/// paths below an array go through the set.
+struct PathCounter {
+    count: usize,
+    stop_above: usize,
+    seen_in_arrays: HashSet<u64>,
+}
+
+impl PathCounter {
+    fn object(&mut self, object: &Map<String, Value>, parent: u64, unique: bool) {
+        for (key, value) in object {
+            if self.count > self.stop_above {
+                return;
+            }
+            let path = xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), parent);
+            if unique || self.seen_in_arrays.insert(path) {
+                self.count += 1;
+            }
+            self.value(value, path, unique);
+        }
+    }
+
+    fn value(&mut self, value: &Value, path: u64, unique: bool) {
+        match value {
+            Value::Object(object) => self.object(object, path, unique),
+            Value::Array(items) => {
+                for item in items {
+                    self.value(item, path, false);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Refuses (`too_many_fields`) a document that would take its collection past
+/// `max_fields`: the schema's declared fields plus every path of the document that is
+/// not a declared field (an undeclared top-level key, and any nested path, a declared
+/// `json` field's included). Dynamic fields are counted per document: they do not grow
+/// the schema, so one document's undeclared fields never count against another's.
+pub fn check_field_count(
+    schema: &Schema,
+    doc: &Map<String, Value>,
+    max_fields: usize,
+) -> Result<(), LineError> {
+    let declared = schema.fields.len();
+    let paths = field_paths(doc, max_fields.saturating_add(declared));
+    // Cheap common case: within the limit even if no path were a declared field.
+    if declared.saturating_add(paths) <= max_fields {
+        return Ok(());
+    }
+    let carried_declared = schema
+        .fields
+        .iter()
+        .filter(|f| doc.contains_key(&f.name))
+        .count();
+    if declared + paths - carried_declared > max_fields {
+        return Err(LineError::new(
+            ErrorCode::TooManyFields,
+            format!(
+                "the document's fields (nested paths counted) and the {declared} fields the \
+                 schema declares come to more than {max_fields}, the most a collection may have"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a `datetime` field value into seconds and nanoseconds since the Unix epoch.
 pub fn datetime_to_unix_nanos(value: &Value) -> Option<i128> {
     match value {
@@ -643,6 +738,48 @@ mod tests {
         let err = check(&line).unwrap_err();
         assert_eq!(err.code, ErrorCode::WrongType);
         assert!(err.message.contains("email") && !err.message.contains("42"));
+    }
+
+    #[test]
+    fn field_paths_count_nested_keys_once_and_arrays_share_theirs() {
+        let paths = |text: &str| {
+            field_paths(
+                &parse_line(text.as_bytes(), &LineLimits::default()).unwrap(),
+                100,
+            )
+        };
+        assert_eq!(paths(r#"{}"#), 0);
+        assert_eq!(paths(r#"{"a":1,"b":[1,2,3]}"#), 2);
+        assert_eq!(paths(r#"{"a":{"b":1,"c":{"d":null}}}"#), 4);
+        assert_eq!(paths(r#"{"a":[{"b":1},{"b":2,"c":3},[{"b":4}]]}"#), 3);
+        // The same key under different parents is a different path.
+        assert_eq!(paths(r#"{"a":{"x":1},"b":{"x":1},"x":1}"#), 5);
+        let wide: Map<String, Value> = (0..1_000).map(|k| (format!("k{k}"), Value::Null)).collect();
+        assert_eq!(field_paths(&wide, 10), 11, "counting stops past the bound");
+    }
+
+    #[test]
+    fn documents_past_the_field_limit_are_refused_with_their_code() {
+        let schema = corpus_schema();
+        let declared = schema.fields.len();
+        let doc = |extra: usize| -> Map<String, Value> {
+            let mut doc = parse_line(br#"{"id":"d","title":"t"}"#, &LineLimits::default()).unwrap();
+            for k in 0..extra {
+                doc.insert(format!("x{k}"), Value::from(k));
+            }
+            doc
+        };
+        // Declared fields the document carries are counted once.
+        assert!(check_field_count(&schema, &doc(10 - declared), 10).is_ok());
+        let refused = check_field_count(&schema, &doc(11 - declared), 10).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::TooManyFields);
+        assert!(!refused.message.contains("x0"), "{}", refused.message);
+        // Nested paths of an undeclared object count too.
+        let mut nested = doc(0);
+        let inner: Map<String, Value> = (0..10).map(|k| (format!("k{k}"), Value::Null)).collect();
+        nested.insert("o".into(), Value::Object(inner));
+        assert!(check_field_count(&schema, &nested, declared + 10).is_err());
+        assert!(check_field_count(&schema, &nested, declared + 11).is_ok());
     }
 
     #[test]

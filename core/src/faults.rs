@@ -47,7 +47,7 @@ pub enum FaultKind {
     Unavailable,
     /// The call timed out (transient).
     Timeout,
-    /// Local storage failed (permanent).
+    /// Local storage failed (unavailable: counts against the breaker).
     Storage,
 }
 

@@ -22,28 +22,79 @@ use bytes::Bytes;
 use crate::ids::Seq;
 use crate::subjects::StreamKind;
 
-/// A failure of the log. Classified once, in [`crate::resilience`].
-#[derive(Debug, PartialEq, thiserror::Error)]
+/// A failure of the log: each variant names what happened, and [`LogError::kind`] says
+/// what that means for retries and breakers (decided once, in [`crate::resilience`]).
+/// Adapters pick the variant from the driver's own error kind or API error code, never
+/// from its text; the text is kept for the log line.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
-    /// The log cannot be reached or refused the operation for now; retry later.
+    /// The log cannot be reached or cannot serve for now (no responders, connection
+    /// lost, no cluster quorum, an open breaker); retry later. Unavailable.
     #[error("log unavailable: {0}")]
     Unavailable(String),
     /// The operation did not complete in time; it may or may not have taken effect.
+    /// Transient.
     #[error("log operation timed out")]
     Timeout,
-    /// The log's local storage failed (disk full, I/O error, corruption).
+    /// The server failed the request (a 5xx answer other than unavailability); the next
+    /// attempt may succeed. Transient.
+    #[error("log server error {status} (code {code}): {description}")]
+    Server {
+        /// The answer's HTTP-like status.
+        status: u16,
+        /// The server's own error code (JetStream's `err_code`).
+        code: u64,
+        /// The server's description.
+        description: String,
+    },
+    /// The log's storage failed (disk full, I/O error) or is set up against what this
+    /// log needs (another stream claims its subjects). Unavailable.
     #[error("log storage failure: {0}")]
     Storage(String),
-    /// No such durable consumer.
+    /// The stream does not exist (JetStream 10059). Rejected.
+    #[error("stream not found: {0}")]
+    StreamNotFound(String),
+    /// The request named a last sequence the stream is not at (JetStream 10071).
+    /// Rejected.
+    #[error("wrong last sequence: {0}")]
+    WrongLastSequence(String),
+    /// No message at (or after) the requested sequence (JetStream 10037, 10043).
+    /// Rejected.
+    #[error("no such message: {0}")]
+    MessageNotFound(String),
+    /// The server answered and refused the request as made (any other 4xx answer);
+    /// retrying it unchanged fails the same way. Rejected.
+    #[error("log refused the request ({status}, code {code}): {description}")]
+    Rejected {
+        /// The answer's HTTP-like status.
+        status: u16,
+        /// The server's own error code (JetStream's `err_code`; 0 when it gave none).
+        code: u64,
+        /// The server's description.
+        description: String,
+    },
+    /// Stored bytes could not be decoded. Rejected.
+    #[error("corrupt log record: {0}")]
+    Corrupt(String),
+    /// The request is malformed (JetStream 10003 bad request, 10025 invalid JSON) or was
+    /// refused before it was sent (a subject outside the stream, a bad setting). Caller.
+    #[error("invalid log request: {0}")]
+    InvalidRequest(String),
+    /// No such durable consumer (JetStream 10014). Caller.
     #[error("no consumer named {0:?}")]
     ConsumerNotFound(String),
-    /// The log is shutting down.
+    /// The log is shutting down. Caller.
     #[error("log is closed")]
     Closed,
 }
 
 impl LogError {
+    /// What kind of failure this is (see [`crate::resilience::ErrorKind`]).
+    pub fn kind(&self) -> crate::resilience::ErrorKind {
+        crate::resilience::Classify::kind(self)
+    }
+
     /// Whether retrying the same operation later may succeed (see
     /// [`crate::resilience::Classify`], where this is decided).
     pub fn is_transient(&self) -> bool {

@@ -54,6 +54,9 @@ pub const SEARCH_REQUESTS_TOTAL: &str = "sluice_search_requests_total";
 pub const SEARCH_DURATION_SECONDS: &str = "sluice_search_duration_seconds";
 /// Search result cache lookups. Labels: `outcome` (`hit`, `miss`).
 pub const SEARCH_CACHE_LOOKUPS_TOTAL: &str = "sluice_search_cache_lookups_total";
+/// Weighed size of the search result caches (the fresh one and the stale fallback
+/// together): an estimate of the bytes of the keys and responses they hold.
+pub const SEARCH_CACHE_BYTES: &str = "sluice_search_cache_bytes";
 
 /// Ops moved to the dead-letter queue. Labels: `collection`.
 pub const DLQ_MESSAGES_TOTAL: &str = "sluice_dlq_messages_total";
@@ -145,6 +148,11 @@ pub fn describe() {
     describe_counter!(SEARCH_REQUESTS_TOTAL, "Search requests");
     describe_histogram!(SEARCH_DURATION_SECONDS, Unit::Seconds, "Search latency");
     describe_counter!(SEARCH_CACHE_LOOKUPS_TOTAL, "Search result cache lookups");
+    describe_gauge!(
+        SEARCH_CACHE_BYTES,
+        Unit::Bytes,
+        "Weighed size of the search result caches"
+    );
     describe_counter!(DLQ_MESSAGES_TOTAL, "Ops moved to the dead-letter queue");
     describe_gauge!(DLQ_DEPTH, "Entries in the dead-letter queue");
     describe_counter!(DLQ_REPLAYED_TOTAL, "Dead-letter entries replayed into DOCS");

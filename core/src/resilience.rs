@@ -4,13 +4,18 @@
 //! the log (publish and consume), the store and the index. Each call site wraps its calls
 //! in the [`Breaker`] of that [`Dependency`], with a timeout. The rules live here, once:
 //!
-//! - **Classification.** Every dependency error says what it is through [`Classify`]:
-//!   a [`ErrorClass::Domain`] error is about the data or the request (a corrupt record,
-//!   an unknown consumer) and says nothing about the dependency's health; a
-//!   [`ErrorClass::Transient`] error may go away if the same call is retried later; a
-//!   [`ErrorClass::Permanent`] error is an infrastructure failure that retrying will not
-//!   fix (a full disk). Only transient errors are retried (with backoff and jitter, by the
-//!   caller); domain errors are never retried and never trip a breaker.
+//! - **Classification.** Every dependency error says what it is through [`Classify`],
+//!   as one of four [`ErrorKind`]s, decided here for [`LogError`] and [`StoreError`]
+//!   (adapters only pick the variant that names what happened):
+//!   [`ErrorKind::Transient`] (this call failed, the next may not: a timeout, a 5xx
+//!   answer), [`ErrorKind::Unavailable`] (the dependency cannot serve now: unreachable,
+//!   no responders, no cluster quorum, failing local storage, an open breaker),
+//!   [`ErrorKind::Rejected`] (the dependency answered and refused the request as made:
+//!   stream not found, wrong last sequence, a corrupt record) and [`ErrorKind::Caller`]
+//!   (the caller's own mistake or state: a bad request, an unknown consumer, a log that
+//!   is shutting down). Transient and unavailable failures are retried (with backoff and
+//!   jitter, by the caller) and are the only ones that count against a breaker; a
+//!   rejected or caller error proves the dependency answered, so it counts as a success.
 //! - **Timeouts.** [`Breaker::call`] bounds every call; a call that runs out of time is a
 //!   transient failure ([`DependencyError::timed_out`]): it may or may not have taken
 //!   effect, which every caller already tolerates (appends carry dedup ids, store writes
@@ -47,29 +52,59 @@ use crate::store::StoreError;
 
 /// What kind of failure an error is. Decided once per error type, in its [`Classify`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// About the data or the request, not the dependency's health. Never retried as is,
-    /// never counted by a breaker.
-    Domain,
-    /// An infrastructure failure that may go away: retry later, with backoff.
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// This call failed and the next may not (a timeout, a server error answer): retry
+    /// with backoff; counts against the breaker.
     Transient,
-    /// An infrastructure failure that retrying will not fix.
-    Permanent,
+    /// The dependency cannot serve now (unreachable, no responders, no quorum, failing
+    /// local storage, an open breaker): retry later; counts against the breaker.
+    Unavailable,
+    /// The dependency answered and refused the request as made (a missing stream, a
+    /// wrong expected sequence, a corrupt record): retrying it unchanged fails the same
+    /// way. Says nothing about the dependency's health.
+    Rejected,
+    /// The caller's own mistake or state (a malformed request, an unknown consumer, a
+    /// log this process is closing). Never retried, never counted.
+    Caller,
+}
+
+impl ErrorKind {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::Unavailable)
+    }
+
+    /// Whether a failure of this kind says the dependency is unhealthy, i.e. counts
+    /// towards opening its breaker.
+    pub fn counts_against_breaker(self) -> bool {
+        self.is_retryable()
+    }
+
+    /// The kind's name, for log fields.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Caller => "caller",
+        }
+    }
 }
 
 /// Classification of an error, in one place per error type.
 pub trait Classify {
     /// What kind of failure this is.
-    fn class(&self) -> ErrorClass;
+    fn kind(&self) -> ErrorKind;
 
-    /// Whether retrying the same call later may succeed.
+    /// Whether retrying the same call later may succeed (transient or unavailable).
     fn is_transient(&self) -> bool {
-        self.class() == ErrorClass::Transient
+        self.kind().is_retryable()
     }
 
     /// Whether this failure says the dependency is unhealthy (counts towards a breaker).
     fn is_infrastructure(&self) -> bool {
-        self.class() != ErrorClass::Domain
+        self.kind().counts_against_breaker()
     }
 }
 
@@ -291,9 +326,9 @@ impl Breaker {
         }
     }
 
-    /// Runs `call` under the breaker and the timeout. Infrastructure failures (and
-    /// timeouts) count towards opening the breaker; domain errors count as successes,
-    /// since the dependency answered.
+    /// Runs `call` under the breaker and the timeout. Transient and unavailable failures
+    /// (timeouts included) count towards opening the breaker; rejected and caller errors
+    /// count as successes, since the dependency answered.
     pub async fn call<T, E, F>(&self, call: F) -> Result<T, E>
     where
         E: DependencyError,
@@ -358,11 +393,12 @@ impl Breakers {
 }
 
 impl Classify for StoreError {
-    fn class(&self) -> ErrorClass {
+    fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Unavailable(_) | StoreError::Timeout => ErrorClass::Transient,
-            StoreError::Storage(_) => ErrorClass::Permanent,
-            StoreError::Corrupt(_) => ErrorClass::Domain,
+            StoreError::Timeout => ErrorKind::Transient,
+            StoreError::Unavailable(_) | StoreError::Storage(_) => ErrorKind::Unavailable,
+            StoreError::Rejected(_) | StoreError::Corrupt(_) => ErrorKind::Rejected,
+            StoreError::Closed => ErrorKind::Caller,
         }
     }
 }
@@ -378,13 +414,20 @@ impl DependencyError for StoreError {
 }
 
 impl Classify for LogError {
-    fn class(&self) -> ErrorClass {
+    fn kind(&self) -> ErrorKind {
         match self {
-            LogError::Unavailable(_) | LogError::Timeout => ErrorClass::Transient,
-            LogError::Storage(_) => ErrorClass::Permanent,
-            // Not about the log's health: a missing consumer is a setup error, and a
-            // closing log is this process shutting down.
-            LogError::ConsumerNotFound(_) | LogError::Closed => ErrorClass::Domain,
+            LogError::Timeout | LogError::Server { .. } => ErrorKind::Transient,
+            LogError::Unavailable(_) | LogError::Storage(_) => ErrorKind::Unavailable,
+            LogError::StreamNotFound(_)
+            | LogError::WrongLastSequence(_)
+            | LogError::MessageNotFound(_)
+            | LogError::Rejected { .. }
+            | LogError::Corrupt(_) => ErrorKind::Rejected,
+            // A missing consumer is a setup error, and a closing log is this process
+            // shutting down: neither is about the log's health.
+            LogError::InvalidRequest(_) | LogError::ConsumerNotFound(_) | LogError::Closed => {
+                ErrorKind::Caller
+            }
         }
     }
 }
@@ -420,17 +463,98 @@ mod tests {
     }
 
     #[test]
-    fn classification() {
-        assert!(StoreError::Timeout.is_transient());
-        assert!(StoreError::Unavailable("down".into()).is_transient());
-        assert!(!StoreError::Storage("disk".into()).is_transient());
-        assert!(StoreError::Storage("disk".into()).is_infrastructure());
-        assert!(!StoreError::Corrupt("bad".into()).is_infrastructure());
-        assert!(LogError::Timeout.is_transient());
-        assert!(!LogError::Closed.is_transient());
-        assert!(!LogError::Closed.is_infrastructure());
-        assert!(StoreError::circuit_open(Dependency::Store).is_transient());
-        assert!(LogError::timed_out().is_transient());
+    fn every_store_error_has_its_kind() {
+        use ErrorKind::*;
+        let cases = [
+            (StoreError::Timeout, Transient),
+            (StoreError::Unavailable("down".into()), Unavailable),
+            (StoreError::Storage("disk".into()), Unavailable),
+            (StoreError::Rejected("refused".into()), Rejected),
+            (StoreError::Corrupt("bad".into()), Rejected),
+            (StoreError::Closed, Caller),
+            (StoreError::circuit_open(Dependency::Store), Unavailable),
+            (StoreError::timed_out(), Transient),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error:?}");
+            assert_eq!(error.is_transient(), kind.is_retryable(), "{error:?}");
+            assert_eq!(
+                error.is_infrastructure(),
+                matches!(kind, Transient | Unavailable),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_log_error_has_its_kind() {
+        use ErrorKind::*;
+        let server = LogError::Server {
+            status: 500,
+            code: 10077,
+            description: "stream store failed".into(),
+        };
+        let rejected = LogError::Rejected {
+            status: 400,
+            code: 10052,
+            description: "invalid stream config".into(),
+        };
+        let cases = [
+            (LogError::Timeout, Transient),
+            (server, Transient),
+            (LogError::Unavailable("no responders".into()), Unavailable),
+            (LogError::Storage("disk".into()), Unavailable),
+            (LogError::StreamNotFound("DOCS".into()), Rejected),
+            (LogError::WrongLastSequence("DOCS".into()), Rejected),
+            (LogError::MessageNotFound("DLQ".into()), Rejected),
+            (rejected, Rejected),
+            (LogError::Corrupt("bad".into()), Rejected),
+            (LogError::InvalidRequest("bad request".into()), Caller),
+            (LogError::ConsumerNotFound("workers".into()), Caller),
+            (LogError::Closed, Caller),
+            (LogError::circuit_open(Dependency::LogPublish), Unavailable),
+            (LogError::timed_out(), Transient),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error:?}");
+            assert_eq!(error.is_transient(), kind.is_retryable(), "{error:?}");
+            assert_eq!(
+                error.is_infrastructure(),
+                matches!(kind, Transient | Unavailable),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn caller_and_rejected_log_errors_never_open_the_breaker_unavailability_does() {
+        let breaker = Breaker::new(Dependency::LogPublish, Duration::from_secs(5), &config());
+        let answered = [
+            LogError::InvalidRequest("subject outside the stream".into()),
+            LogError::StreamNotFound("DOCS".into()),
+            LogError::WrongLastSequence("DOCS".into()),
+            LogError::ConsumerNotFound("workers".into()),
+        ];
+        // Each one more times in a row than it takes to open the breaker.
+        for error in &answered {
+            for _ in 0..5 {
+                let returned = breaker
+                    .call(async { Err::<(), _>(error.clone()) })
+                    .await
+                    .unwrap_err();
+                assert_eq!(&returned, error);
+            }
+            assert_eq!(breaker.state(), BreakerState::Closed, "{error:?}");
+        }
+        assert!(breaker.permits_calls());
+
+        for _ in 0..3 {
+            breaker
+                .call(async { Err::<(), _>(LogError::Unavailable("no responders".into())) })
+                .await
+                .unwrap_err();
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
     }
 
     #[tokio::test]
@@ -473,10 +597,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn domain_errors_never_open_the_breaker() {
+    async fn rejected_and_caller_store_errors_never_open_the_breaker() {
         let breaker = Breaker::new(Dependency::Store, Duration::from_secs(5), &config());
         for _ in 0..10 {
             fail(&breaker, StoreError::Corrupt("one record".into())).await;
+            fail(&breaker, StoreError::Rejected("one write".into())).await;
+            fail(&breaker, StoreError::Closed).await;
         }
         assert_eq!(breaker.state(), BreakerState::Closed);
         assert!(breaker.permits_calls());

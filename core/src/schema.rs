@@ -320,8 +320,11 @@ impl Schema {
                 "a schema cannot become strict: stored documents may carry undeclared fields",
             ));
         }
+        let new_fields: std::collections::HashMap<&str, &FieldDef> =
+            self.fields.iter().map(|f| (f.name.as_str(), f)).collect();
+        let old_names: HashSet<&str> = old.fields.iter().map(|f| f.name.as_str()).collect();
         for old_field in &old.fields {
-            let Some(new_field) = self.field(&old_field.name) else {
+            let Some(&new_field) = new_fields.get(old_field.name.as_str()) else {
                 return Err(SchemaError::incompatible(format!(
                     "field {:?} cannot be removed",
                     old_field.name
@@ -344,7 +347,7 @@ impl Schema {
             }
         }
         for new_field in &self.fields {
-            if old.field(&new_field.name).is_none()
+            if !old_names.contains(new_field.name.as_str())
                 && new_field.required
                 && new_field.default.is_none()
             {
@@ -359,10 +362,14 @@ impl Schema {
 
     /// Extends a dynamic schema with the fields of `doc` it does not declare, inferring
     /// their types. Returns whether anything was added. Inferred fields are optional.
+    ///
+    /// Linear in the document's and the schema's size: declared names are looked up in a
+    /// set, not by scanning the field list once per document field.
     pub fn infer_from(&mut self, doc: &serde_json::Map<String, Value>) -> bool {
         let mut added = false;
+        let mut declared: HashSet<String> = self.fields.iter().map(|f| f.name.clone()).collect();
         for (name, value) in doc {
-            if self.field(name).is_some() || !is_valid_field_name(name) {
+            if declared.contains(name) || !is_valid_field_name(name) {
                 continue;
             }
             let (field_type, array) = match value {
@@ -377,6 +384,7 @@ impl Schema {
             field.array = array;
             field.required = false;
             self.fields.push(field);
+            declared.insert(name.clone());
             added = true;
         }
         added

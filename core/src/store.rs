@@ -17,25 +17,42 @@ use crate::document::ContentHash;
 use crate::ids::{CollectionName, DocId, Seq};
 use crate::schema::Schema;
 
-/// A failure of the store. Classified once, in [`crate::resilience`].
-#[derive(Debug, PartialEq, thiserror::Error)]
+/// A failure of the store: each variant names what happened, and [`StoreError::kind`]
+/// says what that means for retries and breakers (decided once, in
+/// [`crate::resilience`]).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The store cannot be reached or is overloaded; retry later.
+    /// The store cannot be reached or is overloaded (or its breaker is open); retry
+    /// later. Unavailable.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The operation did not complete in time; it may or may not have taken effect.
+    /// Transient.
     #[error("store operation timed out")]
     Timeout,
-    /// Local storage failed (disk full, I/O error).
+    /// Local storage failed (disk full, I/O error, a failed flush that stops writes).
+    /// Unavailable.
     #[error("store storage failure: {0}")]
     Storage(String),
-    /// Stored bytes could not be decoded.
+    /// The store answered and refused this operation as made; retrying it unchanged
+    /// fails the same way. Rejected.
+    #[error("store refused the operation: {0}")]
+    Rejected(String),
+    /// Stored bytes could not be decoded. Rejected.
     #[error("corrupt stored record: {0}")]
     Corrupt(String),
+    /// The store is shutting down. Caller.
+    #[error("store is closed")]
+    Closed,
 }
 
 impl StoreError {
+    /// What kind of failure this is (see [`crate::resilience::ErrorKind`]).
+    pub fn kind(&self) -> crate::resilience::ErrorKind {
+        crate::resilience::Classify::kind(self)
+    }
+
     /// Whether retrying the same operation later may succeed (see
     /// [`crate::resilience::Classify`], where this is decided).
     pub fn is_transient(&self) -> bool {

@@ -10,6 +10,8 @@
 //!   redelivery, and re-applying is a no-op thanks to the shard's sequence guard. A failed
 //!   ack (log unreachable) is retried with the next commits, a bounded number of times.
 //! - On cancellation the loop finishes its batch, commits and acks before returning.
+//! - The shard's index writer is closed only with nothing pending and nothing unacked,
+//!   after `writer_idle_timeout` without changes; the next change opens it again.
 //! - A message that cannot be decoded can never succeed: it is logged and acked with the
 //!   next commit rather than redelivered forever.
 //!
@@ -154,6 +156,12 @@ pub(crate) async fn run(
             )
             .await;
         }
+        if !policy.has_pending()
+            && unacked.is_empty()
+            && shard.writer_is_idle(config.writer_idle_timeout)
+        {
+            close_idle_writer(&shard, config.writer_idle_timeout).await;
+        }
     }
     if policy.has_pending() {
         commit_and_ack(
@@ -165,6 +173,21 @@ pub(crate) async fn run(
             &mut failed_acks,
         )
         .await;
+    }
+}
+
+/// Closes the shard's idle writer on a blocking thread (it waits for running merges).
+async fn close_idle_writer(shard: &Arc<ShardIndex>, idle: Duration) {
+    let close_shard = shard.clone();
+    match blocking(move || close_shard.close_writer_if_idle(idle)).await {
+        Ok(true) => {
+            tracing::debug!(collection = %shard.collection(), shard = shard.partition().0, "idle index writer closed")
+        }
+        Ok(false) => {}
+        Err(error) => {
+            // The writer is gone either way; the next change opens a new one.
+            tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "closing the idle index writer failed")
+        }
     }
 }
 

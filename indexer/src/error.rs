@@ -3,7 +3,7 @@
 //! shard ([`ShardError`]), which the consume loops log and retry rather than surface.
 
 use sluice_core::log::LogError;
-use sluice_core::resilience::{Classify, ErrorClass};
+use sluice_core::resilience::{Classify, ErrorKind};
 use sluice_core::store::StoreError;
 use sluice_core::ErrorCode;
 
@@ -53,10 +53,10 @@ pub enum ShardError {
 /// For the `index_commit` breaker: a shard failure is the index's own (local storage),
 /// like the store's and the log's storage failures.
 impl Classify for ShardError {
-    fn class(&self) -> ErrorClass {
+    fn kind(&self) -> ErrorKind {
         match self {
-            ShardError::Tantivy(_) | ShardError::Io(_) => ErrorClass::Permanent,
-            ShardError::Task(_) | ShardError::Timeout => ErrorClass::Transient,
+            ShardError::Tantivy(_) | ShardError::Io(_) => ErrorKind::Unavailable,
+            ShardError::Task(_) | ShardError::Timeout => ErrorKind::Transient,
         }
     }
 }
@@ -74,6 +74,11 @@ pub enum SearchError {
     /// too large); the message says what to change.
     #[error("{0}")]
     InvalidQuery(String),
+    /// The query text is longer, or a query or filter nested deeper, than the limits
+    /// allow (`indexer.max_query_length`, `indexer.max_query_depth`); the message names
+    /// the limit.
+    #[error("{0}")]
+    QueryTooComplex(String),
     /// No such collection.
     #[error("collection not found")]
     CollectionNotFound,
@@ -90,6 +95,7 @@ impl SearchError {
     pub fn code(&self) -> ErrorCode {
         match self {
             SearchError::InvalidQuery(_) => ErrorCode::InvalidQuery,
+            SearchError::QueryTooComplex(_) => ErrorCode::QueryTooComplex,
             SearchError::CollectionNotFound => ErrorCode::CollectionNotFound,
             SearchError::Unavailable(_) => ErrorCode::Unavailable,
             SearchError::Internal(_) => ErrorCode::Internal,

@@ -12,6 +12,10 @@
 //! complete response to the same request is served from a second cache (keyed without
 //! generations), flagged `stale`; without one the search is unavailable.
 //!
+//! Both caches are weighed by bytes (an estimate of each key's and response's size) and
+//! each holds at most half of `search_cache_size`; a response weighing more is not
+//! cached. `sluice_search_cache_bytes` shows their weighed size together.
+//!
 //! Shutdown: cancelling the token stops the follower, which then stops every
 //! collection's loops; each loop commits and acks its last batch. [`Indexer::wait_stopped`]
 //! returns once all of that is done.
@@ -27,7 +31,7 @@ use sluice_core::config::IndexerConfig;
 use sluice_core::faults::{FaultPoint, Faults};
 use sluice_core::log::Log;
 use sluice_core::metrics::{
-    SEARCH_CACHE_LOOKUPS_TOTAL, SEARCH_DURATION_SECONDS, SEARCH_REQUESTS_TOTAL,
+    SEARCH_CACHE_BYTES, SEARCH_CACHE_LOOKUPS_TOTAL, SEARCH_DURATION_SECONDS, SEARCH_REQUESTS_TOTAL,
 };
 use sluice_core::resilience::Breakers;
 use sluice_core::store::{CollectionMeta, Store};
@@ -39,7 +43,9 @@ use tokio_util::task::TaskTracker;
 use crate::collection::{self, CollectionIndex};
 use crate::error::{IndexerError, SearchError};
 use crate::lookup::{self, IndexedCopy};
-use crate::search::{self, NormalizedRequest, SearchRequest, SearchResponse, ShardTop};
+use crate::search::{
+    self, NormalizedRequest, SearchRequest, SearchResponse, SearchSettings, ShardTop,
+};
 
 /// Attempts at opening or rebuilding a collection after a catalog change.
 const OPEN_ATTEMPTS: u32 = 5;
@@ -57,6 +63,34 @@ struct CacheKey {
 /// Identifies the last complete result of a request, whatever the generations.
 type LastGoodKey = (CollectionName, NormalizedRequest);
 
+impl CacheKey {
+    /// A cheap estimate of the memory the key holds, in bytes.
+    fn estimated_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.collection.as_str().len()
+            + self.request.estimated_size()
+            + self.generations.len() * std::mem::size_of::<u64>()
+    }
+}
+
+/// What a cached response weighs: its key's and its own estimated size, in bytes.
+fn cache_weight(key_size: usize, response: &SearchResponse) -> u32 {
+    u32::try_from(key_size.saturating_add(response.estimated_size())).unwrap_or(u32::MAX)
+}
+
+/// A result cache of at most `budget` weighed bytes.
+fn weighed_cache<K>(budget: u64, key_size: fn(&K) -> usize) -> Cache<K, Arc<SearchResponse>>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+{
+    Cache::builder()
+        .max_capacity(budget)
+        .weigher(move |key: &K, response: &Arc<SearchResponse>| {
+            cache_weight(key_size(key), response)
+        })
+        .build()
+}
+
 /// Index shards of every collection, and search over them.
 pub struct Indexer {
     config: IndexerConfig,
@@ -69,6 +103,10 @@ pub struct Indexer {
     /// The last complete response per request, served (flagged stale) when every shard
     /// fails.
     last_good: Cache<LastGoodKey, Arc<SearchResponse>>,
+    /// Weighed bytes each of the two caches may hold (half of `search_cache_size`).
+    cache_budget: u64,
+    /// The configured bounds of a search.
+    search_settings: SearchSettings,
     /// Test-planned failures of shard searches ([`FaultPoint::IndexSearch`]).
     faults: Arc<Faults>,
     tasks: TaskTracker,
@@ -101,13 +139,14 @@ impl Indexer {
         })?;
         // Subscribe before listing so no change falls between the two.
         let changes = catalog.subscribe();
+        let cache_budget = config.search_cache_size.as_u64() / 2;
         let indexer = Arc::new(Indexer {
-            cache: Cache::builder()
-                .max_capacity(config.search_cache_entries)
-                .build(),
-            last_good: Cache::builder()
-                .max_capacity(config.search_cache_entries)
-                .build(),
+            cache: weighed_cache(cache_budget, CacheKey::estimated_size),
+            last_good: weighed_cache(cache_budget, |(collection, request): &LastGoodKey| {
+                collection.as_str().len() + request.estimated_size()
+            }),
+            cache_budget,
+            search_settings: SearchSettings::from_config(&config),
             config,
             root,
             log,
@@ -176,7 +215,11 @@ impl Indexer {
             Ok(response) if response.stale => "stale",
             Ok(response) if response.partial => "partial",
             Ok(_) => "ok",
-            Err(SearchError::InvalidQuery(_) | SearchError::CollectionNotFound) => "invalid",
+            Err(
+                SearchError::InvalidQuery(_)
+                | SearchError::QueryTooComplex(_)
+                | SearchError::CollectionNotFound,
+            ) => "invalid",
             Err(_) => "error",
         };
         metrics::counter!(SEARCH_REQUESTS_TOTAL, "outcome" => outcome).increment(1);
@@ -206,8 +249,7 @@ impl Indexer {
             Ok(response) if response.partial => response,
             Ok(response) => {
                 let response = Arc::new(response);
-                self.cache.insert(key, response.clone());
-                self.last_good.insert(last_good_key, response.clone());
+                self.cache_response(key, last_good_key, &response);
                 SearchResponse::clone(&response)
             }
             Err(SearchError::Unavailable(cause)) => match self.last_good.get(&last_good_key) {
@@ -225,6 +267,27 @@ impl Indexer {
         Ok(response)
     }
 
+    /// Keeps a complete response in both caches, unless it weighs more than a cache may
+    /// hold; evicts what the budget no longer has room for at once (not at moka's next
+    /// maintenance) and publishes the caches' weighed size.
+    fn cache_response(
+        &self,
+        key: CacheKey,
+        last_good_key: LastGoodKey,
+        response: &Arc<SearchResponse>,
+    ) {
+        let weight = cache_weight(key.estimated_size(), response);
+        if u64::from(weight) > self.cache_budget {
+            return;
+        }
+        self.cache.insert(key, response.clone());
+        self.last_good.insert(last_good_key, response.clone());
+        self.cache.run_pending_tasks();
+        self.last_good.run_pending_tasks();
+        metrics::gauge!(SEARCH_CACHE_BYTES)
+            .set((self.cache.weighted_size() + self.last_good.weighted_size()) as f64);
+    }
+
     /// Validates `request` and keys it with the shards' current generations.
     ///
     /// Generations are read before searching: a commit racing the search can only make
@@ -240,11 +303,7 @@ impl Indexer {
             .ok_or_else(|| SearchError::Unavailable("the collection has no shards".into()))?;
         Ok(CacheKey {
             collection: index.meta.name.clone(),
-            request: NormalizedRequest::new(
-                request,
-                first.schema(),
-                self.config.max_result_window,
-            )?,
+            request: NormalizedRequest::new(request, first.schema(), &self.search_settings)?,
             generations: index.shards.iter().map(|s| s.generation()).collect(),
         })
     }
@@ -435,9 +494,12 @@ impl Indexer {
         let plan = {
             let index = index.clone();
             let request = request.clone();
-            tokio::task::spawn_blocking(move || search::plan(&index.shards[0], &request))
-                .await
-                .map_err(|e| SearchError::Internal(e.to_string()))??
+            let settings = self.search_settings;
+            tokio::task::spawn_blocking(move || {
+                search::plan_on_parse_stack(&index.shards[0], &request, &settings)
+            })
+            .await
+            .map_err(|e| SearchError::Internal(e.to_string()))??
         };
         let plan = Arc::new(plan);
         let top_k = request.top_k();

@@ -18,6 +18,8 @@
 //! - [`index_schema`]: the Tantivy schema of a collection and document mapping (public so
 //!   that raw Tantivy benchmarks index exactly the documents a shard indexes).
 //! - [`search`]: request validation, query planning, per-shard collection, merge, highlights.
+//! - `query_limits`: the length and depth limits on query text, checked before parsing,
+//!   and the parse on a thread whose stack no input can overflow.
 //! - [`error`]: start-up and search errors.
 
 mod collection;
@@ -27,6 +29,7 @@ pub mod error;
 pub mod index_schema;
 pub mod indexer;
 pub mod lookup;
+mod query_limits;
 pub mod search;
 mod shard;
 

@@ -1,5 +1,12 @@
 //! One index shard: a Tantivy index on disk, its single writer and its searcher.
 //!
+//! Resources: the writer (one indexing thread, a segment-updater thread, a merge thread,
+//! and a memory arena of up to `writer_memory`) exists only while the shard writes. It is
+//! opened by the first apply that adds a document and closed by
+//! [`ShardIndex::close_writer_if_idle`] once everything is committed and nothing was
+//! applied for a while, so idle collections cost no threads and no arena; the reader has
+//! no thread of its own (manual reloads).
+//!
 //! Concurrency: the writer side ([`ShardIndex::apply`], [`ShardIndex::commit`]) is driven
 //! by exactly one consume loop (or one rebuild), from blocking threads, behind a mutex
 //! that is therefore never contended; searches only take a [`Searcher`] snapshot from the
@@ -21,7 +28,7 @@ use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use foldhash::{HashMap, HashMapExt};
 use sluice_core::crash_point::{self, CrashPoint};
@@ -33,6 +40,7 @@ use sluice_core::{CollectionName, DocId, Partition, Seq};
 use tantivy::collector::Count;
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::TermQuery;
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term, TERMINATED};
@@ -44,6 +52,11 @@ use crate::index_schema::{ensure_tokenizers, IndexSchema, SEQ_FIELD};
 const MIN_WRITER_MEMORY: u64 = 15_000_000;
 /// Largest budget we hand Tantivy (it refuses budgets close to 4 GiB per thread).
 const MAX_WRITER_MEMORY: u64 = 3 << 30;
+/// Merge threads of one shard's writer. Tantivy's default is 4 per writer; merges of one
+/// shard run one after the other here (shards are the unit of parallelism, and the
+/// merge policy only merges a handful of segments at a time), so a busy node's merge
+/// threads follow its busy shards, not four times them.
+const MERGE_THREADS: usize = 1;
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -70,10 +83,13 @@ impl ApplyOutcome {
 }
 
 struct WriterState {
-    writer: IndexWriter,
+    /// Open while the shard writes (see the module docs).
+    writer: Option<IndexWriter>,
     /// Sequences of ids changed since the last commit: the committed searcher does not
     /// see them yet.
     pending: HashMap<DocId, Seq>,
+    /// When the last apply that changed something happened.
+    last_write: Instant,
 }
 
 /// One shard of one collection.
@@ -84,6 +100,8 @@ pub(crate) struct ShardIndex {
     index: Index,
     reader: IndexReader,
     writer: Mutex<WriterState>,
+    /// The writer's memory budget.
+    writer_budget: usize,
     generation: AtomicU64,
     /// Searchable (non-tombstone) documents at the last commit, for the gauge.
     live_docs: AtomicU64,
@@ -101,9 +119,7 @@ impl ShardIndex {
         std::fs::create_dir_all(dir)?;
         let index = Index::open_or_create(MmapDirectory::open(dir)?, schema.schema.clone())?;
         ensure_tokenizers(&index);
-        let budget = writer_memory.clamp(MIN_WRITER_MEMORY, MAX_WRITER_MEMORY) as usize;
-        // One indexing thread per shard: shards are the unit of parallelism.
-        let writer = index.writer_with_num_threads(1, budget)?;
+        let writer_budget = writer_memory.clamp(MIN_WRITER_MEMORY, MAX_WRITER_MEMORY) as usize;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -115,9 +131,11 @@ impl ShardIndex {
             index,
             reader,
             writer: Mutex::new(WriterState {
-                writer,
+                writer: None,
                 pending: HashMap::new(),
+                last_write: Instant::now(),
             }),
+            writer_budget,
             generation: AtomicU64::new(next_generation()),
             live_docs: AtomicU64::new(0),
         };
@@ -169,6 +187,34 @@ impl ShardIndex {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the index writer is open (its threads running).
+    #[cfg(test)]
+    pub fn writer_is_open(&self) -> bool {
+        self.lock_writer().writer.is_some()
+    }
+
+    /// Whether the writer is open with nothing pending and nothing applied for `idle`
+    /// (what [`ShardIndex::close_writer_if_idle`] closes).
+    pub fn writer_is_idle(&self, idle: Duration) -> bool {
+        let state = self.lock_writer();
+        state.writer.is_some() && state.pending.is_empty() && state.last_write.elapsed() >= idle
+    }
+
+    /// Closes the index writer when nothing is pending and nothing was applied for
+    /// `idle`; merges it started finish first. Returns whether it closed.
+    pub fn close_writer_if_idle(&self, idle: Duration) -> Result<bool, ShardError> {
+        let mut state = self.lock_writer();
+        if state.writer.is_none() || !state.pending.is_empty() || state.last_write.elapsed() < idle
+        {
+            return Ok(false);
+        }
+        if let Some(writer) = state.writer.take() {
+            // Waits for running merges, so their work is published rather than lost.
+            writer.wait_merging_threads()?;
+        }
+        Ok(true)
+    }
+
     /// Applies a micro-batch of events (uncommitted until [`ShardIndex::commit`]).
     pub fn apply(&self, events: Vec<Event>) -> Result<ApplyOutcome, ShardError> {
         let mut outcome = ApplyOutcome::default();
@@ -187,7 +233,8 @@ impl ShardIndex {
                 }
             }
         }
-        let mut state = self.lock_writer();
+        let mut guard = self.lock_writer();
+        let state = &mut *guard;
         let committed = CommittedSeqs::new(&self.searcher(), &self.schema)?;
         for (id, event) in latest {
             let seq = event.seq();
@@ -202,8 +249,7 @@ impl ShardIndex {
                 }
                 // An id with an indexed version, committed or pending: replace it.
                 Some(_) => {
-                    state
-                        .writer
+                    self.open_writer(&mut state.writer)?
                         .delete_term(Term::from_field_text(self.schema.id, id.as_str()));
                 }
                 // No version anywhere (neither in the committed searcher nor since the
@@ -212,21 +258,21 @@ impl ShardIndex {
                 // every segment, which is most of a first ingest's deletes.
                 None => {}
             }
+            let writer = self.open_writer(&mut state.writer)?;
             match &event {
                 Event::Upserted { source, .. } => {
-                    state
-                        .writer
-                        .add_document(self.schema.document(&id, seq, source))?;
+                    writer.add_document(self.schema.document(&id, seq, source))?;
                     outcome.indexed += 1;
                 }
                 Event::Deleted { .. } => {
-                    state.writer.add_document(self.schema.tombstone(&id, seq))?;
+                    writer.add_document(self.schema.tombstone(&id, seq))?;
                     outcome.deleted += 1;
                 }
             }
             state.pending.insert(id, seq);
+            state.last_write = Instant::now();
         }
-        drop(state);
+        drop(guard);
         let collection = self.collection.to_string();
         for (outcome_label, count) in [
             ("indexed", outcome.indexed),
@@ -241,6 +287,23 @@ impl ShardIndex {
         Ok(outcome)
     }
 
+    /// The open writer, opened first if closed.
+    fn open_writer<'w>(
+        &self,
+        slot: &'w mut Option<IndexWriter>,
+    ) -> Result<&'w mut IndexWriter, ShardError> {
+        if slot.is_none() {
+            let options = IndexWriterOptions::builder()
+                .memory_budget_per_thread(self.writer_budget)
+                // One indexing thread per shard: shards are the unit of parallelism.
+                .num_worker_threads(1)
+                .num_merge_threads(MERGE_THREADS)
+                .build();
+            *slot = Some(self.index.writer_with_options(options)?);
+        }
+        Ok(slot.as_mut().expect("the writer was just opened"))
+    }
+
     /// Document changes applied and not yet committed.
     #[cfg(test)]
     pub fn pending_changes(&self) -> usize {
@@ -252,9 +315,13 @@ impl ShardIndex {
     pub fn commit(&self) -> Result<(), ShardError> {
         let started = Instant::now();
         let mut state = self.lock_writer();
+        let Some(writer) = state.writer.as_mut() else {
+            // Closed: nothing was applied since the last commit.
+            return Ok(());
+        };
         // Two steps (what `IndexWriter::commit` does in one) so a crash test can stop
         // between them: segments written, commit not yet published.
-        let prepared = state.writer.prepare_commit()?;
+        let prepared = writer.prepare_commit()?;
         crash_point::reached(CrashPoint::IndexCommit);
         prepared.commit()?;
         self.reader.reload()?;
@@ -274,7 +341,9 @@ impl ShardIndex {
     /// them are delivered again.
     pub fn rollback(&self) -> Result<(), ShardError> {
         let mut state = self.lock_writer();
-        state.writer.rollback()?;
+        if let Some(writer) = state.writer.as_mut() {
+            writer.rollback()?;
+        }
         state.pending.clear();
         Ok(())
     }
@@ -559,5 +628,46 @@ pub(crate) mod tests {
         assert_eq!(reopened.searcher().num_docs(), 2);
         assert_eq!(reopened.live_docs(), 2);
         assert_eq!(indexed_seq(&reopened, "b"), Some(2));
+    }
+
+    #[test]
+    fn an_idle_writer_closes_only_when_committed_and_reopens_on_the_next_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 0);
+        assert!(!shard.writer_is_open(), "opening a shard starts no writer");
+        shard
+            .apply(vec![upsert("a", 1, r#"{"id":"a","title":"x"}"#)])
+            .unwrap();
+        assert!(shard.writer_is_open());
+        // Pending changes keep it open, however long ago they were applied.
+        assert!(!shard.writer_is_idle(Duration::ZERO));
+        assert!(!shard.close_writer_if_idle(Duration::ZERO).unwrap());
+        assert!(shard.writer_is_open());
+        shard.commit().unwrap();
+        // Committed, but changed more recently than the idle timeout.
+        assert!(!shard
+            .close_writer_if_idle(Duration::from_secs(3600))
+            .unwrap());
+        assert!(shard.writer_is_open());
+        assert!(shard.writer_is_idle(Duration::ZERO));
+        assert!(shard.close_writer_if_idle(Duration::ZERO).unwrap());
+        assert!(!shard.writer_is_open());
+        // Closed: a commit or a rollback has nothing to do, searches still see everything.
+        shard.commit().unwrap();
+        shard.rollback().unwrap();
+        assert_eq!(shard.live_docs(), 1);
+        // The next change opens it again, and the sequence guard still holds.
+        let outcome = shard
+            .apply(vec![
+                upsert("a", 1, r#"{"id":"a","title":"x"}"#),
+                upsert("b", 2, r#"{"id":"b","title":"y"}"#),
+            ])
+            .unwrap();
+        assert_eq!(outcome.indexed, 1);
+        assert_eq!(outcome.stale, 1);
+        assert!(shard.writer_is_open());
+        shard.commit().unwrap();
+        assert_eq!(shard.live_docs(), 2);
+        assert_eq!(shard.searcher().num_docs(), 2, "one document per id");
     }
 }

@@ -17,9 +17,24 @@
 //! is not empty, so an idle node asks the log nothing); admission reads one atomic.
 //! Known limits: the ledger starts empty, so a backlog left by a previous run is not
 //! counted; with several ingest nodes, each bounds what it appended itself.
+//!
+//! # Per-client limits
+//!
+//! [`ClientTable`] bounds what one client address holds: open connections
+//! (`server.max_connections_per_client`, enforced at accept by [`crate::server`]) and
+//! requests in flight (`server.max_in_flight_per_client`, 429 `overloaded` past it, by
+//! [`limit_client_requests`]). The per-client check runs before any handler, so a client
+//! sending many slow bodies holds at most its own share of the node-wide ingest permits
+//! (`ingest.max_in_flight_requests`), and the minimum body rate
+//! ([`crate::body::enforce_body_deadline`]) frees those within `server.body_rate_grace`
+//! plus what its bytes bought. The node-wide permit is still taken before the body is
+//! read: it bounds the memory of bodies being buffered (each may grow to
+//! `ingest.max_body_size`), which taking it after the body arrived would not.
+//! Invariant: an address has an entry exactly while it holds a connection.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +45,10 @@ use sluice_core::metrics::INGEST_BACKLOG_DOCUMENTS;
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{CollectionName, ErrorCode, Partition, Seq};
 use tokio_util::sync::CancellationToken;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
@@ -190,5 +209,170 @@ impl Backlog {
         );
         gauge!(INGEST_BACKLOG_DOCUMENTS, "stage" => "applying").set(ledger.applying_docs as f64);
         gauge!(INGEST_BACKLOG_DOCUMENTS, "stage" => "indexing").set(ledger.indexing_docs as f64);
+    }
+}
+
+/// What one client address holds now.
+#[derive(Default)]
+struct ClientUsage {
+    connections: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+/// Connections and requests in flight per client address; see the module docs.
+pub struct ClientTable {
+    max_connections: usize,
+    max_in_flight: usize,
+    clients: Mutex<HashMap<IpAddr, Arc<ClientUsage>>>,
+}
+
+/// One open connection of a client; dropping it releases the connection's share.
+/// Requests on the connection carry it (as a request extension) to
+/// [`limit_client_requests`].
+#[derive(Clone)]
+pub struct ClientConnection {
+    inner: Arc<ConnectionSlot>,
+}
+
+struct ConnectionSlot {
+    table: Arc<ClientTable>,
+    address: IpAddr,
+    usage: Arc<ClientUsage>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut clients = self.table.lock();
+        if self.usage.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            clients.remove(&self.address);
+        }
+    }
+}
+
+/// One request in flight of a client; dropping it releases the request's share.
+struct RequestSlot(Arc<ClientUsage>);
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ClientTable {
+    /// A table allowing each address `max_connections` connections and `max_in_flight`
+    /// requests in flight.
+    pub fn new(max_connections: usize, max_in_flight: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_connections,
+            max_in_flight,
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Admits a new connection from `address`, or `None` when the address already holds
+    /// its maximum. IPv4-mapped IPv6 addresses count as their IPv4 address.
+    pub fn open(self: &Arc<Self>, address: IpAddr) -> Option<ClientConnection> {
+        let address = address.to_canonical();
+        let mut clients = self.lock();
+        let usage = clients.entry(address).or_default().clone();
+        if usage.connections.load(Ordering::Acquire) >= self.max_connections {
+            return None;
+        }
+        usage.connections.fetch_add(1, Ordering::AcqRel);
+        drop(clients);
+        Some(ClientConnection {
+            inner: Arc::new(ConnectionSlot {
+                table: self.clone(),
+                address,
+                usage,
+            }),
+        })
+    }
+
+    /// Addresses holding at least one connection.
+    pub fn clients(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Arc<ClientUsage>>> {
+        // Updates are single map operations, so a poisoned lock is still consistent.
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ClientConnection {
+    fn begin_request(&self) -> Option<RequestSlot> {
+        let slot = &self.inner;
+        let usage = &slot.usage;
+        let admitted = usage
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < slot.table.max_in_flight).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| RequestSlot(usage.clone()))
+    }
+}
+
+/// Middleware: a request of a client already at `server.max_in_flight_per_client`
+/// answers 429 `overloaded` with `Retry-After`, before any handler (or body read) runs.
+/// Requests without a [`ClientConnection`] (served without [`crate::serve`]) pass.
+pub async fn limit_client_requests(request: Request, next: Next) -> Response {
+    let Some(connection) = request.extensions().get::<ClientConnection>().cloned() else {
+        return next.run(request).await;
+    };
+    let Some(_slot) = connection.begin_request() else {
+        let mut response = ApiError::new(
+            ErrorCode::Overloaded,
+            "this client address has too many requests in flight; retry later",
+        )
+        .retry_after(RETRY_AFTER_SECS)
+        .into_response();
+        // The body is never read: the connection cannot carry another request.
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return response;
+    };
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn connections_and_requests_are_bounded_per_address() {
+        let table = ClientTable::new(2, 1);
+        let attacker: IpAddr = "127.0.0.2".parse().unwrap();
+        let producer: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let first = table.open(attacker).expect("first connection");
+        let second = table.open(attacker).expect("second connection");
+        assert!(table.open(attacker).is_none(), "a third is refused");
+        // Another address is not affected by the first one's use.
+        let other = table.open(producer).expect("another address");
+        assert_eq!(table.clients(), 2);
+
+        let request = first.begin_request().expect("one request in flight");
+        assert!(
+            second.begin_request().is_none(),
+            "the address is at its bound"
+        );
+        assert!(other.begin_request().is_some());
+        drop(request);
+        assert!(
+            second.begin_request().is_some(),
+            "released with the request"
+        );
+
+        drop(first);
+        assert!(
+            table.open(attacker).is_some(),
+            "released with the connection"
+        );
+        drop(second);
+        drop(other);
+        assert_eq!(table.clients(), 0, "entries go with the last connection");
     }
 }

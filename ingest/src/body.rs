@@ -9,9 +9,12 @@
 //! The deadline is one instant per request (not an idle timeout between chunks, which a
 //! client trickling a byte at a time would never trip): [`enforce_body_deadline`] wraps
 //! every request body so that a read past it fails, and turns whatever the handler then
-//! answers into a 408 that closes the connection.
+//! answers into a 408 that closes the connection. A minimum average rate
+//! ([`MinBodyRate`], after a grace period) cuts a trickling body much earlier: a client
+//! sending a byte at a time holds its connection and ingest permit for the grace period,
+//! not for the whole body read timeout.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,48 +81,102 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     }
 }
 
-/// Why a body read failed: the body read deadline passed.
+/// Why a body read was cut off.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within the body read timeout")]
-struct BodyDeadlinePassed;
+enum BodyTooSlow {
+    #[error("the request body did not arrive within the body read timeout")]
+    DeadlinePassed,
+    #[error("the request body arrives slower than the minimum body rate")]
+    BelowMinimumRate,
+}
 
-/// Middleware: the request body must arrive whole within `timeout` of the request head.
-/// A read past the deadline fails, and the response becomes a 408 `request_timeout`
-/// with `Connection: close` (the rest of the body is never read).
+/// The minimum rate a body must keep once its grace period is over
+/// (`server.min_body_rate`, `server.body_rate_grace`). [`crate::serve`] puts it in every
+/// request's extensions; a request without one has only the deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct MinBodyRate {
+    /// Bytes per second, averaged from the end of the request head (0: no minimum).
+    pub bytes_per_sec: u64,
+    /// How long the body may arrive at any rate first.
+    pub grace: Duration,
+}
+
+impl MinBodyRate {
+    /// When a body started at `started` with `received` bytes so far falls below the rate:
+    /// the grace period, or as long as the bytes received pay for, whichever is later.
+    fn deadline(
+        &self,
+        started: tokio::time::Instant,
+        received: u64,
+    ) -> Option<tokio::time::Instant> {
+        if self.bytes_per_sec == 0 {
+            return None;
+        }
+        let paid_for = Duration::from_secs_f64(received as f64 / self.bytes_per_sec as f64);
+        Some(started + self.grace.max(paid_for))
+    }
+}
+
+const NOT_CUT: u8 = 0;
+const CUT_AT_DEADLINE: u8 = 1;
+const CUT_BELOW_RATE: u8 = 2;
+
+/// Middleware: the request body must arrive whole within `timeout` of the request head,
+/// and (with a [`MinBodyRate`] extension) no slower on average than the minimum rate once
+/// its grace period is over. A read past either fails, and the response becomes a 408
+/// `request_timeout` with `Connection: close` (the rest of the body is never read).
 pub async fn enforce_body_deadline(timeout: Duration, request: Request, next: Next) -> Response {
     if request.body().is_end_stream() {
         return next.run(request).await;
     }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let expired = Arc::new(AtomicBool::new(false));
-    let flag = expired.clone();
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let min_rate = request.extensions().get::<MinBodyRate>().copied();
+    let cut = Arc::new(AtomicU8::new(NOT_CUT));
+    let flag = cut.clone();
     let request = request.map(|body| {
-        let chunks = futures_util::stream::unfold(Some(body.into_data_stream()), move |chunks| {
-            let flag = flag.clone();
-            async move {
-                let mut chunks = chunks?;
-                match tokio::time::timeout_at(deadline, chunks.next()).await {
-                    Ok(Some(chunk)) => Some((chunk, Some(chunks))),
-                    Ok(None) => None,
-                    Err(_) => {
-                        flag.store(true, Ordering::Release);
-                        Some((Err(axum::Error::new(BodyDeadlinePassed)), None))
+        let chunks =
+            futures_util::stream::unfold(Some((body.into_data_stream(), 0u64)), move |reading| {
+                let flag = flag.clone();
+                async move {
+                    let (mut chunks, received) = reading?;
+                    let rate_deadline = min_rate.and_then(|rate| rate.deadline(started, received));
+                    let wake = rate_deadline.map_or(deadline, |at| at.min(deadline));
+                    match tokio::time::timeout_at(wake, chunks.next()).await {
+                        Ok(Some(chunk)) => {
+                            let received =
+                                received + chunk.as_ref().map_or(0, |bytes| bytes.len() as u64);
+                            Some((chunk, Some((chunks, received))))
+                        }
+                        Ok(None) => None,
+                        Err(_) => {
+                            let reason = if wake < deadline {
+                                flag.store(CUT_BELOW_RATE, Ordering::Release);
+                                BodyTooSlow::BelowMinimumRate
+                            } else {
+                                flag.store(CUT_AT_DEADLINE, Ordering::Release);
+                                BodyTooSlow::DeadlinePassed
+                            };
+                            Some((Err(axum::Error::new(reason)), None))
+                        }
                     }
                 }
-            }
-        });
+            });
         // Fused: decoders poll again after the end, which an unfold does not allow.
         Body::from_stream(chunks.fuse())
     });
     let response = next.run(request).await;
-    if !expired.load(Ordering::Acquire) {
-        return response;
-    }
-    let mut response = ApiError::new(
-        ErrorCode::RequestTimeout,
-        format!("the request body did not arrive within {timeout:?}; send it faster or in smaller requests"),
-    )
-    .into_response();
+    let message = match cut.load(Ordering::Acquire) {
+        NOT_CUT => return response,
+        CUT_BELOW_RATE => {
+            let rate = min_rate.map_or(0, |rate| rate.bytes_per_sec);
+            format!("the request body arrived slower than {rate} bytes/s; send it faster")
+        }
+        _ => format!(
+            "the request body did not arrive within {timeout:?}; send it faster or in smaller requests"
+        ),
+    };
+    let mut response = ApiError::new(ErrorCode::RequestTimeout, message).into_response();
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -205,6 +262,50 @@ mod tests {
         assert_eq!(response.headers()[header::CONNECTION], "close");
         let request = Request::post("/").body(Body::from("abc")).unwrap();
         let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_body_below_the_minimum_rate_is_cut_after_the_grace_period() {
+        use axum::routing::post;
+        use tower::ServiceExt;
+
+        async fn echo_len(body: Body) -> Result<String, ApiError> {
+            Ok(read_limited(body, 1 << 20).await?.len().to_string())
+        }
+        let rate = MinBodyRate {
+            bytes_per_sec: 1000,
+            grace: Duration::from_millis(300),
+        };
+        let app = axum::Router::new()
+            .route("/", post(echo_len))
+            .layer(axum::middleware::from_fn(|request, next| {
+                // A deadline far away: only the rate can end the trickle in time.
+                enforce_body_deadline(Duration::from_secs(600), request, next)
+            }));
+        let send = |chunks: Vec<Bytes>, pause: Duration| {
+            let stream = futures_util::stream::iter(chunks).then(move |chunk| async move {
+                tokio::time::sleep(pause).await;
+                Ok::<_, std::io::Error>(chunk)
+            });
+            let mut request = Request::post("/").body(Body::from_stream(stream)).unwrap();
+            request.extensions_mut().insert(rate);
+            app.clone().oneshot(request)
+        };
+        // A byte every 50 ms (20 bytes/s): cut once the grace period is over.
+        let trickle = vec![Bytes::from_static(b"x"); 1000];
+        let response = tokio::time::timeout(
+            Duration::from_secs(20),
+            send(trickle, Duration::from_millis(50)),
+        )
+        .await
+        .expect("the rate ends the request")
+        .unwrap();
+        assert_eq!(response.status(), 408);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        // Chunks of 400 bytes every 100 ms (4000 bytes/s) keep above it past the grace.
+        let fast = vec![Bytes::from(vec![b'x'; 400]); 8];
+        let response = send(fast, Duration::from_millis(100)).await.unwrap();
         assert_eq!(response.status(), 200);
     }
 

@@ -10,20 +10,31 @@
 //! [`crate::spill`]), then optionally a wait until they are searchable.
 //!
 //! Invariants: a 2xx means every accepted line is durable and no rejected line was
-//! appended; `ids[i]` answers input line `i + 1` (blank lines answer `null` and count as
-//! neither accepted nor rejected); when the append fails, no id is reported durable.
+//! appended; `ids[i]` answers the `i`-th document line (a blank line carries no document:
+//! it is skipped, takes no entry and counts as neither accepted nor rejected, while
+//! error `line` numbers count every line of the body); when the append fails, no id is
+//! reported durable.
+//!
+//! Memory: what a request holds besides its body and its accepted ops is bounded by
+//! configuration, not by the number of lines. A rejected line costs a counter (only the
+//! first `ingest.max_reported_errors` keep an error entry, the rest are counted in
+//! `errors_omitted`), a blank line nothing, and the answer is written out as it streams
+//! (`ids` last), never built whole in memory.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::Json;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
-use sluice_core::document::{parse_line, validate_document, LineError, LineLimits};
+use sluice_core::document::{
+    check_field_count, parse_line, validate_document, LineError, LineLimits,
+};
 use sluice_core::log::{LogError, OutgoingMessage};
 use sluice_core::metrics as m;
 use sluice_core::op::{DocBatch, DocOp};
@@ -80,12 +91,197 @@ pub struct LineRejection {
 pub struct IngestResponse {
     /// Lines accepted (durable).
     pub accepted: usize,
-    /// Lines rejected.
+    /// Lines rejected (exact, reported or not).
     pub rejected: usize,
-    /// One entry per input line: the id, or `null` for a rejected or blank line.
-    pub ids: Vec<Option<String>>,
-    /// The rejected lines, in order.
+    /// The first rejected lines (at most `ingest.max_reported_errors`), in line order.
     pub errors: Vec<LineRejection>,
+    /// Rejected lines past the reported ones (absent when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub errors_omitted: usize,
+    /// One entry per document line: the id, or `null` for a rejected line.
+    pub ids: LineIds,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl IngestResponse {
+    fn new() -> Self {
+        Self {
+            accepted: 0,
+            rejected: 0,
+            errors: Vec::new(),
+            errors_omitted: 0,
+            ids: LineIds::default(),
+        }
+    }
+
+    /// Records a rejected line: an entry while fewer than `max_reported` are listed, a
+    /// count past that.
+    fn reject(&mut self, rejection: LineRejection, max_reported: usize) {
+        self.rejected += 1;
+        self.ids.push_rejected();
+        if self.errors.len() < max_reported {
+            self.errors.push(rejection);
+        } else {
+            self.errors_omitted += 1;
+        }
+    }
+}
+
+/// The `ids` of an answer, compact: one entry per document line, but only accepted lines
+/// cost memory (their id, in one shared buffer); a rejected line is a gap.
+#[derive(Debug, Default)]
+pub struct LineIds {
+    /// Document lines answered.
+    lines: usize,
+    /// Accepted lines in order: (index in `ids`, end of its id in `text`).
+    accepted: Vec<(usize, usize)>,
+    /// The accepted ids, concatenated.
+    text: String,
+}
+
+impl LineIds {
+    fn push_accepted(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.accepted.push((self.lines, self.text.len()));
+        self.lines += 1;
+    }
+
+    fn push_rejected(&mut self) {
+        self.lines += 1;
+    }
+
+    /// Entries answered.
+    pub fn len(&self) -> usize {
+        self.lines
+    }
+
+    /// Whether no document line was answered.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// Turns the entries at `indexes` into `null` (their lines turned out not durable).
+    fn forget(&mut self, indexes: &std::collections::HashSet<usize>) {
+        let mut kept = String::new();
+        let mut start = 0;
+        let mut accepted = Vec::new();
+        for &(index, end) in &self.accepted {
+            if !indexes.contains(&index) {
+                kept.push_str(&self.text[start..end]);
+                accepted.push((index, kept.len()));
+            }
+            start = end;
+        }
+        self.text = kept;
+        self.accepted = accepted;
+    }
+
+    /// Every entry in order: the id, or `None` for a rejected line.
+    pub fn iter(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        let mut accepted = self.accepted.iter().peekable();
+        let mut start = 0;
+        (0..self.lines).map(move |index| match accepted.peek() {
+            Some(&&(at, end)) if at == index => {
+                accepted.next();
+                let id = &self.text[start..end];
+                start = end;
+                Some(id)
+            }
+            _ => None,
+        })
+    }
+}
+
+impl Serialize for LineIds {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.lines))?;
+        for id in self.iter() {
+            seq.serialize_element(&id)?;
+        }
+        seq.end()
+    }
+}
+
+/// Bytes of the answer written per chunk of the streamed body.
+const ANSWER_CHUNK_BYTES: usize = 64 * 1024;
+
+impl IntoResponse for IngestResponse {
+    /// Streams the answer: the counts and the reported errors first, then `ids` in
+    /// chunks, so an answer as long as its request never sits whole in memory.
+    fn into_response(self) -> Response {
+        let mut head = match serde_json::to_vec(&AnswerHead {
+            accepted: self.accepted,
+            rejected: self.rejected,
+            errors: &self.errors,
+            errors_omitted: self.errors_omitted,
+        }) {
+            Ok(head) => head,
+            Err(e) => return ApiError::internal(e).into_response(),
+        };
+        head.pop(); // the closing brace: `ids` follows
+        head.extend_from_slice(b",\"ids\":[");
+        let ids = self.ids;
+        let chunks = futures_util::stream::unfold(
+            (Some(head), 0usize, 0usize, false),
+            move |(head, next_line, next_accepted, done)| {
+                let chunk = if let Some(head) = head {
+                    Some((head, (None, next_line, next_accepted, done)))
+                } else if done {
+                    None
+                } else {
+                    let mut out = Vec::with_capacity(ANSWER_CHUNK_BYTES + 256);
+                    let (mut line, mut accepted) = (next_line, next_accepted);
+                    while line < ids.lines && out.len() < ANSWER_CHUNK_BYTES {
+                        if line > 0 {
+                            out.push(b',');
+                        }
+                        match ids.accepted.get(accepted) {
+                            Some(&(at, end)) if at == line => {
+                                let start = accepted
+                                    .checked_sub(1)
+                                    .map_or(0, |previous| ids.accepted[previous].1);
+                                // Ids have no control characters; quotes and
+                                // backslashes still need escaping.
+                                let _ = serde_json::to_writer(&mut out, &ids.text[start..end]);
+                                accepted += 1;
+                            }
+                            _ => out.extend_from_slice(b"null"),
+                        }
+                        line += 1;
+                    }
+                    let done = line == ids.lines;
+                    if done {
+                        out.extend_from_slice(b"]}");
+                    }
+                    Some((out, (None, line, accepted, done)))
+                };
+                std::future::ready(chunk.map(|(bytes, state)| {
+                    (Ok::<_, std::convert::Infallible>(Bytes::from(bytes)), state)
+                }))
+            },
+        );
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Body::from_stream(chunks),
+        )
+            .into_response()
+    }
+}
+
+/// Everything of an [`IngestResponse`] but `ids`, serialized ahead of them.
+#[derive(Serialize)]
+struct AnswerHead<'a> {
+    accepted: usize,
+    rejected: usize,
+    errors: &'a [LineRejection],
+    #[serde(skip_serializing_if = "is_zero")]
+    errors_omitted: usize,
 }
 
 /// A request's lines, validated and grouped into log batches.
@@ -93,7 +289,8 @@ pub struct IngestResponse {
 pub struct PreparedIngest {
     /// Batches to append, by partition then request order.
     pub batches: Vec<DocBatch>,
-    /// For each batch, the 0-based input lines its ops came from, in op order.
+    /// For each batch, the `ids` entries (document lines, 0-based) its ops came from,
+    /// in op order.
     pub batch_lines: Vec<Vec<usize>>,
     /// The answer, as it will be once the batches are durable.
     pub response: IngestResponse,
@@ -125,12 +322,61 @@ fn is_blank(line: &[u8]) -> bool {
 }
 
 /// Parses the first lines that are JSON objects, to infer a new collection's schema.
-pub fn inference_sample(body: &[u8], limits: &LineLimits) -> Vec<Map<String, Value>> {
-    lines(body)
+/// A document that would take the inferred schema past `max_fields` is left out (it is
+/// refused with `too_many_fields` when the lines are validated).
+pub fn inference_sample(
+    body: &[u8],
+    limits: &LineLimits,
+    max_fields: usize,
+) -> Vec<Map<String, Value>> {
+    let mut sample = InferenceSample::new(max_fields);
+    for line in lines(body)
         .filter(|line| !is_blank(line))
         .take(INFERENCE_SAMPLE_LINES)
-        .filter_map(|line| parse_line(line, limits).ok())
-        .collect()
+    {
+        if let Ok(doc) = parse_line(line, limits) {
+            sample.offer(doc);
+        }
+    }
+    sample.docs
+}
+
+/// The documents a new collection's schema is inferred from, and that schema so far.
+pub(crate) struct InferenceSample {
+    schema: Schema,
+    max_fields: usize,
+    /// The documents kept, in order.
+    pub(crate) docs: Vec<Map<String, Value>>,
+}
+
+impl InferenceSample {
+    pub(crate) fn new(max_fields: usize) -> Self {
+        Self {
+            schema: Schema::dynamic(),
+            max_fields,
+            docs: Vec::new(),
+        }
+    }
+
+    /// Keeps `doc` (and infers from it) unless that would take the schema past the
+    /// field limit: the catalog infers the same schema from the kept documents.
+    pub(crate) fn offer(&mut self, doc: Map<String, Value>) {
+        if check_field_count(&self.schema, &doc, self.max_fields).is_ok() {
+            self.schema.infer_from(&doc);
+            self.docs.push(doc);
+        }
+    }
+}
+
+/// Per-request bounds of [`prepare`], from the ingest configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Size and nesting of one line.
+    pub line: LineLimits,
+    /// Most error entries in the answer (`ingest.max_reported_errors`).
+    pub max_reported_errors: usize,
+    /// Most fields per collection (`ingest.max_fields_per_collection`).
+    pub max_fields: usize,
 }
 
 /// Validates every line of `body` against `schema` and groups the accepted ones into
@@ -142,34 +388,34 @@ pub fn prepare(
     schema: &Schema,
     shards: u32,
     body: &[u8],
-    line_limits: &LineLimits,
     limits: BatchLimits,
+    request: RequestLimits,
     idempotency_key: Option<&str>,
 ) -> PreparedIngest {
-    let mut ids = Vec::new();
-    let mut errors = Vec::new();
+    let mut response = IngestResponse::new();
     let mut by_partition: BTreeMap<Partition, Vec<(usize, DocOp)>> = BTreeMap::new();
-    let mut accepted = 0;
     for (index, line) in lines(body).enumerate() {
         if is_blank(line) {
-            ids.push(None);
             continue;
         }
+        let entry = response.ids.len();
         let assign_id = || match idempotency_key {
             Some(key) => DocId::derived(key, index + 1),
             None => DocId::generate(),
         };
-        let validated =
-            parse_line(line, line_limits).and_then(|doc| validate_document(schema, doc, assign_id));
+        let validated = parse_line(line, &request.line).and_then(|doc| {
+            check_field_count(schema, &doc, request.max_fields)?;
+            validate_document(schema, doc, assign_id)
+        });
         match validated {
             Ok(doc) => {
-                accepted += 1;
-                ids.push(Some(doc.id.to_string()));
+                response.accepted += 1;
+                response.ids.push_accepted(doc.id.as_str());
                 by_partition
                     .entry(doc.id.partition(shards))
                     .or_default()
                     .push((
-                        index,
+                        entry,
                         DocOp::Upsert {
                             id: doc.id,
                             hash: doc.hash,
@@ -177,26 +423,21 @@ pub fn prepare(
                         },
                     ));
             }
-            Err(LineError { code, message }) => {
-                ids.push(None);
-                errors.push(LineRejection {
+            Err(LineError { code, message }) => response.reject(
+                LineRejection {
                     line: index + 1,
                     code,
                     message,
-                });
-            }
+                },
+                request.max_reported_errors,
+            ),
         }
     }
     let (batches, batch_lines) = group_into_batches(collection, by_partition, limits);
     PreparedIngest {
         batches,
         batch_lines,
-        response: IngestResponse {
-            accepted,
-            rejected: errors.len(),
-            ids,
-            errors,
-        },
+        response,
     }
 }
 
@@ -392,10 +633,12 @@ async fn collection_for_ingest(
         return Ok(meta);
     }
     let limits = state.line_limits();
+    let max_fields = state.inner.config.max_fields_per_collection;
     let sample_body = body.clone();
-    let sample = tokio::task::spawn_blocking(move || inference_sample(&sample_body, &limits))
-        .await
-        .map_err(ApiError::internal)?;
+    let sample =
+        tokio::task::spawn_blocking(move || inference_sample(&sample_body, &limits, max_fields))
+            .await
+            .map_err(ApiError::internal)?;
     ensure_collection(state, name, &sample).await
 }
 
@@ -466,7 +709,7 @@ pub async fn ingest_documents(
     params: Result<Query<WriteParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<IngestResponse>, ApiError> {
+) -> Result<IngestResponse, ApiError> {
     let collection =
         CollectionName::new(collection).map_err(|e| ApiError::new(e.code, e.message))?;
     let Query(params) =
@@ -483,6 +726,11 @@ pub async fn ingest_documents(
         max_docs: state.inner.config.max_batch_docs,
         max_bytes: state.inner.config.max_batch_size.as_u64() as usize,
     };
+    let request_limits = RequestLimits {
+        line: limits,
+        max_reported_errors: state.inner.config.max_reported_errors,
+        max_fields: state.inner.config.max_fields_per_collection,
+    };
     let body_len = body.len();
     let prepare_meta = meta.clone();
     let prepare_key = idempotency_key.clone();
@@ -492,8 +740,8 @@ pub async fn ingest_documents(
             &prepare_meta.schema,
             prepare_meta.shards(),
             &body,
-            &limits,
             batch_limits,
+            request_limits,
             prepare_key.as_deref(),
         )
     })
@@ -514,18 +762,20 @@ pub async fn ingest_documents(
     } = prepared;
     let mut written = Written::default();
     let mut failure = None;
+    let mut not_durable = std::collections::HashSet::new();
     for (result, lines) in results.into_iter().zip(&batch_lines) {
         match result {
             Ok(durable) => written.add(durable),
             Err(error) => {
                 // Not durable: the line must not be reported as accepted.
-                for &line in lines {
-                    response.ids[line] = None;
-                }
+                not_durable.extend(lines.iter().copied());
                 response.accepted -= lines.len();
                 failure.get_or_insert(error);
             }
         }
+    }
+    if !not_durable.is_empty() {
+        response.ids.forget(&not_durable);
     }
     metrics::counter!(m::INGEST_DOCUMENTS_TOTAL, "collection" => label, "outcome" => "accepted")
         .increment(response.accepted as u64);
@@ -545,7 +795,7 @@ pub async fn ingest_documents(
             return Err(wait_error(e).with("ids", ids));
         }
     }
-    Ok(Json(response))
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -556,6 +806,15 @@ mod tests {
     fn schema() -> Schema {
         Schema::from_json(br#"{"fields":[{"name":"n","type":"i64"}]}"#).unwrap()
     }
+
+    const REQUEST: RequestLimits = RequestLimits {
+        line: LineLimits {
+            max_line_bytes: 1 << 20,
+            max_depth: 64,
+        },
+        max_reported_errors: 1_000,
+        max_fields: 1_000,
+    };
 
     #[test]
     fn lines_split_on_newlines_without_an_empty_tail() {
@@ -578,19 +837,21 @@ mod tests {
             &schema(),
             3,
             body.as_bytes(),
-            &LineLimits::default(),
             BatchLimits {
                 max_docs: 2,
                 max_bytes: 1 << 20,
             },
+            REQUEST,
             None,
         );
         let r = &prepared.response;
         assert_eq!((r.accepted, r.rejected), (10, 2));
-        assert_eq!(r.ids.len(), 13);
-        assert_eq!(r.ids[0].as_deref(), Some("d0"));
-        assert_eq!(r.ids[10], None);
-        assert_eq!(r.ids[11], None);
+        // The blank line takes no entry; error lines still count it.
+        let ids: Vec<Option<&str>> = r.ids.iter().collect();
+        assert_eq!(ids.len(), 12);
+        assert_eq!(ids[0], Some("d0"));
+        assert_eq!(ids[10], None);
+        assert_eq!(ids[11], None);
         let codes: Vec<_> = r.errors.iter().map(|e| (e.line, e.code)).collect();
         assert_eq!(
             codes,
@@ -603,15 +864,18 @@ mod tests {
                 &schema(),
                 3,
                 b"{\"n\":1}\n{\"n\":2}\n",
-                &LineLimits::default(),
                 BatchLimits {
                     max_docs: 2,
                     max_bytes: 1 << 20,
                 },
+                REQUEST,
                 key,
             )
             .response
             .ids
+            .iter()
+            .map(|id| id.map(str::to_owned))
+            .collect::<Vec<_>>()
         };
         assert_eq!(keyed(Some("retry-1")), keyed(Some("retry-1")));
         assert_ne!(keyed(Some("retry-1")), keyed(Some("retry-2")));
@@ -621,7 +885,7 @@ mod tests {
         assert_eq!(lines.len(), 10);
         for (batch, lines) in prepared.batches.iter().zip(&prepared.batch_lines) {
             for (op, line) in batch.ops.iter().zip(lines) {
-                assert_eq!(r.ids[*line].as_deref(), Some(op.id().as_str()));
+                assert_eq!(ids[*line], Some(op.id().as_str()));
             }
         }
         let small = prepare(
@@ -629,11 +893,11 @@ mod tests {
             &schema(),
             1,
             body.as_bytes(),
-            &LineLimits::default(),
             BatchLimits {
                 max_docs: 100,
                 max_bytes: 100,
             },
+            REQUEST,
             None,
         );
         assert!(small.batches.len() >= 4, "byte limit splits batches");
@@ -646,49 +910,137 @@ mod tests {
         }
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
+    /// One hostile NDJSON line (no `\n` inside): garbage bytes, good documents, blank
+    /// and CRLF lines, deep nesting, wide objects, huge and duplicate keys, invalid UTF-8,
+    /// control bytes, and any of those cut short.
+    fn hostile_line() -> impl Strategy<Value = Vec<u8>> {
+        let good =
+            || "\\{\"n\":-?[0-9]{1,20}(,\"id\":\"[a-z]{0,3}\")?\\}".prop_map(String::into_bytes);
+        let raw = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..40),
+            good(),
+            prop_oneof![Just(""), Just("  \r"), Just("\t"), Just("\r")]
+                .prop_map(|b| b.as_bytes().to_vec()),
+            (0usize..200, any::<bool>()).prop_map(|(depth, arrays)| {
+                let (open, close) = if arrays { ("[", "]") } else { ("{\"a\":", "}") };
+                format!(
+                    "{{\"n\":1,\"d\":{}1{}}}",
+                    open.repeat(depth),
+                    close.repeat(depth)
+                )
+                .into_bytes()
+            }),
+            (0usize..300, 1usize..4).prop_map(|(keys, depth)| {
+                let inner: Vec<String> = (0..keys).map(|k| format!("\"k{k}\":{k}")).collect();
+                let mut object = format!("{{{}}}", inner.join(","));
+                for _ in 1..depth {
+                    object = format!("{{\"o\":{object},\"p\":[{object},{object}]}}");
+                }
+                format!("{{\"n\":1,\"w\":{object}}}").into_bytes()
+            }),
+            (0usize..6000)
+                .prop_map(|len| format!("{{\"n\":1,\"{}\":1}}", "k".repeat(len)).into_bytes()),
+            Just(b"{\"n\":1,\"n\":2}".to_vec()),
+            Just(b"{\"n\":1,\"o\":{\"x\":1,\"x\":2}}".to_vec()),
+            (good(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(mut line, at, byte)| {
+                // Invalid UTF-8 or a control byte somewhere in a good line.
+                let byte = if byte < 0x80 { byte % 0x20 } else { 0xff };
+                line.insert(at.index(line.len() + 1), byte);
+                line
+            }),
+            good().prop_map(|mut line| {
+                line.extend_from_slice(b"\r");
+                line
+            }),
+        ];
+        (raw, any::<bool>(), any::<prop::sample::Index>()).prop_map(|(line, cut, at)| {
+            let mut line: Vec<u8> = line.into_iter().filter(|b| *b != b'\n').collect();
+            if cut {
+                line.truncate(at.index(line.len() + 1));
+            }
+            line
+        })
+    }
 
-        /// Whatever the body, every line is answered once, in order: an id for an
-        /// accepted line (and exactly one op in the batches), `null` and one coded
-        /// error for a rejected one, `null` alone for a blank one.
+    /// Codes a line may be rejected with.
+    const LINE_CODES: [ErrorCode; 12] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::NotAnObject,
+        ErrorCode::WrongType,
+        ErrorCode::MissingField,
+        ErrorCode::UnknownField,
+        ErrorCode::InvalidId,
+        ErrorCode::NumberOutOfRange,
+        ErrorCode::LineTooLarge,
+        ErrorCode::NestingTooDeep,
+        ErrorCode::DuplicateKey,
+        ErrorCode::TooManyFields,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the body, nothing panics and every line is answered once, in order:
+        /// an id for an accepted line (and exactly one op in the batches), `null` and a
+        /// stable per-line code for a rejected one, nothing for a blank one; at most
+        /// `max_reported_errors` error entries, the first ones in line order, the rest
+        /// counted; and the streamed answer is the same JSON as the serialized one.
         #[test]
-        fn every_line_of_any_body_is_answered_once(
-            lines in prop::collection::vec(
-                prop_oneof![
-                    prop::collection::vec(any::<u8>(), 0..40),
-                    "\\{\"n\":-?[0-9]{1,20}(,\"id\":\"[a-z]{0,3}\")?\\}".prop_map(String::into_bytes),
-                    Just(b"  \r".to_vec()),
-                ],
-                0..30,
-            )
+        fn every_line_of_any_hostile_body_is_answered_once(
+            lines in prop::collection::vec(hostile_line(), 0..30),
+            trailing_newline in any::<bool>(),
         ) {
-            let body: Vec<u8> = lines
-                .iter()
-                .flat_map(|l| l.iter().copied().filter(|b| *b != b'\n').chain([b'\n']))
-                .collect();
+            let mut body = lines.join(&b'\n');
+            if trailing_newline {
+                body.push(b'\n');
+            }
             // Blank bodies are refused before this point (`require_documents`).
             prop_assume!(!body.iter().all(u8::is_ascii_whitespace));
             let c = CollectionName::new("c").unwrap();
             let limits = BatchLimits { max_docs: 3, max_bytes: 200 };
-            let prepared = prepare(&c, &schema(), 4, &body, &LineLimits::default(), limits, None);
+            let request = RequestLimits {
+                line: LineLimits { max_line_bytes: 4096, max_depth: 16 },
+                max_reported_errors: 3,
+                max_fields: 50,
+            };
+            let prepared = prepare(&c, &schema(), 4, &body, limits, request, None);
             let r = &prepared.response;
-            prop_assert_eq!(r.ids.len(), lines.len());
-            let blank = lines
-                .iter()
-                .filter(|l| l.iter().filter(|b| **b != b'\n').all(u8::is_ascii_whitespace))
-                .count();
-            prop_assert_eq!(r.accepted + r.rejected + blank, lines.len());
-            prop_assert_eq!(r.ids.iter().filter(|id| id.is_some()).count(), r.accepted);
+            // A body without a trailing newline still ends its last line; an empty last
+            // line after a final newline is no line.
+            let lines: Vec<&Vec<u8>> = lines.iter().collect();
+            let lines = if !trailing_newline && lines.last().is_some_and(|l| l.is_empty()) {
+                &lines[..lines.len() - 1]
+            } else {
+                &lines[..]
+            };
+            let blank = lines.iter().filter(|l| l.iter().all(u8::is_ascii_whitespace)).count();
+            prop_assert_eq!(r.ids.len(), lines.len() - blank);
+            prop_assert_eq!(r.accepted + r.rejected, lines.len() - blank);
+            let ids: Vec<Option<&str>> = r.ids.iter().collect();
+            prop_assert_eq!(ids.iter().filter(|id| id.is_some()).count(), r.accepted);
+            prop_assert_eq!(r.errors.len(), r.rejected.min(3));
+            prop_assert_eq!(r.errors_omitted, r.rejected - r.errors.len());
+            let mut previous = 0;
             for error in &r.errors {
-                prop_assert!(error.line >= 1 && error.line <= lines.len());
-                prop_assert!(r.ids[error.line - 1].is_none());
+                prop_assert!(error.line > previous && error.line <= lines.len());
+                prop_assert!(LINE_CODES.contains(&error.code), "{:?}", error.code);
+                prop_assert!(!lines[error.line - 1].iter().all(u8::is_ascii_whitespace));
+                previous = error.line;
             }
             let ops: usize = prepared.batches.iter().map(|b| b.ops.len()).sum();
             prop_assert_eq!(ops, r.accepted);
             for batch in &prepared.batches {
                 prop_assert!(batch.ops.len() <= 3);
             }
+            let serialized = serde_json::to_value(r).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let streamed = runtime.block_on(async {
+                let body = prepared.response.into_response().into_body();
+                axum::body::to_bytes(body, usize::MAX).await.unwrap()
+            });
+            let streamed: Value = serde_json::from_slice(&streamed).unwrap();
+            prop_assert_eq!(streamed, serialized);
         }
     }
 }

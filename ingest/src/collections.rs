@@ -39,6 +39,58 @@ pub(crate) fn catalog_error(error: CatalogError) -> ApiError {
     }
 }
 
+/// What the API document states of a schema document beyond what parsing it checks: it
+/// declares at least one field, and no member is null (leave a member out for its
+/// default) except a field's `default`.
+fn check_schema_document(body: &[u8]) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidSchema, message);
+    // Not JSON: parsing the schema says what is wrong. JSON but not an object (serde
+    // would read an array as the schema's members in order): refused here.
+    let document = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(document)) => document,
+        Ok(_) => {
+            return Err(invalid(
+                "the schema document must be a JSON object".to_owned(),
+            ))
+        }
+        Err(_) => return Ok(()),
+    };
+    let null_member = |members: &serde_json::Map<String, Value>, allowed: &str| {
+        members
+            .iter()
+            .find(|(name, value)| value.is_null() && name.as_str() != allowed)
+            .map(|(name, _)| name.clone())
+    };
+    if let Some(name) = null_member(&document, "") {
+        return Err(invalid(format!(
+            "{name} is null; leave it out for its default"
+        )));
+    }
+    match document.get("fields") {
+        Some(Value::Array(fields)) if fields.is_empty() => {
+            return Err(invalid(
+                "fields is empty; declare at least the primary key field".to_owned(),
+            ))
+        }
+        Some(Value::Array(fields)) => {
+            for (i, field) in fields.iter().enumerate() {
+                if let Some(name) = field.as_object().and_then(|f| null_member(f, "default")) {
+                    return Err(invalid(format!(
+                        "fields[{i}].{name} is null; leave it out for its default"
+                    )));
+                }
+            }
+        }
+        Some(_) => {}
+        None => {
+            return Err(invalid(
+                "fields is missing; declare at least the primary key field".to_owned(),
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// `PUT /v1/collections/{c}`: 201 when created, 200 when updated.
 pub async fn put_collection(
     State(state): State<AppState>,
@@ -46,6 +98,7 @@ pub async fn put_collection(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = CollectionName::new(name).map_err(|e| ApiError::new(e.code, e.message))?;
+    check_schema_document(&body)?;
     let schema = Schema::from_json(&body).map_err(|e| ApiError::new(e.code, e.message))?;
     let (meta, outcome) = state
         .inner

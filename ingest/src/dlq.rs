@@ -167,6 +167,15 @@ pub async fn replay_dlq(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    // A selector given as null is not left out: refused, like any malformed selection.
+    if let Ok(Value::Object(members)) = serde_json::from_slice::<Value>(&body) {
+        if let Some((name, _)) = members.iter().find(|(_, value)| value.is_null()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{name} is null; give exactly one of all, collection, ids"),
+            ));
+        }
+    }
     let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,

@@ -6,6 +6,9 @@
 //! `sluice_core::faults::FaultPlan` as JSON, e.g.
 //! `{"error_rate": 1.0, "error": "unavailable"}` or `{"latency": "2s"}`; it applies to
 //! the next call at that point and stays until cleared.
+//!
+//! `POST /_internal_/panic` (same condition) makes its handler panic, so tests can see
+//! that a panic answers 500 `internal`, is logged, and leaves the server serving.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -56,4 +59,9 @@ pub async fn clear_fault(
         .map_err(|message| ApiError::new(ErrorCode::InvalidRequest, message))?;
     tracing::warn!(?point, "fault plan cleared");
     Ok(Json(json!({"point": point, "cleared": true})))
+}
+
+/// `POST /_internal_/panic`: panics, on purpose (tests of the panic path).
+pub async fn panic_now() -> Json<Value> {
+    panic!("panic requested through /_internal_/panic");
 }

@@ -5,7 +5,10 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
+use sluice_core::ids::{MAX_COLLECTION_NAME_BYTES, MAX_DOC_ID_BYTES};
 use sluice_core::resilience::BreakerState;
+use sluice_core::schema::{MAX_SHARDS, TOKENIZERS};
+use sluice_workers::dlq_admin::{MAX_LIST_LIMIT, MAX_SELECTED_IDS};
 
 use crate::state::AppState;
 
@@ -51,14 +54,20 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /openapi.json`
-pub async fn openapi() -> Json<Value> {
-    Json(openapi_document())
+pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(openapi_document(state.max_result_window()))
 }
 
+/// Error answers every operation may give: invalid input, no such thing, a request
+/// target too long, too many requests of this client in flight, a handler failure, a
+/// dependency down.
 fn error_responses() -> Value {
     json!({
         "400": {"$ref": "#/components/responses/Error"},
         "404": {"$ref": "#/components/responses/Error"},
+        "414": {"$ref": "#/components/responses/Error"},
+        "429": {"$ref": "#/components/responses/Error"},
+        "500": {"$ref": "#/components/responses/Error"},
         "503": {"$ref": "#/components/responses/Error"}
     })
 }
@@ -71,7 +80,7 @@ fn json_response(description: &str, schema: Value) -> Value {
 fn es_bulk_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value) -> Value {
     let mut parameters: Vec<Value> = index.into_iter().cloned().collect();
     parameters.extend([
-        json!({"name": "refresh", "in": "query", "schema": {"type": "string", "enum": ["true", "false", "wait_for", ""]},
+        json!({"name": "refresh", "in": "query", "schema": {"type": "string", "enum": ["true", "false", "wait_for", ""], "example": "false"},
                "description": "true or wait_for: answer once searchable (as wait=searchable)"}),
         json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable"}}),
         json!({"name": "timeout", "in": "query", "schema": {"type": "string"}, "description": "accepted, ignored"}),
@@ -81,7 +90,7 @@ fn es_bulk_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value
     json!({"summary": "Elasticsearch bulk API: index, create, update (doc, doc_as_upsert, upsert) and delete actions (gzip, zstd or br encoded bodies accepted)",
            "parameters": parameters,
            "requestBody": {"required": true, "content": {
-               "application/x-ndjson": {"schema": {"type": "string"}},
+               "application/x-ndjson": {"schema": {"type": "string", "example": "{\"index\":{\"_id\":\"es-1\"}}\n{\"title\":\"red fox\"}\n"}},
                "application/json": {"schema": {"type": "string"}}}},
            "responses": with_errors(json!({
                "200": json_response("Per-item outcome, Elasticsearch-shaped", json!({"$ref": "#/components/schemas/BulkResponse"})),
@@ -91,22 +100,46 @@ fn es_bulk_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value
                "429": {"$ref": "#/components/responses/Error"}}))})
 }
 
-/// The API document. Every path and method here is served; a test checks it against
-/// the running server. The test-only fault routes (`crate::faults`) are left out: they
-/// exist only on nodes started with `[faults] enabled`.
-pub fn openapi_document() -> Value {
-    let collection = json!({"name": "c", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}});
-    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
-    let wait = json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable"}});
+/// The API document, with `max_result_window` (`indexer.max_result_window`) as the
+/// largest search `limit` and `offset`. Every path and method here is served, and every
+/// constraint stated here (required, `additionalProperties: false`, lengths, patterns,
+/// bounds, enums, no null unless `nullable`) is the one the server enforces: tests check
+/// both against a running server (`tests/api.rs`, `tests/openapi.rs`). Each request
+/// schema and parameter carries a valid `example`, from which those tests derive their
+/// requests. The test-only fault routes (`crate::faults`) are left out: they exist only
+/// on nodes started with `[faults] enabled`.
+pub fn openapi_document(max_result_window: usize) -> Value {
+    let collection_name = json!({"type": "string", "minLength": 1, "maxLength": MAX_COLLECTION_NAME_BYTES,
+        "pattern": "^[a-z0-9][a-z0-9_-]*$", "example": "openapi_probe"});
+    // A selector among others (`DELETE /v1/dlq`): no example, since only one may be given.
+    let mut collection_selector = collection_name.clone();
+    collection_selector
+        .as_object_mut()
+        .expect("an object")
+        .remove("example");
+    let collection =
+        json!({"name": "c", "in": "path", "required": true, "schema": collection_name});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": MAX_DOC_ID_BYTES, "example": "doc-1"}});
+    let wait = json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable", "example": "durable"}});
+    let window = json!(max_result_window);
+    let window_note = format!("limit + offset must not exceed {max_result_window}");
     let search_params = json!([
         collection,
-        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "Tantivy query syntax"},
+        {"name": "q", "in": "query", "schema": {"type": "string", "example": "*"}, "description": "Tantivy query syntax"},
         {"name": "filter", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": true},
         {"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "field:asc or field:desc"},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 10}},
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
-        {"name": "highlight", "in": "query", "schema": {"type": "boolean", "default": true}}
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": window, "default": 10, "example": 5}, "description": window_note},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": window, "default": 0}, "description": window_note},
+        {"name": "highlight", "in": "query", "schema": {"type": "boolean", "default": true, "example": false}}
     ]);
+    let field_name = json!({"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9-][A-Za-z0-9_-]*$"});
+    let mut primary_key = field_name.clone();
+    primary_key["default"] = json!("id");
+    let schema_example = json!({"description": "probe", "primary_key": "id", "strict": false, "shards": 2,
+        "fields": [{"name": "id", "type": "string"},
+                   {"name": "title", "type": "text", "tokenizer": "en_stem", "annotations": ["personal_data"]},
+                   {"name": "tags", "type": "keyword", "array": true, "required": false},
+                   {"name": "price", "type": "i64", "required": false, "default": 0}]});
     let index = json!({"name": "index", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the collection of actions without _index"});
     let with_errors = |ok: Value| {
         let mut responses = error_responses();
@@ -136,7 +169,7 @@ pub fn openapi_document() -> Value {
             "/v1/collections/{c}/documents": {
                 "post": {"summary": "Ingest NDJSON documents (gzip, zstd or br encoded bodies accepted)",
                          "parameters": [collection, wait],
-                         "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                         "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string", "example": "{\"id\":\"doc-1\",\"title\":\"red fox\"}\n"}}}},
                          "responses": with_errors(json!({"200": json_response("Per-line outcome", json!({"$ref": "#/components/schemas/IngestResponse"})), "413": {"$ref": "#/components/responses/Error"}, "415": {"$ref": "#/components/responses/Error"}, "429": {"$ref": "#/components/responses/Error"}}))}
             },
             "/v1/collections/{c}/documents/{id}": {
@@ -158,15 +191,16 @@ pub fn openapi_document() -> Value {
             "/v1/dlq": {
                 "get": {"summary": "List dead-letter entries (no document values)",
                         "parameters": [
-                            {"name": "collection", "in": "query", "schema": {"type": "string"}},
-                            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}, "description": "only entries with a higher entry_id (paging: pass next_after)"},
-                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}}],
+                            {"name": "collection", "in": "query", "schema": collection_name},
+                            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0, "example": 0}, "description": "only entries with a higher entry_id (paging: pass next_after)"},
+                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 100, "example": 100}}],
                         "responses": with_errors(json!({"200": json_response("Entries", json!({"$ref": "#/components/schemas/DlqPage"}))}))},
                 "delete": {"summary": "Purge dead-letter entries: all=true, one collection, or ids",
+                           "description": "exactly one of all=true, collection, ids",
                            "parameters": [
-                               {"name": "all", "in": "query", "schema": {"type": "boolean"}},
-                               {"name": "collection", "in": "query", "schema": {"type": "string"}},
-                               {"name": "ids", "in": "query", "schema": {"type": "string"}, "description": "comma-separated entry ids"}],
+                               {"name": "all", "in": "query", "schema": {"type": "boolean", "enum": [true], "example": true}},
+                               {"name": "collection", "in": "query", "schema": collection_selector},
+                               {"name": "ids", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}, "description": "comma-separated entry ids"}],
                            "responses": with_errors(json!({"200": json_response("Purged", json!({"type": "object", "properties": {"purged": {"type": "integer"}}}))}))}
             },
             "/v1/dlq/replay": {
@@ -200,14 +234,18 @@ pub fn openapi_document() -> Value {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
                     "required": ["code", "message", "trace_id"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "trace_id": {"type": "string"}}}}},
-                "Schema": {"type": "object", "properties": {
-                    "description": {"type": "string"}, "primary_key": {"type": "string", "default": "id"},
-                    "strict": {"type": "boolean"}, "shards": {"type": "integer", "minimum": 1},
-                    "fields": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {
-                        "name": {"type": "string"},
+                "Schema": {"type": "object", "additionalProperties": false, "required": ["fields"], "example": schema_example,
+                    "description": "the primary key field is declared as a string when fields do not name it",
+                    "properties": {
+                    "description": {"type": "string"}, "primary_key": primary_key,
+                    "strict": {"type": "boolean"}, "shards": {"type": "integer", "minimum": 1, "maximum": MAX_SHARDS, "description": "fixed at creation"},
+                    "fields": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": false, "required": ["name", "type"], "properties": {
+                        "name": field_name,
                         "type": {"type": "string", "enum": ["string", "text", "keyword", "i64", "u64", "f64", "bool", "datetime", "json"]},
-                        "array": {"type": "boolean"}, "required": {"type": "boolean"}, "default": {},
-                        "annotations": {"type": "array", "items": {"type": "string"}}, "tokenizer": {"type": "string"}}}}}},
+                        "array": {"type": "boolean"}, "required": {"type": "boolean"},
+                        "default": {"description": "any JSON value of the field's type"},
+                        "annotations": {"type": "array", "items": {"type": "string"}},
+                        "tokenizer": {"type": "string", "enum": TOKENIZERS, "description": "text fields only"}}}}}},
                 "IngestResponse": {"type": "object", "required": ["accepted", "rejected", "ids", "errors"], "properties": {
                     "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
                     "ids": {"type": "array", "items": {"type": "string", "nullable": true}},
@@ -225,9 +263,11 @@ pub fn openapi_document() -> Value {
                         "dead_lettered_at": {"type": "string", "format": "date-time"}}}},
                     "next_after": {"type": "integer", "nullable": true},
                     "depth": {"type": "object", "additionalProperties": {"type": "integer"}}}},
-                "DlqSelection": {"type": "object", "description": "exactly one of all, collection, ids", "properties": {
-                    "all": {"type": "boolean"}, "collection": {"type": "string"},
-                    "ids": {"type": "array", "items": {"type": "integer"}}}},
+                "DlqSelection": {"type": "object", "description": "exactly one of all, collection, ids",
+                    "additionalProperties": false, "minProperties": 1, "maxProperties": 1, "example": {"all": true},
+                    "properties": {
+                    "all": {"type": "boolean", "enum": [true]}, "collection": collection_name,
+                    "ids": {"type": "array", "minItems": 1, "maxItems": MAX_SELECTED_IDS, "items": {"type": "integer", "minimum": 0}}}},
                 "ReplayReport": {"type": "object", "required": ["replayed", "failed", "not_found", "failures"], "properties": {
                     "replayed": {"type": "integer"}, "failed": {"type": "integer"}, "not_found": {"type": "integer"},
                     "failures": {"type": "array", "items": {"type": "object", "properties": {
@@ -241,10 +281,14 @@ pub fn openapi_document() -> Value {
                             "result": {"type": "string", "enum": ["created", "updated", "deleted", "noop"]},
                             "status": {"type": "integer"},
                             "error": {"type": "object", "properties": {"type": {"type": "string"}, "reason": {"type": "string"}}}}}}}}},
-                "SearchRequest": {"type": "object", "properties": {
-                    "q": {"type": "string"}, "filter": {"type": "array", "items": {"type": "string"}},
-                    "sort": {"type": "string"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},
-                    "highlight": {"type": "boolean"}}},
+                "SearchRequest": {"type": "object", "additionalProperties": false, "description": window_note,
+                    "example": {"q": "*", "filter": ["price:[0 TO 100]"], "sort": "price:asc", "limit": 5, "highlight": false},
+                    "properties": {
+                    "q": {"type": "string", "description": "Tantivy query syntax"}, "filter": {"type": "array", "items": {"type": "string"}},
+                    "sort": {"type": "string", "description": "field:asc or field:desc"},
+                    "limit": {"type": "integer", "minimum": 0, "maximum": window, "default": 10},
+                    "offset": {"type": "integer", "minimum": 0, "maximum": window, "default": 0},
+                    "highlight": {"type": "boolean", "default": true}}},
                 "SearchResponse": {"type": "object", "required": ["total", "hits", "took_ms"], "properties": {
                     "total": {"type": "integer"}, "took_ms": {"type": "integer"},
                     "hits": {"type": "array", "items": {"type": "object", "properties": {

@@ -16,6 +16,7 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use sluice_core::metrics as m;
 use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::state::AppState;
 use crate::{body, bulk, collections, dlq, documents, error, es_bulk, faults, ops, search};
@@ -26,9 +27,11 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/v1/collections", get(collections::list_collections))
         .route(
             "/v1/collections/{c}",
-            put(collections::put_collection)
-                .get(collections::get_collection)
-                .delete(collections::delete_collection),
+            control(
+                put(collections::put_collection)
+                    .get(collections::get_collection)
+                    .delete(collections::delete_collection),
+            ),
         )
         .route(
             "/v1/collections/{c}/documents",
@@ -40,10 +43,10 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         )
         .route(
             "/v1/collections/{c}/search",
-            get(search::search_get).post(search::search_post),
+            control(get(search::search_get).post(search::search_post)),
         )
         .route("/v1/dlq", get(dlq::list_dlq).delete(dlq::purge_dlq))
-        .route("/v1/dlq/replay", post(dlq::replay_dlq))
+        .route("/v1/dlq/replay", control(post(dlq::replay_dlq)))
         .route("/_bulk", ingest(es_bulk::bulk))
         .route("/{index}/_bulk", ingest(es_bulk::bulk_for_index))
         .route("/_internal_/healthcheck", get(ops::healthcheck))
@@ -54,6 +57,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
             "/_internal_/faults/{point}",
             put(faults::set_fault).delete(faults::clear_fault),
         );
+        routes = routes.route("/_internal_/panic", post(faults::panic_now));
     }
     routes
         .fallback(error::not_found)
@@ -64,6 +68,19 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .layer(middleware::from_fn(record_http_metrics))
         .layer(middleware::from_fn(error::trace_requests))
         .with_state(state)
+}
+
+/// Largest body of a control route (a schema, a search, a replay selection): axum's
+/// default limit, stated once.
+const CONTROL_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// A control route (schema, search, replay): bodies up to [`CONTROL_BODY_LIMIT`], and a
+/// declared `Content-Length` over it answers 413 before the body is read, so the client
+/// gets its answer instead of a connection closed under its upload.
+fn control(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route
+        .layer::<_, std::convert::Infallible>(RequestBodyLimitLayer::new(CONTROL_BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
 }
 
 /// `POST` to an ingest handler: the body decoded (gzip, zstd, br) in a streaming layer and

@@ -71,6 +71,7 @@ async fn run(
     metrics::histogram!(m::SEARCH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     result.map(Json).map_err(|e| match e {
         SearchError::InvalidQuery(message) => ApiError::new(ErrorCode::InvalidQuery, message),
+        SearchError::QueryTooComplex(message) => ApiError::new(ErrorCode::QueryTooComplex, message),
         SearchError::CollectionNotFound => ApiError::new(
             ErrorCode::CollectionNotFound,
             format!("no collection named {name:?}"),
@@ -90,18 +91,34 @@ pub async fn search_get(
     run(&state, collection, request).await
 }
 
+/// Builds a search request from a `POST` body: a JSON object (`{}` for the defaults) of
+/// known members, none of them null (leave a member out for its default).
+pub fn request_from_body(body: &[u8]) -> Result<SearchRequest, ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidRequest, message);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid(
+            "the search body is empty; send a JSON object ({} for the defaults) or use GET"
+                .to_owned(),
+        ));
+    }
+    let members: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("the search body must be a JSON object: {e}")))?;
+    if let Some((name, _)) = members.iter().find(|(_, value)| value.is_null()) {
+        return Err(invalid(format!(
+            "search body: {name} is null; leave it out for its default"
+        )));
+    }
+    serde_json::from_value(serde_json::Value::Object(members))
+        .map_err(|e| invalid(format!("search body: {e}")))
+}
+
 /// `POST /v1/collections/{c}/search`
 pub async fn search_post(
     State(state): State<AppState>,
     Path(collection): Path<String>,
     body: Bytes,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    let request: SearchRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        SearchRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("search body: {e}")))?
-    };
+    let request = request_from_body(&body)?;
     run(&state, collection, request).await
 }
 
@@ -130,5 +147,24 @@ mod tests {
             request_from_query("bogus=1").unwrap_err().code(),
             ErrorCode::InvalidRequest
         );
+    }
+
+    #[test]
+    fn a_body_is_an_object_of_known_non_null_members() {
+        let r = request_from_body(br#"{"q": "body:foo", "limit": 3}"#).unwrap();
+        assert_eq!((r.q.as_deref(), r.limit), (Some("body:foo"), Some(3)));
+        assert!(request_from_body(b"{}").is_ok());
+        let refused: [&[u8]; 6] = [
+            b"",
+            b"  \n",
+            b"[]",
+            br#"{"q": null}"#,
+            br#"{"limit": "5"}"#,
+            br#"{"bogus": 1}"#,
+        ];
+        for refused in refused {
+            let error = request_from_body(refused).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::InvalidRequest, "{refused:?}");
+        }
     }
 }

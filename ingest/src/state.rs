@@ -1,6 +1,6 @@
 //! The handles shared by every request handler.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub visibility: Visibility,
     pub backlog: Arc<Backlog>,
     pub dlq: Arc<DeadLetterQueue>,
+    /// `indexer.max_result_window`, as the OpenAPI document states it.
+    pub max_result_window: AtomicUsize,
 }
 
 impl AppState {
@@ -90,6 +92,9 @@ impl AppState {
                 visibility,
                 backlog,
                 dlq,
+                max_result_window: AtomicUsize::new(
+                    sluice_core::config::IndexerConfig::default().max_result_window,
+                ),
             }),
         }
     }
@@ -104,6 +109,18 @@ impl AppState {
                 .clone()
                 .keep_depth_current(DLQ_DEPTH_INTERVAL, shutdown),
         );
+    }
+
+    /// Sets the largest `limit + offset` of a search (`indexer.max_result_window`) the
+    /// API document states; the indexer enforces it.
+    pub fn set_max_result_window(&self, window: usize) {
+        self.inner
+            .max_result_window
+            .store(window, Ordering::Release);
+    }
+
+    pub(crate) fn max_result_window(&self) -> usize {
+        self.inner.max_result_window.load(Ordering::Acquire)
     }
 
     /// Marks recovery done: the healthcheck answers healthy from now on.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::corpus::{StandardCorpus, BODY_WORDS, DEFAULT_SEED};
+use crate::corpus::{BODY_WORDS, DEFAULT_SEED};
 use crate::error::LoadgenError;
 use crate::plan::{Plan, ScenarioKind, Stage, WaitMode};
 use crate::runner::{self, Progress};
@@ -52,7 +52,8 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Print the standard corpus (byte-identical to `corpus.py N --seed S`).
+    /// Print the standard corpus as NDJSON, or with `--schema` its collection schema
+    /// (byte-identical to the reference `corpus.py N --seed S` and `corpus.py --schema`).
     Corpus {
         /// Documents.
         #[arg(default_value_t = 1000)]
@@ -320,14 +321,9 @@ fn print_corpus(
         source,
     };
     if schema {
-        writeln!(out, "{}", crate::corpus::STANDARD_SCHEMA).map_err(io_error)?;
+        writeln!(out, "{}", crate::corpus::STANDARD_SCHEMA_DOCUMENT).map_err(io_error)?;
     } else {
-        let mut corpus = StandardCorpus::new(seed, body_words);
-        for _ in 0..docs {
-            out.write_all(corpus.next_document().as_bytes())
-                .map_err(io_error)?;
-            out.write_all(b"\n").map_err(io_error)?;
-        }
+        crate::corpus::write_ndjson(&mut out, docs, seed, body_words).map_err(io_error)?;
     }
     out.flush().map_err(io_error)?;
     Ok(ExitCode::SUCCESS)

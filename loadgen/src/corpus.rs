@@ -1,10 +1,14 @@
 //! The documents a run sends: the standard corpus generated in-process, or any NDJSON file.
 //!
-//! [`StandardCorpus`] yields exactly the bytes `shared/tools/corpus.py N --seed S` prints
-//! (one compact JSON object per line, ASCII-escaped as Python's `json.dumps` does), so
-//! throughput figures from the load generator and from the Python tool describe the same
-//! documents. Generation is deterministic and single-threaded; the whole corpus is held in
-//! memory as ready-to-send lines ([`Corpus`]) so the hot path only copies bytes.
+//! This is the project's corpus generator: the tests, the README quickstart, the benches
+//! and `sluice-loadgen corpus` all use it. [`StandardCorpus`] yields exactly the bytes the
+//! reference script `corpus.py N --seed S` prints (one compact JSON object per line,
+//! ASCII-escaped as Python's `json.dumps` does), and [`STANDARD_SCHEMA_DOCUMENT`] what
+//! `corpus.py --schema` prints, so figures measured with either describe the same
+//! documents; `loadgen/tests/loadgen.rs` compares the two byte for byte when the script is
+//! beside the repository. Generation is deterministic and single-threaded; the whole
+//! corpus is held in memory as ready-to-send lines ([`Corpus`]) so the hot path only
+//! copies bytes.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -23,8 +27,50 @@ pub const BODY_WORDS: usize = 120;
 /// Seed `corpus.py` uses when none is given.
 pub const DEFAULT_SEED: u64 = 42;
 
-/// The collection schema of the standard corpus (`corpus.py --schema`).
+/// The collection schema of the standard corpus as compact JSON (the same document as
+/// [`STANDARD_SCHEMA_DOCUMENT`]).
 pub const STANDARD_SCHEMA: &str = r#"{"description":"synthetic benchmark documents","primary_key":"id","fields":[{"name":"id","type":"string"},{"name":"title","type":"text"},{"name":"body","type":"text"},{"name":"tags","type":"keyword","array":true,"required":false},{"name":"author","type":"keyword"},{"name":"ts","type":"datetime"},{"name":"price","type":"i64","required":false,"default":0}]}"#;
+
+/// The collection schema of the standard corpus as `corpus.py --schema` prints it
+/// (indented by two, keys in declaration order), without the final newline.
+pub const STANDARD_SCHEMA_DOCUMENT: &str = r#"{
+  "description": "synthetic benchmark documents",
+  "primary_key": "id",
+  "fields": [
+    {
+      "name": "id",
+      "type": "string"
+    },
+    {
+      "name": "title",
+      "type": "text"
+    },
+    {
+      "name": "body",
+      "type": "text"
+    },
+    {
+      "name": "tags",
+      "type": "keyword",
+      "array": true,
+      "required": false
+    },
+    {
+      "name": "author",
+      "type": "keyword"
+    },
+    {
+      "name": "ts",
+      "type": "datetime"
+    },
+    {
+      "name": "price",
+      "type": "i64",
+      "required": false,
+      "default": 0
+    }
+  ]
+}"#;
 
 /// Unix time of 2026-01-01T00:00:00Z, the first document's `ts`.
 const START_UNIX_SECONDS: i64 = 1_767_225_600;
@@ -116,6 +162,29 @@ impl StandardCorpus {
         let _ = write!(line, ",\"price\":{price}}}");
         line
     }
+}
+
+/// Writes `docs` documents of the corpus for `seed` as NDJSON (each line ends with a
+/// newline): what `corpus.py N --seed S` prints when `body_words` is [`BODY_WORDS`].
+pub fn write_ndjson(
+    out: &mut impl std::io::Write,
+    docs: usize,
+    seed: u64,
+    body_words: usize,
+) -> std::io::Result<()> {
+    let mut corpus = StandardCorpus::new(seed, body_words);
+    for _ in 0..docs {
+        out.write_all(corpus.next_document().as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// The first `docs` documents of the standard corpus (seed [`DEFAULT_SEED`]), one JSON
+/// line each, without newlines.
+pub fn standard_lines(docs: usize) -> Vec<String> {
+    let mut corpus = StandardCorpus::new(DEFAULT_SEED, BODY_WORDS);
+    (0..docs).map(|_| corpus.next_document()).collect()
 }
 
 fn vocabulary(rng: &mut PyRandom) -> Vec<String> {
@@ -307,6 +376,25 @@ mod tests {
         let empty = dir.path().join("empty.ndjson");
         std::fs::write(&empty, "\n").expect("write");
         assert!(Corpus::load(&CorpusSource::File(empty)).is_err());
+    }
+
+    #[test]
+    fn both_schema_texts_are_the_same_document() {
+        let compact: serde_json::Value = serde_json::from_str(STANDARD_SCHEMA).expect("json");
+        let indented: serde_json::Value =
+            serde_json::from_str(STANDARD_SCHEMA_DOCUMENT).expect("json");
+        assert_eq!(compact, indented);
+        assert_eq!(compact["fields"].as_array().map(Vec::len), Some(7));
+    }
+
+    #[test]
+    fn ndjson_is_the_documents_one_per_line() {
+        let mut out = Vec::new();
+        write_ndjson(&mut out, 3, DEFAULT_SEED, BODY_WORDS).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.ends_with('\n'));
+        assert_eq!(text.lines().collect::<Vec<_>>(), standard_lines(3));
+        assert!(text.starts_with("{\"id\":\"doc-0\","));
     }
 
     #[test]

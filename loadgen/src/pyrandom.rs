@@ -1,7 +1,7 @@
 //! The parts of CPython's `random.Random` that the standard corpus generator uses.
 //!
-//! The standard corpus (`shared/tools/corpus.py`) is defined by the bytes CPython produces,
-//! so this is a bit-exact port rather than "a Zipf generator": the Mersenne Twister
+//! The standard corpus is defined by the bytes the reference script `corpus.py` prints
+//! with CPython, so this is a bit-exact port rather than "a Zipf generator": the Mersenne Twister
 //! (MT19937) seeded through `init_by_array` from the integer seed
 //! (`Modules/_randommodule.c`), `random()` as a 53-bit float from two 32-bit outputs, and
 //! `getrandbits`/`_randbelow`/`randint`/`randrange`/`choice`/`sample` as `Lib/random.py`

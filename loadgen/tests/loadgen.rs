@@ -1,6 +1,8 @@
 //! End-to-end tests of the load generator against a real sluice node started in-process
 //! (`sluice::run` on a `127.0.0.1:0` listener and a temporary data directory), plus the
-//! byte-for-byte corpus comparison with `shared/tools/corpus.py`.
+//! byte-for-byte cross-check of `sluice-loadgen corpus` with the reference script
+//! `corpus.py` (beside the repository at `../shared/tools/corpus.py`, or named by
+//! `SLUICE_CORPUS_REFERENCE`); without the script the cross-check reports itself skipped.
 //!
 //! Bounds are short (a few hundred requests or a couple of seconds) so the whole file runs
 //! in seconds. Every node in this process shares one Prometheus recorder, so server-side
@@ -21,8 +23,34 @@ use sluice_loadgen::Report;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-fn corpus_py() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/corpus.py")
+/// Names the reference `corpus.py` when it is not beside the repository.
+const CORPUS_REFERENCE_ENV: &str = "SLUICE_CORPUS_REFERENCE";
+
+/// The reference script: [`CORPUS_REFERENCE_ENV`], else `../shared/tools/corpus.py`
+/// beside the repository.
+fn corpus_reference() -> PathBuf {
+    match std::env::var_os(CORPUS_REFERENCE_ENV).filter(|path| !path.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/corpus.py"),
+    }
+}
+
+/// Says on the terminal, past the harness's output capture, that a test was skipped.
+fn report_skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// Stdout of a successful run of `command`.
+fn stdout_of(command: &mut Command, what: &str) -> Vec<u8> {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} exited with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -100,29 +128,77 @@ fn assert_latency_recorded(report: &Report) {
 }
 
 #[test]
-fn corpus_matches_corpus_py_byte_for_byte() {
-    for seed in [7u64, 42] {
-        let output = Command::new("python3")
-            .arg(corpus_py())
-            .args(["500", "--seed", &seed.to_string()])
-            .output()
-            .expect("python3 runs corpus.py");
-        assert!(output.status.success(), "corpus.py failed");
-        let mut generator = StandardCorpus::new(seed, BODY_WORDS);
-        let mut ours = Vec::with_capacity(output.stdout.len());
-        for _ in 0..500 {
-            ours.extend_from_slice(generator.next_document().as_bytes());
-            ours.push(b'\n');
-        }
-        assert!(ours.len() > 400_000, "about 1 KB per document");
-        if ours != output.stdout {
+fn corpus_verb_matches_corpus_py_byte_for_byte() {
+    const TEST: &str = "corpus_verb_matches_corpus_py_byte_for_byte";
+    let reference = corpus_reference();
+    if !reference.is_file() {
+        report_skipped(
+            TEST,
+            &format!(
+                "the reference {} is missing (set {CORPUS_REFERENCE_ENV} to compare with another copy)",
+                reference.display()
+            ),
+        );
+        return;
+    }
+    if Command::new("python3").arg("--version").output().is_err() {
+        report_skipped(TEST, "python3, which runs the reference, is missing");
+        return;
+    }
+    // No arguments (1,000 documents, seed 42), then sizes and seeds around the edges:
+    // no document, one, multi-word seeds (CPython seeds with each 32-bit word).
+    let cases: [&[&str]; 7] = [
+        &[],
+        &["0"],
+        &["1", "--seed", "0"],
+        &["37", "--seed", "7"],
+        &["500", "--seed", "42"],
+        &["250", "--seed", "4294967301"],
+        &["--schema"],
+    ];
+    for args in cases {
+        let expected = stdout_of(
+            Command::new("python3").arg(&reference).args(args),
+            &format!("python3 {} {args:?}", reference.display()),
+        );
+        let ours = stdout_of(
+            Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+                .arg("corpus")
+                .args(args),
+            &format!("sluice-loadgen corpus {args:?}"),
+        );
+        if ours != expected {
             let line = ours
                 .split(|&b| b == b'\n')
-                .zip(output.stdout.split(|&b| b == b'\n'))
+                .zip(expected.split(|&b| b == b'\n'))
                 .position(|(a, b)| a != b);
-            panic!("seed {seed}: corpus differs from corpus.py, first at line {line:?}");
+            panic!(
+                "sluice-loadgen corpus {args:?} differs from corpus.py ({} bytes, theirs {}), first at line {line:?}",
+                ours.len(),
+                expected.len()
+            );
         }
     }
+}
+
+#[test]
+fn corpus_verb_prints_the_schema_and_the_documents() {
+    let schema = stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_sluice-loadgen")).args(["corpus", "--schema"]),
+        "sluice-loadgen corpus --schema",
+    );
+    let schema: serde_json::Value = serde_json::from_slice(&schema).expect("schema JSON");
+    assert_eq!(schema["primary_key"], "id");
+    let ndjson = stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_sluice-loadgen")).args(["corpus", "20"]),
+        "sluice-loadgen corpus 20",
+    );
+    let mut generator = StandardCorpus::new(42, BODY_WORDS);
+    let expected: Vec<u8> = (0..20)
+        .flat_map(|_| format!("{}\n", generator.next_document()).into_bytes())
+        .collect();
+    assert_eq!(ndjson, expected, "20 documents of seed 42, one per line");
+    assert!(ndjson.len() > 16_000, "about 1 KB per document");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

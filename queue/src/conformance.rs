@@ -29,8 +29,11 @@ use sluice_core::Seq;
 
 /// Longest any single expectation may take before the case fails.
 const PATIENCE: Duration = Duration::from_secs(10);
-/// How long a fetch waits when the case expects nothing to arrive.
+/// How long a fetch waits when the case expects nothing new to arrive.
 const QUIET: Duration = Duration::from_millis(300);
+/// Ack wait of the cases that check an acked message is not delivered again: short, so
+/// that waiting past it ([`expect_no_redelivery`]) keeps the suite quick.
+const SHORT_ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs every case. `open` must open the log on the same storage on every call.
 pub async fn run_all<F, Fut>(open: F)
@@ -118,9 +121,20 @@ async fn fetch_n(consumer: &dyn Consumer, n: usize) -> Vec<Delivery> {
     fetch_until(consumer, n, |got| got.len() >= n).await
 }
 
-/// Asserts that nothing is delivered within `QUIET`.
+/// Asserts that nothing is delivered within `QUIET`: nothing new, such as a message the
+/// filter or the ack-pending bound holds back. Too short to see a redelivery.
 async fn expect_nothing(consumer: &dyn Consumer, why: &str) {
     let got = consumer.fetch(10, QUIET).await.expect("fetch failed");
+    assert!(got.is_empty(), "{why}: got {:?}", seqs_of(&got));
+}
+
+/// Asserts that nothing is delivered within twice `ack_wait`, the consumer's ack wait:
+/// a message whose ack did not take would be redelivered inside that window.
+async fn expect_no_redelivery(consumer: &dyn Consumer, ack_wait: Duration, why: &str) {
+    let got = consumer
+        .fetch(10, ack_wait * 2)
+        .await
+        .expect("fetch failed");
     assert!(got.is_empty(), "{why}: got {:?}", seqs_of(&got));
 }
 
@@ -328,7 +342,7 @@ where
         let log = self.open().await;
         let subject = self.subject(StreamKind::Docs, "shared");
         let name = self.consumer_name("shared");
-        let config = consumer_config(&name, &subject, Duration::from_secs(30), 1000);
+        let config = consumer_config(&name, &subject, SHORT_ACK_WAIT, 1000);
         let first = log
             .consumer(StreamKind::Docs, config.clone())
             .await
@@ -375,7 +389,12 @@ where
             per_handle.iter().all(|n| *n > 0),
             "both handles share the work: {per_handle:?}"
         );
-        expect_nothing(&*first, "acked messages are not delivered again").await;
+        expect_no_redelivery(
+            &*first,
+            SHORT_ACK_WAIT,
+            "acked messages are not delivered again",
+        )
+        .await;
         drop((first, second));
         log.delete_consumer(StreamKind::Docs, &name)
             .await
@@ -506,7 +525,7 @@ where
         let consumer = log
             .consumer(
                 StreamKind::Docs,
-                consumer_config(&name, &subject, Duration::from_secs(30), 100),
+                consumer_config(&name, &subject, SHORT_ACK_WAIT, 100),
             )
             .await
             .expect("consumer failed");
@@ -535,7 +554,12 @@ where
             naked_at.elapsed()
         );
         consumer.ack(&third).await.expect("ack failed");
-        expect_nothing(&*consumer, "an acked message is not redelivered").await;
+        expect_no_redelivery(
+            &*consumer,
+            SHORT_ACK_WAIT,
+            "an acked message is not redelivered",
+        )
+        .await;
         drop(consumer);
         log.delete_consumer(StreamKind::Docs, &name)
             .await

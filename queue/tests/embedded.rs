@@ -210,12 +210,14 @@ async fn group_commit_syncs_far_less_often_than_it_appends() {
 }
 
 /// The child half of `acked_appends_survive_kill_9`: appends forever from several tasks
-/// and prints every acknowledged sequence. Does nothing in a normal test run.
+/// and prints every acknowledged sequence. Not a test: ignored in a normal run, started
+/// (with `--ignored`) by the parent, and refuses to run without the parent's directory.
 #[test]
+#[ignore = "child process of acked_appends_survive_kill_9, which starts it"]
 fn kill_child_appender() {
-    let Some(dir) = std::env::var_os(KILL_CHILD_DIR_ENV) else {
-        return;
-    };
+    let dir = std::env::var_os(KILL_CHILD_DIR_ENV).unwrap_or_else(|| {
+        panic!("not a test: the child process of acked_appends_survive_kill_9 ({KILL_CHILD_DIR_ENV} unset)")
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -256,6 +258,7 @@ fn acked_appends_survive_kill_9() {
         .args([
             "kill_child_appender",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

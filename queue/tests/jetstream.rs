@@ -462,3 +462,93 @@ async fn a_consumer_handle_keeps_working_after_the_server_restarts() {
         }
     }
 }
+
+/// The breaker counts what says JetStream is unhealthy, and only that: requests the
+/// server answered with a refusal (a stream that does not exist, a consumer that does
+/// not exist) or that were the caller's mistake (a subject outside the stream) leave it
+/// closed however many there are, while a few calls against a stopped server open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_caller_errors_leave_the_breaker_closed_an_outage_opens_it() {
+    use sluice_core::config::ResilienceConfig;
+    use sluice_core::resilience::{Breaker, BreakerState, Classify, Dependency, ErrorKind};
+
+    let mut server = NatsServer::start();
+    let log = connect(&server).await;
+    // The DLQ stream goes away behind the log's back: its calls now get 10059.
+    let context = async_nats::jetstream::new(
+        async_nats::connect(server.url())
+            .await
+            .expect("connect a second client"),
+    );
+    context
+        .delete_stream(StreamKind::Dlq.name())
+        .await
+        .expect("delete the DLQ stream");
+
+    let resilience = ResilienceConfig {
+        breaker_failures: 3,
+        breaker_open_initial: Duration::from_secs(60),
+        breaker_open_max: Duration::from_secs(60),
+        ..ResilienceConfig::default()
+    };
+    let breaker = Breaker::new(Dependency::LogPublish, Duration::from_secs(10), &resilience);
+    // Each one more times in a row than it takes to open the breaker.
+    for _ in 0..5 {
+        let stray = breaker
+            .call(log.append(
+                StreamKind::Docs,
+                vec![message("sluice.events.c.0", "stray", "p")],
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(stray, LogError::InvalidRequest(_)), "{stray:?}");
+        assert_eq!(stray.kind(), ErrorKind::Caller);
+    }
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Closed,
+        "after stray subjects"
+    );
+    for _ in 0..5 {
+        let missing_stream = breaker
+            .call(log.last_seq(StreamKind::Dlq))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(missing_stream, LogError::StreamNotFound(_)),
+            "{missing_stream:?}"
+        );
+    }
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Closed,
+        "after stream not found"
+    );
+    for _ in 0..5 {
+        let missing_consumer = breaker
+            .call(log.delete_consumer(StreamKind::Events, "nobody"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            missing_consumer,
+            LogError::ConsumerNotFound("nobody".into())
+        );
+    }
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert!(breaker.permits_calls());
+    // The log answered all along.
+    log.last_seq(StreamKind::Docs).await.expect("last seq");
+
+    server.stop();
+    for attempt in 0..3 {
+        let error = breaker
+            .call(log.last_seq(StreamKind::Docs))
+            .await
+            .unwrap_err();
+        assert!(
+            error.is_infrastructure(),
+            "attempt {attempt}: a stopped server gave {error:?}"
+        );
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+}

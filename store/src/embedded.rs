@@ -83,19 +83,29 @@ impl fmt::Debug for EmbeddedStore {
     }
 }
 
-/// Maps a fjall failure onto the port's classification.
+/// Names a fjall failure for the port, by fjall's own error variant (the one place the
+/// embedded store's errors are mapped; what each means for retries and breakers is
+/// decided in `sluice_core::resilience`).
 fn storage_error(error: fjall::Error) -> StoreError {
     match error {
         // Another process holds the directory; it may let go (a restart in progress).
         fjall::Error::Locked => {
             StoreError::Unavailable("the store directory is locked by another process".into())
         }
+        // What is on disk cannot be read back as written.
         fjall::Error::JournalRecovery(_)
         | fjall::Error::InvalidVersion(_)
         | fjall::Error::Decompress(_)
         | fjall::Error::InvalidTrailer
         | fjall::Error::InvalidTag(_)
         | fjall::Error::Unrecoverable => StoreError::Corrupt(error.to_string()),
+        fjall::Error::Storage(ref inner) if !matches!(inner, fjall::LsmError::Io(_)) => {
+            StoreError::Corrupt(error.to_string())
+        }
+        // The keyspace was dropped under this handle: the store is being torn down.
+        fjall::Error::KeyspaceDeleted => StoreError::Closed,
+        // I/O errors, the LSM tree's own failures, and a failed flush that stops all
+        // further writes (`Poisoned`): the disk under the store is failing.
         other => StoreError::Storage(other.to_string()),
     }
 }
@@ -132,9 +142,12 @@ impl EmbeddedStore {
             .await
             .map_err(|join_error| {
                 if join_error.is_cancelled() {
-                    StoreError::Unavailable("the runtime is shutting down".into())
+                    // The runtime is shutting down.
+                    StoreError::Closed
                 } else {
-                    StoreError::Storage("a store operation panicked".into())
+                    // A bug in this operation, not a failing store: the next call may
+                    // well succeed, so it must not count against the breaker.
+                    StoreError::Rejected("a store operation panicked".into())
                 }
             })?
     }
@@ -303,7 +316,7 @@ impl Inner {
 
     fn put_collection(&self, meta: &CollectionMeta) -> Result<(), StoreError> {
         let json = serde_json::to_vec(meta)
-            .map_err(|e| StoreError::Storage(format!("cannot encode catalog entry: {e}")))?;
+            .map_err(|e| StoreError::Rejected(format!("cannot encode catalog entry: {e}")))?;
         self.catalog
             .insert(meta.name.as_str(), json)
             .map_err(storage_error)?;
@@ -432,5 +445,37 @@ impl Store for EmbeddedStore {
         let collection = collection.clone();
         self.run_blocking(move |inner| inner.delete_collection(&collection))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::resilience::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn each_fjall_failure_has_its_kind() {
+        let io = || std::io::Error::other("disk gone");
+        let cases = [
+            (fjall::Error::Io(io()), ErrorKind::Unavailable),
+            (
+                fjall::Error::Storage(fjall::LsmError::Io(io())),
+                ErrorKind::Unavailable,
+            ),
+            (fjall::Error::Poisoned, ErrorKind::Unavailable),
+            (fjall::Error::Locked, ErrorKind::Unavailable),
+            (fjall::Error::InvalidTrailer, ErrorKind::Rejected),
+            (fjall::Error::Unrecoverable, ErrorKind::Rejected),
+            (
+                fjall::Error::Storage(fjall::LsmError::InvalidTrailer),
+                ErrorKind::Rejected,
+            ),
+            (fjall::Error::KeyspaceDeleted, ErrorKind::Caller),
+        ];
+        for (error, kind) in cases {
+            let described = format!("{error:?}");
+            assert_eq!(storage_error(error).kind(), kind, "{described}");
+        }
     }
 }

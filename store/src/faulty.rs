@@ -142,8 +142,10 @@ mod tests {
 
     #[test]
     fn injected_errors_keep_their_classification() {
+        use sluice_core::resilience::Classify;
         assert!(store_error(FaultKind::Unavailable).is_transient());
         assert!(store_error(FaultKind::Timeout).is_transient());
-        assert!(!store_error(FaultKind::Storage).is_transient());
+        assert!(store_error(FaultKind::Storage).is_transient());
+        assert!(store_error(FaultKind::Storage).is_infrastructure());
     }
 }

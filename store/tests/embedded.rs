@@ -90,13 +90,15 @@ fn crash_batch(batch: u64) -> Vec<StoreWrite> {
     writes
 }
 
-/// Child mode: applies batches until killed, printing an ack line after each `Ok`.
-/// Outside child mode (a normal test run) it has nothing to do.
+/// The child half of `acknowledged_writes_survive_kill_9`: applies batches until killed,
+/// printing an ack line after each `Ok`. Not a test: ignored in a normal run, started
+/// (with `--ignored`) by the parent, and refuses to run without the parent's directory.
 #[test]
+#[ignore = "child process of acknowledged_writes_survive_kill_9, which starts it"]
 fn crash_child_applies_batches_until_killed() {
-    let Some(dir) = std::env::var_os(CRASH_CHILD_DIR_ENV) else {
-        return;
-    };
+    let dir = std::env::var_os(CRASH_CHILD_DIR_ENV).unwrap_or_else(|| {
+        panic!("not a test: the child process of acknowledged_writes_survive_kill_9 ({CRASH_CHILD_DIR_ENV} unset)")
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -123,6 +125,7 @@ fn spawn_crash_child(dir: &Path) -> std::process::Child {
         .args([
             "--exact",
             "crash_child_applies_batches_until_killed",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

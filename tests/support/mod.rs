@@ -332,17 +332,10 @@ impl Drop for Server {
     }
 }
 
-/// The standard corpus (`shared/tools/corpus.py`), as NDJSON lines and parsed documents.
+/// The first `n` documents of the standard corpus (the repository's generator,
+/// `sluice_loadgen::corpus`, seed 42), as NDJSON lines and parsed documents.
 pub fn corpus(n: usize) -> (Vec<String>, Vec<Value>) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/corpus.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .arg(n.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(output.status.success(), "corpus.py failed");
-    let text = String::from_utf8(output.stdout).expect("utf-8");
-    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let lines = sluice_loadgen::corpus::standard_lines(n);
     let docs = lines
         .iter()
         .map(|l| serde_json::from_str(l).expect("json"))
@@ -350,15 +343,9 @@ pub fn corpus(n: usize) -> (Vec<String>, Vec<Value>) {
     (lines, docs)
 }
 
-/// The corpus schema (`corpus.py --schema`).
+/// The corpus schema (`sluice-loadgen corpus --schema`).
 pub fn corpus_schema() -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/corpus.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .arg("--schema")
-        .output()
-        .expect("corpus.py --schema");
-    serde_json::from_slice(&output.stdout).expect("schema json")
+    serde_json::from_str(sluice_loadgen::corpus::STANDARD_SCHEMA_DOCUMENT).expect("schema json")
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
@@ -376,5 +363,91 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Server {
+    /// Like [`Server::start`], with the server's log (stderr, at `info`) written to
+    /// `log_path` instead of the test's own stderr, for tests that read the log.
+    pub async fn start_logging_to(
+        data_dir: &Path,
+        config_toml: Option<&str>,
+        log_path: &Path,
+    ) -> Server {
+        let config = config_toml.map(|text| {
+            let path = data_dir.with_extension("toml");
+            std::fs::write(&path, text).expect("write config");
+            path
+        });
+        let binary = std::env::var_os("SLUICE_TEST_BINARY").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
+            PathBuf::from,
+        );
+        let log = std::fs::File::create(log_path).expect("create the log file");
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("SLUICE_LOG", "info")
+            .env_remove("SLUICE_NATS_URL")
+            .env_remove("SLUICE_SCYLLA_NODES")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(path) = &config {
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("spawn sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("sluice listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let server = Server {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            config,
+            envs: Vec::new(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    /// The address the server listens on (`127.0.0.1:port`).
+    pub fn socket_addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a socket address in the base URL")
+    }
+
+    /// The server process's thread count now (`Threads:` in `/proc/<pid>/status`).
+    pub fn threads(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Threads:"))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("Threads in /proc/<pid>/status")
+    }
+
+    /// Resets the server process's peak resident memory (`VmHWM`) to its current RSS, so
+    /// that [`Server::peak_rss_bytes`] tells the peak of what follows.
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
+            .expect("/proc/<pid>/clear_refs");
     }
 }

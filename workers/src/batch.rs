@@ -119,6 +119,16 @@ pub(crate) struct BatchHandler {
 }
 
 impl BatchHandler {
+    /// Forgets what the dedup cache knows of a deleted collection.
+    pub(crate) fn forget_collection(&self, collection: &CollectionName) {
+        self.dedup.forget_collection(collection);
+    }
+
+    /// Forgets everything the dedup cache knows (it refills from the store).
+    pub(crate) fn forget_everything(&self) {
+        self.dedup.clear();
+    }
+
     pub(crate) fn new(
         config: &WorkersConfig,
         log: Arc<dyn Log>,

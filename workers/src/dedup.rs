@@ -151,6 +151,18 @@ impl DedupCache {
     pub(crate) fn forget(&self, collection: &CollectionName, id: DocId) {
         self.versions.remove(&KeyRef(collection, &id));
     }
+
+    /// Forgets every version of `collection`: it was deleted, and a collection created
+    /// again under its name starts with nothing stored, so its first documents must not
+    /// be taken for unchanged copies of the deleted ones.
+    pub(crate) fn forget_collection(&self, collection: &CollectionName) {
+        self.versions.retain(|(name, _), _| name != collection);
+    }
+
+    /// Forgets every version.
+    pub(crate) fn clear(&self) {
+        self.versions.clear();
+    }
 }
 
 /// The version an op leaves behind once applied with sequence `seq`.

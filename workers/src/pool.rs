@@ -21,12 +21,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_core::catalog::CatalogChange;
 use sluice_core::config::WorkersConfig;
 use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::log::{Consumer, ConsumerConfig, Log};
 use sluice_core::resilience::{BreakerState, Breakers};
 use sluice_core::store::Store;
 use sluice_core::subjects::{StreamKind, WORKERS_CONSUMER};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
@@ -42,6 +44,7 @@ pub const FETCH_WAIT: Duration = Duration::from_secs(1);
 pub struct WorkerPool {
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    handler: Arc<BatchHandler>,
 }
 
 impl WorkerPool {
@@ -104,7 +107,34 @@ impl WorkerPool {
         }
         tracker.close();
         info!(workers = count, "worker pool started");
-        Ok(WorkerPool { tracker, shutdown })
+        Ok(WorkerPool {
+            tracker,
+            shutdown,
+            handler,
+        })
+    }
+
+    /// Follows the catalog's changes until they end: a deleted collection's versions leave
+    /// the dedup cache, so a collection created again under its name takes the same
+    /// documents again (the store dropped them with the deleted one). Spawn it once,
+    /// subscribed before any collection can be deleted.
+    pub fn forget_deleted_collections(
+        &self,
+        mut changes: broadcast::Receiver<CatalogChange>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let handler = Arc::clone(&self.handler);
+        async move {
+            loop {
+                match changes.recv().await {
+                    Ok(CatalogChange::Deleted(name)) => handler.forget_collection(&name),
+                    Ok(CatalogChange::Upserted(_)) => {}
+                    // Changes were missed: which collections went is unknown, so forget
+                    // everything (the cache refills from the store).
+                    Err(broadcast::error::RecvError::Lagged(_)) => handler.forget_everything(),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
     }
 
     /// After `shutdown` is cancelled: waits until every worker finished (and acked) its batch.

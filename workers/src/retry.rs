@@ -3,10 +3,11 @@
 //! Every failure a worker meets while handling a DOCS message is a [`Failure`]: a store
 //! error or a log error, classified by the ports' own [`Classify`] (in
 //! `sluice_core::resilience`, the one place that decides whether retrying may help).
-//! Transient failures are retried in place with exponential backoff and jitter
+//! Transient and unavailable failures are retried in place with exponential backoff and jitter
 //! ([`RetryPolicy::backoff`]), for a bounded total time or until a breaker reports the
 //! dependency down, then the message is nak'ed with [`RetryPolicy::nak_delay`] so the log
-//! delivers it again later: a retried message is never a dropped one.
+//! delivers it again later: a retried message is never a dropped one. Rejected and
+//! caller errors are not retried in place: the same call would fail the same way.
 //!
 //! Concurrency: the policy is plain data, copied into every worker; each retry loop owns
 //! its own backoff state.
@@ -18,7 +19,7 @@ use backoff::backoff::Backoff;
 use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
 use sluice_core::config::WorkersConfig;
 use sluice_core::log::LogError;
-use sluice_core::resilience::{Classify, ErrorClass};
+use sluice_core::resilience::{Classify, ErrorKind};
 use sluice_core::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
@@ -43,10 +44,10 @@ pub(crate) enum Failure {
 }
 
 impl Classify for Failure {
-    fn class(&self) -> ErrorClass {
+    fn kind(&self) -> ErrorKind {
         match self {
-            Failure::Store(e) => e.class(),
-            Failure::Log(e) => e.class(),
+            Failure::Store(e) => e.kind(),
+            Failure::Log(e) => e.kind(),
         }
     }
 }
@@ -148,12 +149,29 @@ mod tests {
 
     #[test]
     fn classification_follows_the_ports() {
-        assert!(Failure::from(StoreError::Timeout).is_transient());
-        assert!(Failure::from(StoreError::Unavailable("down".into())).is_transient());
-        assert!(!Failure::from(StoreError::Corrupt("bad".into())).is_transient());
-        assert!(!Failure::from(StoreError::Storage("disk".into())).is_transient());
-        assert!(Failure::from(LogError::Timeout).is_transient());
-        assert!(!Failure::from(LogError::Closed).is_transient());
+        let store_errors = [
+            StoreError::Timeout,
+            StoreError::Unavailable("down".into()),
+            StoreError::Storage("disk".into()),
+            StoreError::Rejected("refused".into()),
+            StoreError::Corrupt("bad".into()),
+        ];
+        for error in store_errors {
+            assert_eq!(Failure::from(error.clone()).kind(), error.kind());
+        }
+        let log_errors = [
+            LogError::Timeout,
+            LogError::Unavailable("no responders".into()),
+            LogError::StreamNotFound("DOCS".into()),
+            LogError::InvalidRequest("bad request".into()),
+            LogError::Closed,
+        ];
+        for error in log_errors {
+            assert_eq!(Failure::from(error.clone()).kind(), error.kind());
+        }
+        assert!(Failure::from(StoreError::Storage("disk".into())).is_transient());
+        assert!(!Failure::from(StoreError::Rejected("refused".into())).is_transient());
+        assert!(!Failure::from(LogError::StreamNotFound("DOCS".into())).is_transient());
     }
 
     #[test]
@@ -213,7 +231,7 @@ mod tests {
         )
         .await;
         assert!(result.is_err());
-        assert_eq!(calls, 1, "permanent failures are not retried");
+        assert_eq!(calls, 1, "rejected failures are not retried");
 
         shutdown.cancel();
         let mut calls = 0;

@@ -169,7 +169,7 @@ impl Store for FaultyStore {
             Fault::None | Fault::StallAfterWrite | Fault::Down { .. } => {}
             Fault::PermanentFor(id) => {
                 if writes.iter().any(|w| w.id() == id) {
-                    return Err(StoreError::Storage("injected permanent failure".into()));
+                    return Err(StoreError::Rejected("injected permanent failure".into()));
                 }
             }
             Fault::TransientFirst(left) => {

@@ -238,7 +238,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.docs,
             corpus.total_bytes() as f64 / 1e6
         ),
-        "`corpus.py N`, seed 42",
+        "`sluice-loadgen corpus N`, seed 42",
     );
     let raw2_rates = Spread::of(rounds.iter().map(|r| r.raw2.docs_per_sec()));
     report.row(

@@ -22,6 +22,11 @@
 //! a 503 whose `items` still tell which items were made durable. A malformed action line
 //! refuses the whole request before anything is appended (the pairing of the lines after
 //! it is unknown), as in Elasticsearch.
+//!
+//! Bounded answers: every action keeps its item (clients pair items with actions), but
+//! only the first `ingest.max_reported_errors` failed items carry an error `reason`; later
+//! ones keep their `status` and error `type`, and `errors_omitted` counts them. The items
+//! are written out as the answer streams, never built whole in memory.
 
 pub mod reader;
 
@@ -29,15 +34,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::Json;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use sluice_core::document::{parse_line, validate_document, LineError, LineLimits};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sluice_core::document::{
+    check_field_count, parse_line, validate_document, LineError, LineLimits,
+};
 use sluice_core::metrics as m;
 use sluice_core::op::DocOp;
 use sluice_core::store::CollectionMeta;
@@ -46,7 +55,7 @@ use sluice_core::{CollectionName, DocId, ErrorCode, Partition};
 use crate::body::{check_ndjson_content_type, read_limited, require_documents};
 use crate::bulk::{
     admit, append_batches, ensure_collection, group_into_batches, idempotency_key, wait_error,
-    BatchLimits, WaitFor, INFERENCE_SAMPLE_LINES,
+    BatchLimits, InferenceSample, RequestLimits, WaitFor, INFERENCE_SAMPLE_LINES,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -104,7 +113,7 @@ pub async fn bulk(
     params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<BulkResponse, ApiError> {
     run(state, None, params, headers, body).await
 }
 
@@ -115,59 +124,177 @@ pub async fn bulk_for_index(
     params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<BulkResponse, ApiError> {
     run(state, Some(index), params, headers, body).await
 }
 
-/// The answer to one item.
+/// The answer to one item (its action and index are the item's own).
 #[derive(Debug, Clone)]
 struct Outcome {
-    action: Action,
-    index: Option<String>,
     id: Option<String>,
     status: u16,
     result: Option<&'static str>,
-    error: Option<(String, String)>,
+    error: Option<ItemError>,
+}
+
+/// Why an item failed: its type always, its reason unless past the reported ones.
+#[derive(Debug, Clone)]
+struct ItemError {
+    kind: &'static str,
+    reason: Option<Cow<'static, str>>,
 }
 
 impl Outcome {
-    fn failed(item: &BulkItem, id: Option<String>, code: ErrorCode, reason: String) -> Self {
-        Self::failed_as(item, id, code.http_status(), code.as_str(), reason)
+    fn failed(id: Option<String>, code: ErrorCode, reason: String) -> Self {
+        Self::failed_as(id, code.http_status(), code.as_str(), reason)
     }
 
-    fn failed_as(
-        item: &BulkItem,
-        id: Option<String>,
-        status: u16,
-        kind: &str,
-        reason: String,
-    ) -> Self {
+    fn failed_as(id: Option<String>, status: u16, kind: &'static str, reason: String) -> Self {
         Self {
-            action: item.action,
-            index: item.index.clone(),
             id,
             status,
             result: None,
-            error: Some((kind.to_owned(), reason)),
+            error: Some(ItemError {
+                kind,
+                reason: Some(Cow::Owned(reason)),
+            }),
         }
     }
 
     fn is_error(&self) -> bool {
         self.error.is_some()
     }
+}
 
-    fn to_json(&self) -> Value {
-        let mut body = Map::new();
-        body.insert("_index".into(), json!(self.index));
-        body.insert("_id".into(), json!(self.id));
-        if let Some(result) = self.result {
-            body.insert("result".into(), json!(result));
+/// One item of the answer as Elasticsearch shapes it: `{"<action>": {...}}`.
+struct ItemJson<'a>(&'a BulkItem, &'a Outcome);
+
+impl Serialize for ItemJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(Serialize)]
+        struct Body<'a> {
+            _index: Option<&'a str>,
+            _id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            result: Option<&'static str>,
+            status: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<ErrorJson<'a>>,
         }
-        body.insert("status".into(), json!(self.status));
-        if let Some((kind, reason)) = &self.error {
-            body.insert("error".into(), json!({"type": kind, "reason": reason}));
+        #[derive(Serialize)]
+        struct ErrorJson<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reason: Option<&'a str>,
         }
-        json!({ self.action.as_str(): body })
+        let ItemJson(item, outcome) = self;
+        let body = Body {
+            _index: item.index.as_deref(),
+            _id: outcome.id.as_deref(),
+            result: outcome.result,
+            status: outcome.status,
+            error: outcome.error.as_ref().map(|e| ErrorJson {
+                kind: e.kind,
+                reason: e.reason.as_deref(),
+            }),
+        };
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(item.action.as_str(), &body)?;
+        map.end()
+    }
+}
+
+/// Keeps the reasons of the first `max_reported` failed items and drops the rest's;
+/// returns how many failed items go without one.
+fn bound_reasons(outcomes: &mut [Outcome], max_reported: usize) -> usize {
+    let mut failed = 0;
+    for error in outcomes.iter_mut().filter_map(|o| o.error.as_mut()) {
+        failed += 1;
+        if failed > max_reported {
+            error.reason = None;
+        }
+    }
+    failed.saturating_sub(max_reported)
+}
+
+/// The answer to a `_bulk` request, streamed: the head, then the items in chunks.
+pub struct BulkResponse {
+    took_ms: u64,
+    errors_omitted: usize,
+    items: Arc<Vec<BulkItem>>,
+    outcomes: Vec<Outcome>,
+}
+
+impl BulkResponse {
+    /// The items as a JSON value (for the error answers that carry them).
+    fn items_value(items: &[BulkItem], outcomes: &[Outcome]) -> Value {
+        Value::Array(
+            items
+                .iter()
+                .zip(outcomes)
+                .map(|(item, outcome)| {
+                    serde_json::to_value(ItemJson(item, outcome)).unwrap_or(Value::Null)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Bytes of the answer written per chunk of the streamed body.
+const ANSWER_CHUNK_BYTES: usize = 64 * 1024;
+
+impl IntoResponse for BulkResponse {
+    fn into_response(self) -> Response {
+        let mut head = format!(
+            "{{\"took\":{},\"errors\":{}",
+            self.took_ms,
+            self.outcomes.iter().any(Outcome::is_error)
+        );
+        if self.errors_omitted > 0 {
+            head.push_str(&format!(",\"errors_omitted\":{}", self.errors_omitted));
+        }
+        head.push_str(",\"items\":[");
+        let Self {
+            items, outcomes, ..
+        } = self;
+        let chunks = futures_util::stream::unfold(
+            (Some(head.into_bytes()), 0usize, false),
+            move |(head, next, done)| {
+                let chunk = if let Some(head) = head {
+                    Some((head, (None, next, done)))
+                } else if done {
+                    None
+                } else {
+                    let mut out = Vec::with_capacity(ANSWER_CHUNK_BYTES + 1024);
+                    let mut i = next;
+                    while i < outcomes.len() && out.len() < ANSWER_CHUNK_BYTES {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        let _ = serde_json::to_writer(&mut out, &ItemJson(&items[i], &outcomes[i]));
+                        i += 1;
+                    }
+                    let done = i == outcomes.len();
+                    if done {
+                        out.extend_from_slice(b"]}");
+                    }
+                    Some((out, (None, i, done)))
+                };
+                std::future::ready(chunk.map(|(bytes, state)| {
+                    (Ok::<_, std::convert::Infallible>(Bytes::from(bytes)), state)
+                }))
+            },
+        );
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Body::from_stream(chunks),
+        )
+            .into_response()
     }
 }
 
@@ -187,7 +314,7 @@ async fn run(
     params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<BulkResponse, ApiError> {
     let started = Instant::now();
     let Query(params) =
         params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
@@ -198,6 +325,8 @@ async fn run(
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
     require_documents(&body)?;
     let limits = state.line_limits();
+    let max_fields = state.inner.config.max_fields_per_collection;
+    let max_reported_errors = state.inner.config.max_reported_errors;
 
     // Pairing, and samples to infer the schemas of indexes that do not exist yet.
     let (items, samples) = {
@@ -205,8 +334,8 @@ async fn run(
         let state = state.clone();
         tokio::task::spawn_blocking(move || {
             let items = reader::read(&body, default_index.as_deref(), &limits)?;
-            let samples = inference_samples(&state, &body, &items, &limits);
-            Ok::<_, reader::ReadError>((items, samples))
+            let samples = inference_samples(&state, &body, &items, &limits, max_fields);
+            Ok::<_, reader::ReadError>((Arc::new(items), samples))
         })
         .await
         .map_err(ApiError::internal)?
@@ -216,20 +345,31 @@ async fn run(
     let mut metas: HashMap<String, Result<Arc<CollectionMeta>, LineError>> = HashMap::new();
     for item in items.iter().filter(|i| i.error.is_none()) {
         let Some(index) = &item.index else { continue };
-        if metas.contains_key(index) {
+        if metas.contains_key(&**index) {
             continue;
         }
-        let meta = match CollectionName::new(index.as_str()) {
+        let meta = match CollectionName::new(&**index) {
             Ok(name) => {
-                let sample = samples.get(index).map_or(&[][..], Vec::as_slice);
-                Ok(ensure_collection(&state, &name, sample).await?)
+                let sample = samples.get(&**index).map_or(&[][..], Vec::as_slice);
+                match ensure_collection(&state, &name, sample).await {
+                    Ok(meta) => Ok(meta),
+                    // An index the collection limits refuse fails its own items only.
+                    Err(error) if error.code() == ErrorCode::TooManyCollections => Err(LineError {
+                        code: ErrorCode::TooManyCollections,
+                        message: "creating this index would exceed the node's collection \
+                                      limits (ingest.max_collections, \
+                                      ingest.max_auto_created_collections)"
+                            .to_owned(),
+                    }),
+                    Err(error) => return Err(error),
+                }
             }
             Err(e) => Err(LineError {
                 code: e.code,
                 message: e.message,
             }),
         };
-        metas.insert(index.clone(), meta);
+        metas.insert(index.to_string(), meta);
     }
 
     let wanted = {
@@ -244,7 +384,18 @@ async fn run(
         let items = items.clone();
         let key = idempotency_key.clone();
         tokio::task::spawn_blocking(move || {
-            prepare(&body, &items, &metas, current, &limits, key.as_deref())
+            prepare(
+                &body,
+                &items,
+                &metas,
+                current,
+                RequestLimits {
+                    line: limits,
+                    max_fields,
+                    max_reported_errors,
+                },
+                key.as_deref(),
+            )
         })
         .await
         .map_err(ApiError::internal)?
@@ -284,17 +435,19 @@ async fn run(
                     let outcome = &mut outcomes[i];
                     outcome.status = ErrorCode::Unavailable.http_status();
                     outcome.result = None;
-                    outcome.error = Some((
-                        ErrorCode::Unavailable.as_str().to_owned(),
-                        "the log is unavailable; retry later".to_owned(),
-                    ));
+                    outcome.error = Some(ItemError {
+                        kind: ErrorCode::Unavailable.as_str(),
+                        reason: Some(Cow::Borrowed("the log is unavailable; retry later")),
+                    });
                 }
                 failure.get_or_insert(error);
             }
         }
     }
-    record_metrics(&outcomes, body.len());
-    let items_json = || Value::Array(outcomes.iter().map(Outcome::to_json).collect());
+    record_metrics(&items, &outcomes, body.len());
+    drop(body);
+    let errors_omitted = bound_reasons(&mut outcomes, max_reported_errors);
+    let items_json = || BulkResponse::items_value(&items, &outcomes);
     if let Some(error) = failure {
         return Err(error.into_api_error().with("items", items_json()));
     }
@@ -307,11 +460,12 @@ async fn run(
             }
         }
     }
-    Ok(Json(json!({
-        "took": started.elapsed().as_millis() as u64,
-        "errors": outcomes.iter().any(Outcome::is_error),
-        "items": items_json(),
-    })))
+    Ok(BulkResponse {
+        took_ms: started.elapsed().as_millis() as u64,
+        errors_omitted,
+        items,
+        outcomes,
+    })
 }
 
 /// Up to [`INFERENCE_SAMPLE_LINES`] parsed sources of `index`/`create` items per index
@@ -321,8 +475,9 @@ fn inference_samples(
     body: &Bytes,
     items: &[BulkItem],
     limits: &LineLimits,
+    max_fields: usize,
 ) -> HashMap<String, Vec<Map<String, Value>>> {
-    let mut samples: HashMap<String, Vec<Map<String, Value>>> = HashMap::new();
+    let mut samples: HashMap<String, InferenceSample> = HashMap::new();
     for item in items {
         let (Some(index), Some(range), None) = (&item.index, &item.source, &item.error) else {
             continue;
@@ -330,20 +485,26 @@ fn inference_samples(
         if !matches!(item.action, Action::Index | Action::Create) {
             continue;
         }
-        let exists = CollectionName::new(index.as_str())
+        let exists = CollectionName::new(&**index)
             .map(|name| state.inner.catalog.get(&name).is_some())
             .unwrap_or(true);
         if exists {
             continue;
         }
-        let sample = samples.entry(index.clone()).or_default();
-        if sample.len() < INFERENCE_SAMPLE_LINES {
+        if !samples.contains_key(&**index) {
+            samples.insert(index.to_string(), InferenceSample::new(max_fields));
+        }
+        let sample = samples.get_mut(&**index).expect("inserted above");
+        if sample.docs.len() < INFERENCE_SAMPLE_LINES {
             if let Ok(doc) = parse_line(&body[range.clone()], limits) {
-                sample.push(doc);
+                sample.offer(doc);
             }
         }
     }
     samples
+        .into_iter()
+        .map(|(index, sample)| (index, sample.docs))
+        .collect()
 }
 
 /// The documents `create` and `update` items name: by `_id`, or for a create without
@@ -359,7 +520,7 @@ fn wanted_ids(
         if !matches!(item.action, Action::Create | Action::Update) || item.error.is_some() {
             continue;
         }
-        let Some(Ok(meta)) = item.index.as_ref().and_then(|index| metas.get(index)) else {
+        let Some(Ok(meta)) = item.index.as_deref().and_then(|index| metas.get(index)) else {
             continue;
         };
         let id = match (&item.id, &item.source) {
@@ -438,31 +599,42 @@ fn prepare(
     items: &[BulkItem],
     metas: &HashMap<String, Result<Arc<CollectionMeta>, LineError>>,
     mut current: Current,
-    limits: &LineLimits,
+    request: RequestLimits,
     idempotency_key: Option<&str>,
 ) -> Prepared {
+    let RequestLimits {
+        line: limits,
+        max_fields,
+        max_reported_errors,
+    } = request;
+    let limits = &limits;
     let mut outcomes = Vec::with_capacity(items.len());
+    let mut failed = 0;
+    // Past the reported failures a reason is dropped at once, not kept to the end.
+    let mut bound_last = |outcomes: &mut Vec<Outcome>| {
+        if let Some(error) = outcomes.last_mut().and_then(|o| o.error.as_mut()) {
+            failed += 1;
+            if failed > max_reported_errors {
+                error.reason = None;
+            }
+        }
+    };
     let mut ops: BTreeMap<CollectionName, BTreeMap<Partition, Vec<(usize, DocOp)>>> =
         BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
-        let meta = match (&item.error, item.index.as_ref().and_then(|x| metas.get(x))) {
+        // Each outcome is bounded once, at the start of the next item (or after the last).
+        bound_last(&mut outcomes);
+        let meta = match (
+            &item.error,
+            item.index.as_deref().and_then(|x| metas.get(x)),
+        ) {
             (Some(e), _) => {
-                outcomes.push(Outcome::failed(
-                    item,
-                    item.id.clone(),
-                    e.code,
-                    e.message.clone(),
-                ));
+                outcomes.push(Outcome::failed(item.id.clone(), e.code, e.message.clone()));
                 continue;
             }
             (None, Some(Ok(meta))) => meta,
             (None, Some(Err(e))) => {
-                outcomes.push(Outcome::failed(
-                    item,
-                    item.id.clone(),
-                    e.code,
-                    e.message.clone(),
-                ));
+                outcomes.push(Outcome::failed(item.id.clone(), e.code, e.message.clone()));
                 continue;
             }
             (None, None) => unreachable!("every item without an error has a resolved index"),
@@ -472,7 +644,15 @@ fn prepare(
             Some(key) => DocId::derived(key, item.line),
             None => DocId::generate(),
         };
-        match apply(item, meta, source, &mut current, limits, assign_id) {
+        match apply(
+            item,
+            meta,
+            source,
+            &mut current,
+            limits,
+            max_fields,
+            assign_id,
+        ) {
             Ok((outcome, op)) => {
                 if let Some(op) = op {
                     ops.entry(meta.name.clone())
@@ -486,6 +666,7 @@ fn prepare(
             Err(outcome) => outcomes.push(outcome),
         }
     }
+    bound_last(&mut outcomes);
     Prepared { outcomes, ops }
 }
 
@@ -496,18 +677,17 @@ fn apply(
     source: Option<&[u8]>,
     current: &mut Current,
     limits: &LineLimits,
+    max_fields: usize,
     assign_id: impl FnOnce() -> DocId,
 ) -> Result<(Outcome, Option<DocOp>), Outcome> {
     let given_id = match item.id.as_deref().map(DocId::new).transpose() {
         Ok(id) => id,
-        Err(e) => return Err(Outcome::failed(item, item.id.clone(), e.code, e.message)),
+        Err(e) => return Err(Outcome::failed(item.id.clone(), e.code, e.message)),
     };
     let fail = |id: Option<&DocId>, e: LineError| {
-        Outcome::failed(item, id.map(|i| i.to_string()), e.code, e.message)
+        Outcome::failed(id.map(|i| i.to_string()), e.code, e.message)
     };
     let ok = |id: &DocId, status: u16, result: &'static str| Outcome {
-        action: item.action,
-        index: item.index.clone(),
         id: Some(id.to_string()),
         status,
         result: Some(result),
@@ -530,13 +710,13 @@ fn apply(
                 set_primary_key(&mut doc, &schema.primary_key, id)
                     .map_err(|e| fail(Some(id), e))?;
             }
+            check_field_count(schema, &doc, max_fields).map_err(|e| fail(given_id.as_ref(), e))?;
             let valid = validate_document(schema, doc, assign_id)
                 .map_err(|e| fail(given_id.as_ref(), e))?;
             let key = (meta.name.clone(), valid.id.clone());
             if item.action == Action::Create {
                 if let Some(Some(_)) = current.get(&key) {
                     return Err(Outcome::failed_as(
-                        item,
                         Some(valid.id.to_string()),
                         409,
                         "version_conflict_engine_exception",
@@ -576,7 +756,6 @@ fn apply(
                     Some(upsert) => (upsert, 201, "created"),
                     None => {
                         return Err(Outcome::failed_as(
-                            item,
                             Some(id.to_string()),
                             404,
                             "document_missing_exception",
@@ -587,6 +766,7 @@ fn apply(
             };
             let mut doc = doc;
             set_primary_key(&mut doc, &schema.primary_key, &id).map_err(|e| fail(Some(&id), e))?;
+            check_field_count(schema, &doc, max_fields).map_err(|e| fail(Some(&id), e))?;
             let valid =
                 validate_document(schema, doc, || id.clone()).map_err(|e| fail(Some(&id), e))?;
             if let Some(slot) = current.get_mut(&key) {
@@ -625,13 +805,13 @@ fn set_primary_key(
     }
 }
 
-fn record_metrics(outcomes: &[Outcome], body_len: usize) {
+fn record_metrics(items: &[BulkItem], outcomes: &[Outcome], body_len: usize) {
     metrics::counter!(m::INGEST_BYTES_TOTAL, "collection" => "_bulk").increment(body_len as u64);
     let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for outcome in outcomes {
+    for (item, outcome) in items.iter().zip(outcomes) {
         // Only names of collections that exist label metrics (bounded cardinality).
-        let collection = match (&outcome.index, &outcome.error) {
-            (Some(index), None) => index.as_str(),
+        let collection = match (&item.index, &outcome.error) {
+            (Some(index), None) => &**index,
             _ => "_bulk",
         };
         let kind = if outcome.is_error() {
@@ -650,6 +830,7 @@ fn record_metrics(outcomes: &[Outcome], body_len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use sluice_core::schema::Schema;
 
     fn meta() -> Arc<CollectionMeta> {
@@ -687,20 +868,25 @@ mod tests {
                 )
             })
             .collect();
-        prepare(body.as_bytes(), &items, &metas, current, &limits, None)
+        prepare(
+            body.as_bytes(),
+            &items,
+            &metas,
+            current,
+            RequestLimits {
+                line: limits,
+                max_fields: 1_000,
+                max_reported_errors: 1_000,
+            },
+            None,
+        )
     }
 
     fn summary(prepared: &Prepared) -> Vec<(u16, Option<&str>, Option<&str>)> {
         prepared
             .outcomes
             .iter()
-            .map(|o| {
-                (
-                    o.status,
-                    o.result,
-                    o.error.as_ref().map(|(kind, _)| kind.as_str()),
-                )
-            })
+            .map(|o| (o.status, o.result, o.error.as_ref().map(|e| e.kind)))
             .collect()
     }
 
@@ -734,7 +920,8 @@ mod tests {
             .map(|(i, op)| (*i, op))
             .collect();
         assert_eq!(ops.len(), 3);
-        let json = prepared.outcomes[0].to_json();
+        let items = reader::read(body.as_bytes(), Some("books"), &LineLimits::default()).unwrap();
+        let json = serde_json::to_value(ItemJson(&items[0], &prepared.outcomes[0])).unwrap();
         assert_eq!(
             json,
             json!({"index": {"_index": "books", "_id": "1", "result": "created", "status": 201}})

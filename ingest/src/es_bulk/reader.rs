@@ -14,6 +14,7 @@
 //! one parsed document besides the canonical bytes it keeps anyway.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sluice_core::document::{parse_line, LineError, LineLimits};
@@ -65,8 +66,9 @@ pub struct BulkItem {
     pub line: usize,
     /// What the item asks for.
     pub action: Action,
-    /// The target index: `_index` of the action, else the one from the path.
-    pub index: Option<String>,
+    /// The target index: `_index` of the action, else the one from the path (shared by
+    /// the items that use it, not copied into each).
+    pub index: Option<Arc<str>>,
     /// `_id` of the action, if given.
     pub id: Option<String>,
     /// Byte range of the source line in the body (`None` for `delete`).
@@ -110,6 +112,7 @@ pub fn read(
     limits: &LineLimits,
 ) -> Result<Vec<BulkItem>, ReadError> {
     let mut items = Vec::new();
+    let default_index: Option<Arc<str>> = default_index.map(Arc::from);
     let mut lines = line_ranges(body).enumerate().peekable();
     while let Some((index, range)) = lines.next() {
         let line = &body[range];
@@ -140,7 +143,7 @@ pub fn read(
         let mut item = BulkItem {
             line: number,
             action,
-            index: default_index.map(str::to_owned),
+            index: default_index.clone(),
             id: None,
             source,
             error: None,
@@ -205,7 +208,7 @@ fn apply_metadata(item: &mut BulkItem, meta: Map<String, Value>) -> Result<(), S
     for (key, value) in meta {
         match key.as_str() {
             "_index" => match value {
-                Value::String(index) => item.index = Some(index),
+                Value::String(index) => item.index = Some(Arc::from(index)),
                 _ => return Err("_index must be a string".to_owned()),
             },
             "_id" => match value {
@@ -530,7 +533,7 @@ mod tests {
                 .map(|i| (
                     i.line,
                     i.action.as_str().to_owned(),
-                    i.index.clone().unwrap(),
+                    i.index.as_deref().unwrap().to_owned(),
                     i.id.clone(),
                     i.source.clone().map(|r| body[r].to_owned()),
                 ))

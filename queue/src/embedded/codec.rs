@@ -3,7 +3,7 @@
 //! Pure functions, no I/O. Every record starts with (or every key is framed by) enough
 //! structure to be decoded without outside context, and every decoder refuses short or
 //! unknown input with a [`CorruptRecord`] instead of panicking, so a damaged file surfaces
-//! as [`LogError::Storage`] rather than a crash.
+//! as [`LogError::Corrupt`] rather than a crash.
 //!
 //! Layouts (integers big-endian, so byte order is numeric order):
 //! - message, in the stream's keyspace: key `seq:u64`, value
@@ -48,7 +48,7 @@ pub(crate) enum CorruptRecord {
 
 impl From<CorruptRecord> for LogError {
     fn from(error: CorruptRecord) -> Self {
-        LogError::Storage(format!("corrupt record: {error}"))
+        LogError::Corrupt(format!("corrupt record: {error}"))
     }
 }
 

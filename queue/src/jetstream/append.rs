@@ -46,7 +46,7 @@ pub(crate) async fn append(
         .find(|message| !subjects::matches(stream.all_subjects(), &message.subject))
     {
         // JetStream routes by subject: this message would land in another stream.
-        return Err(LogError::Storage(format!(
+        return Err(LogError::InvalidRequest(format!(
             "subject {:?} does not belong to stream {}",
             stray.subject,
             stream.name()

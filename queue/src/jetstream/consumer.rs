@@ -5,8 +5,11 @@
 //! another — shares them, and a handle keeps working across reconnects and server
 //! restarts (file-backed consumers survive them).
 //!
-//! Fetch speaks the pull protocol directly (`$JS.API.CONSUMER.MSG.NEXT`) so that it can
-//! return as soon as messages are there without leaving a request behind:
+//! Fetch speaks the pull protocol directly (`$JS.API.CONSUMER.MSG.NEXT`, the one raw API
+//! request of the adapter): the driver's typed pull consumer (`fetch`, `batch`,
+//! `messages`) either waits out the whole `expires` even when a message came early, or
+//! keeps a request open in the background with heartbeats; neither can return as soon
+//! as messages are there without leaving a request behind, which this does:
 //! 1. a `no_wait` request for `max`: the server sends what is ready now, then ends the
 //!    request with a status (404 nothing, 408, or 409 when `max_ack_pending` is reached);
 //! 2. only when that brought nothing, a request for 1 message that expires after
@@ -144,6 +147,19 @@ impl JetStreamConsumer {
                         "fetch from {}: no responders (consumer missing or JetStream not ready)",
                         self.name
                     )))
+                }
+                // Another 4xx: the server refused the pull request as made (e.g. a
+                // batch over the consumer's limit). Anything else: it could not serve.
+                Some(status) if (400..500).contains(&status.as_u16()) => {
+                    return Err(LogError::Rejected {
+                        status: status.as_u16(),
+                        code: 0,
+                        description: format!(
+                            "fetch from {}: {}",
+                            self.name,
+                            message.description.unwrap_or_default()
+                        ),
+                    })
                 }
                 Some(status) => {
                     return Err(LogError::Unavailable(format!(

@@ -4,7 +4,7 @@
 //! - [`streams`]: the DOCS, EVENTS and DLQ streams, their retention and idempotent set-up.
 //! - [`append`]: pipelined publishing with `Nats-Msg-Id`, bounded in flight.
 //! - [`consumer`]: handles on shared durable pull consumers (fetch, double ack, nak).
-//! - [`errors`]: classification of driver failures into [`LogError`].
+//! - [`errors`]: driver failures named as [`LogError`] variants, by kind and API code.
 //!
 //! Concurrency model: one async-nats connection per [`JetStreamLog`], shared by every
 //! append and every consumer handle; the driver reconnects by itself (forever, with a
@@ -20,30 +20,30 @@
 //!   unacked message comes back after `ack_wait`. An `ack` that returns was recorded by
 //!   the server (double ack).
 //! - The log talks to JetStream only through APIs nats-server 2.9 already has (one
-//!   `filter_subject` per consumer, no 2.10+ stream or consumer fields).
+//!   `filter_subject` per consumer, no 2.10+ stream or consumer fields), through the
+//!   driver's typed JetStream methods; the one hand-written `$JS.API` request left is
+//!   the pull request of [`consumer`], which says why.
 
 mod append;
 mod consumer;
 mod errors;
 mod streams;
 
+use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::response::Response;
-use async_nats::jetstream::stream::RawMessage;
-use async_nats::jetstream::{Context, ContextBuilder, ErrorCode};
+use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::{Context, ContextBuilder};
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use sluice_core::log::{Consumer, ConsumerConfig, Log, LogError, OutgoingMessage, StoredMessage};
 use sluice_core::subjects::StreamKind;
 use sluice_core::Seq;
 use tokio::sync::Semaphore;
 
 use self::consumer::JetStreamConsumer;
-use self::errors::{request_error, ApiFailure};
+use self::errors::{api_error, driver_error, request_error};
 
 /// How to reach JetStream and how to shape the streams.
 #[derive(Clone, Debug)]
@@ -106,7 +106,7 @@ impl JetStreamLog {
     /// interest on DOCS, see [`streams`]). Fails when the server cannot be reached.
     pub async fn connect(config: JetStreamConfig) -> Result<Arc<JetStreamLog>, LogError> {
         if config.max_in_flight_publishes == 0 || config.publish_timeout.is_zero() {
-            return Err(LogError::Storage(
+            return Err(LogError::InvalidRequest(
                 "invalid JetStream configuration: max_in_flight_publishes and publish_timeout \
                  must be positive"
                     .to_owned(),
@@ -154,45 +154,48 @@ impl JetStreamLog {
         &self.config
     }
 
-    /// One JetStream API call (`$JS.API.<subject>`).
-    async fn api<T: DeserializeOwned>(
-        &self,
-        subject: String,
-        payload: &serde_json::Value,
-    ) -> Result<T, ApiFailure> {
-        let response: Response<T> = self
-            .context
-            .request(subject.clone(), payload)
+    /// A handle on `stream` for the driver's typed stream methods; getting it makes no
+    /// request (it only checks the name, which is one of ours).
+    async fn stream(&self, stream: StreamKind) -> Result<Stream<()>, LogError> {
+        self.context
+            .get_stream_no_info(stream.name())
             .await
-            .map_err(|error| ApiFailure::Other(request_error(&subject, &error)))?;
-        match response {
-            Response::Ok(value) => Ok(value),
-            Response::Err { error } => Err(ApiFailure::JetStream(error)),
-        }
+            .map_err(|error| LogError::InvalidRequest(format!("stream {}: {error}", stream.name())))
     }
 
     async fn stream_info(
         &self,
         stream: StreamKind,
     ) -> Result<async_nats::jetstream::stream::Info, LogError> {
-        self.api(
-            format!("STREAM.INFO.{}", stream.name()),
-            &serde_json::json!({}),
-        )
-        .await
-        .map_err(|failure| failure.into_log_error("stream info"))
+        self.stream(stream)
+            .await?
+            .get_info()
+            .await
+            .map_err(|error| request_error(&format!("stream info {}", stream.name()), &error))
     }
 
     async fn consumer_info(
         &self,
         stream: StreamKind,
         name: &str,
-    ) -> Result<async_nats::jetstream::consumer::Info, ApiFailure> {
-        self.api(
-            format!("CONSUMER.INFO.{}.{name}", stream.name()),
-            &serde_json::json!({}),
-        )
-        .await
+    ) -> Result<async_nats::jetstream::consumer::Info, LogError> {
+        use async_nats::jetstream::context::ConsumerInfoErrorKind as Kind;
+        let what = format!("consumer info {name:?} on {}", stream.name());
+        self.stream(stream)
+            .await?
+            .consumer_info(name)
+            .await
+            .map_err(|error| match error.kind() {
+                Kind::TimedOut => LogError::Timeout,
+                Kind::NotFound => LogError::ConsumerNotFound(name.to_owned()),
+                Kind::StreamNotFound => LogError::StreamNotFound(what),
+                Kind::Offline | Kind::NoResponders => {
+                    LogError::Unavailable(format!("{what}: {error}"))
+                }
+                Kind::InvalidName => LogError::InvalidRequest(format!("{what}: {error}")),
+                Kind::JetStream(api) => api_error(&what, &api),
+                _ => driver_error(&what, &error),
+            })
     }
 
     /// Creates the durable consumer, or updates it when it exists.
@@ -200,31 +203,22 @@ impl JetStreamLog {
         &self,
         stream: StreamKind,
         config: pull::Config,
-    ) -> Result<async_nats::jetstream::consumer::Info, ApiFailure> {
-        use async_nats::jetstream::stream::ConsumerErrorKind;
+    ) -> Result<async_nats::jetstream::consumer::Info, LogError> {
+        use async_nats::jetstream::stream::ConsumerErrorKind as Kind;
+        let what = format!("create consumer on {}", stream.name());
         self.context
             .create_consumer_on_stream(config, stream.name())
             .await
             .map(|consumer| consumer.cached_info().clone())
             .map_err(|error| match error.kind() {
-                ConsumerErrorKind::JetStream(api_error) => ApiFailure::JetStream(api_error),
-                ConsumerErrorKind::TimedOut => ApiFailure::Other(LogError::Timeout),
-                _ => ApiFailure::Other(LogError::Unavailable(format!(
-                    "create consumer on {}: {error}",
-                    stream.name()
-                ))),
+                Kind::TimedOut => LogError::Timeout,
+                Kind::InvalidName | Kind::InvalidConsumerType => {
+                    LogError::InvalidRequest(format!("{what}: {error}"))
+                }
+                Kind::JetStream(api) => api_error(&what, &api),
+                _ => driver_error(&what, &error),
             })
     }
-}
-
-/// `$JS.API.STREAM.MSG.GET` answer.
-#[derive(Deserialize)]
-struct GetMessageResponse {
-    message: RawMessage,
-}
-
-fn is_code(failure: &ApiFailure, code: ErrorCode) -> bool {
-    failure.error_code() == Some(code)
 }
 
 #[async_trait]
@@ -253,10 +247,7 @@ impl Log for JetStreamLog {
                     max_ack_pending,
                 ),
             )
-            .await
-            .map_err(|failure| {
-                failure.into_log_error(&format!("open consumer {:?}", config.durable_name))
-            })?;
+            .await?;
         Ok(Box::new(JetStreamConsumer::new(
             self.client.clone(),
             self.context.clone(),
@@ -277,8 +268,8 @@ impl Log for JetStreamLog {
         let last = self.stream_info(stream).await?.state.last_sequence;
         let info = match self.consumer_info(stream, durable_name).await {
             Ok(info) => info,
-            Err(failure) if is_code(&failure, ErrorCode::CONSUMER_NOT_FOUND) => return Ok(None),
-            Err(failure) => return Err(failure.into_log_error("consumer info")),
+            Err(LogError::ConsumerNotFound(_)) => return Ok(None),
+            Err(error) => return Err(error),
         };
         if info.num_pending == 0 && info.num_ack_pending == 0 {
             Ok(Some(Seq(last)))
@@ -298,25 +289,44 @@ impl Log for JetStreamLog {
         from: Seq,
         max: usize,
     ) -> Result<Vec<StoredMessage>, LogError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind as Kind;
         // One `next_by_subj` get per message: plain stream API (no direct get, which the
         // stream would have to allow), fine for DLQ listings and bounded replays.
-        let subject = format!("STREAM.MSG.GET.{}", stream.name());
+        let handle = self.stream(stream).await?;
         let mut next = from.0.max(1);
         let mut stored = Vec::new();
         while stored.len() < max {
-            let request = serde_json::json!({ "seq": next, "next_by_subj": filter });
-            let raw = match self
-                .api::<GetMessageResponse>(subject.clone(), &request)
-                .await
-            {
-                Ok(response) => response.message,
-                Err(failure) if is_code(&failure, ErrorCode::NO_MESSAGE_FOUND) => break,
-                Err(failure) => return Err(failure.into_log_error("read")),
+            let result = handle
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(filter)
+                .send()
+                .await;
+            let message = match result {
+                Ok(message) => message,
+                Err(error) => match error.kind() {
+                    Kind::NoMessageFound => break,
+                    Kind::InvalidSubject => {
+                        return Err(LogError::InvalidRequest(format!(
+                            "read {filter:?}: {error}"
+                        )))
+                    }
+                    Kind::JetStream(api) => return Err(api_error("read", &api)),
+                    // `Other` is a failed request (its kind is in the source) or a
+                    // message that does not decode.
+                    _ => {
+                        return Err(match error.source() {
+                            Some(source)
+                                if source
+                                    .is::<async_nats::jetstream::message::StreamMessageError>() =>
+                            {
+                                LogError::Corrupt(format!("read: undecodable message: {error}"))
+                            }
+                            _ => driver_error("read", &error),
+                        })
+                    }
+                },
             };
-            let message =
-                async_nats::jetstream::message::StreamMessage::try_from(raw).map_err(|error| {
-                    LogError::Storage(format!("read: undecodable message: {error}"))
-                })?;
             next = message.sequence.saturating_add(1);
             let appended_at_ms = message.time.unix_timestamp_nanos() / 1_000_000;
             stored.push(StoredMessage {
@@ -330,40 +340,35 @@ impl Log for JetStreamLog {
     }
 
     async fn purge(&self, stream: StreamKind, filter: &str) -> Result<u64, LogError> {
-        #[derive(Deserialize)]
-        struct PurgeResponse {
-            purged: u64,
-        }
-        let response: PurgeResponse = self
-            .api(
-                format!("STREAM.PURGE.{}", stream.name()),
-                &serde_json::json!({ "filter": filter }),
-            )
+        use async_nats::jetstream::stream::PurgeErrorKind as Kind;
+        let response = self
+            .stream(stream)
+            .await?
+            .purge()
+            .filter(filter)
             .await
-            .map_err(|failure| failure.into_log_error("purge"))?;
+            .map_err(|error| match error.kind() {
+                Kind::TimedOut => LogError::Timeout,
+                Kind::JetStream(api) => api_error("purge", &api),
+                Kind::Request => driver_error("purge", &error),
+            })?;
         Ok(response.purged)
     }
 
     async fn delete_message(&self, stream: StreamKind, seq: Seq) -> Result<bool, LogError> {
-        #[derive(Deserialize)]
-        struct DeleteResponse {
-            success: bool,
-        }
-        let result: Result<DeleteResponse, _> = self
-            .api(
-                format!("STREAM.MSG.DELETE.{}", stream.name()),
-                &serde_json::json!({ "seq": seq.0 }),
-            )
-            .await;
-        match result {
-            Ok(response) => Ok(response.success),
-            Err(failure)
-                if is_code(&failure, ErrorCode::SEQUENCE_NOT_FOUND)
-                    || is_code(&failure, ErrorCode::NO_MESSAGE_FOUND) =>
-            {
-                Ok(false)
-            }
-            Err(failure) => Err(failure.into_log_error("delete message")),
+        use async_nats::jetstream::stream::DeleteMessageErrorKind as Kind;
+        let result = self.stream(stream).await?.delete_message(seq.0).await;
+        let error = match result {
+            Ok(deleted) => return Ok(deleted),
+            Err(error) => match error.kind() {
+                Kind::TimedOut => LogError::Timeout,
+                Kind::JetStream(api) => api_error("delete message", &api),
+                Kind::Request => driver_error("delete message", &error),
+            },
+        };
+        match error {
+            LogError::MessageNotFound(_) => Ok(false),
+            error => Err(error),
         }
     }
 
@@ -372,23 +377,26 @@ impl Log for JetStreamLog {
         stream: StreamKind,
         durable_name: &str,
     ) -> Result<(), LogError> {
-        #[derive(Deserialize)]
-        struct DeleteResponse {
-            #[allow(dead_code)]
-            success: bool,
-        }
-        let result: Result<DeleteResponse, _> = self
-            .api(
-                format!("CONSUMER.DELETE.{}.{durable_name}", stream.name()),
-                &serde_json::json!({}),
-            )
+        use async_nats::jetstream::stream::ConsumerErrorKind as Kind;
+        let what = format!("delete consumer {durable_name:?}");
+        let result = self
+            .stream(stream)
+            .await?
+            .delete_consumer(durable_name)
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(failure) if is_code(&failure, ErrorCode::CONSUMER_NOT_FOUND) => {
-                Err(LogError::ConsumerNotFound(durable_name.to_owned()))
-            }
-            Err(failure) => Err(failure.into_log_error("delete consumer")),
+            Err(error) => Err(match error.kind() {
+                Kind::TimedOut => LogError::Timeout,
+                Kind::InvalidName => LogError::InvalidRequest(format!("{what}: {error}")),
+                Kind::JetStream(api) => match api_error(&what, &api) {
+                    LogError::ConsumerNotFound(_) => {
+                        LogError::ConsumerNotFound(durable_name.to_owned())
+                    }
+                    other => other,
+                },
+                _ => driver_error(&what, &error),
+            }),
         }
     }
 }

@@ -29,7 +29,7 @@ use async_nats::jetstream::Context;
 use sluice_core::log::LogError;
 use sluice_core::subjects::{self, StreamKind};
 
-use super::errors::jetstream_error;
+use super::errors::{api_error, driver_error};
 use super::JetStreamConfig;
 
 /// Ack wait of the `workers` consumer until the workers open it with their own.
@@ -83,11 +83,14 @@ pub(crate) async fn ensure_streams(
                 let what = format!("create or update stream {}", stream.name());
                 match error.kind() {
                     Kind::TimedOut => LogError::Timeout,
-                    Kind::JetStream(api_error) => jetstream_error(&what, &api_error),
+                    Kind::JetStream(api) => api_error(&what, &api),
                     Kind::JetStreamUnavailable => {
                         LogError::Unavailable(format!("{what}: JetStream unavailable: {error}"))
                     }
-                    _ => LogError::Unavailable(format!("{what}: {error}")),
+                    Kind::EmptyStreamName | Kind::InvalidStreamName => {
+                        LogError::InvalidRequest(format!("{what}: {error}"))
+                    }
+                    _ => driver_error(&what, &error),
                 }
             })?;
     }
@@ -119,11 +122,8 @@ pub(crate) async fn ensure_workers_interest(log: &super::JetStreamLog) -> Result
     let name = subjects::WORKERS_CONSUMER;
     match log.consumer_info(StreamKind::Docs, name).await {
         Ok(_) => Ok(()),
-        Err(failure)
-            if failure.error_code()
-                == Some(async_nats::jetstream::ErrorCode::CONSUMER_NOT_FOUND) =>
-        {
-            log.create_consumer(
+        Err(LogError::ConsumerNotFound(_)) => log
+            .create_consumer(
                 StreamKind::Docs,
                 durable_config(
                     name,
@@ -133,10 +133,8 @@ pub(crate) async fn ensure_workers_interest(log: &super::JetStreamLog) -> Result
                 ),
             )
             .await
-            .map(|_| ())
-            .map_err(|failure| failure.into_log_error("create the workers consumer"))
-        }
-        Err(failure) => Err(failure.into_log_error("look up the workers consumer")),
+            .map(|_| ()),
+        Err(error) => Err(error),
     }
 }
 
