@@ -350,6 +350,10 @@ pub struct IndexerConfig {
     /// again.
     #[serde(with = "humantime_serde")]
     pub writer_idle_timeout: Duration,
+    /// Index writers open at once on this node, over all collections and shards. A shard
+    /// that needs one while all are taken waits (its events stay in the log), and the
+    /// others close theirs as soon as their changes are committed.
+    pub max_open_writers: usize,
 }
 
 impl IndexerConfig {
@@ -380,6 +384,7 @@ impl Default for IndexerConfig {
             shard_search_timeout: Duration::from_secs(10),
             ack_wait: Duration::from_secs(60),
             writer_idle_timeout: Duration::from_secs(30),
+            max_open_writers: 64,
         }
     }
 }
@@ -534,6 +539,10 @@ impl Config {
         check(
             self.ingest.max_auto_created_collections <= self.ingest.max_collections,
             "ingest.max_auto_created_collections exceeds ingest.max_collections",
+        )?;
+        check(
+            self.indexer.max_open_writers >= 1,
+            "indexer.max_open_writers must be at least 1",
         )?;
         check(
             !self.indexer.writer_idle_timeout.is_zero(),

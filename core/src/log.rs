@@ -219,4 +219,9 @@ pub trait Consumer: Send + Sync {
 
     /// Asks for a message to be delivered again after `delay`.
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<(), LogError>;
+
+    /// Says these messages are still being worked on: each one's ack wait starts again,
+    /// so a long batch (retries, a slow store) is not delivered a second time meanwhile.
+    /// Messages already acked, or no longer pending, are ignored.
+    async fn in_progress(&self, deliveries: &[Delivery]) -> Result<(), LogError>;
 }

@@ -47,6 +47,10 @@ pub const INDEXER_COMMITS_TOTAL: &str = "sluice_indexer_commits_total";
 pub const INDEXER_COMMIT_DURATION_SECONDS: &str = "sluice_indexer_commit_duration_seconds";
 /// Searchable documents. Labels: `collection`.
 pub const INDEXER_DOCUMENTS: &str = "sluice_indexer_documents";
+/// Index writers open now, node-wide (at most `indexer.max_open_writers`).
+pub const INDEXER_OPEN_WRITERS: &str = "sluice_indexer_open_writers";
+/// Times a shard had to wait for a free writer slot (all `max_open_writers` were taken).
+pub const INDEXER_WRITER_SLOT_WAITS_TOTAL: &str = "sluice_indexer_writer_slot_waits_total";
 
 /// Search requests. Labels: `outcome` (`ok`, `partial`, `stale`, `invalid`, `error`).
 pub const SEARCH_REQUESTS_TOTAL: &str = "sluice_search_requests_total";
@@ -145,6 +149,11 @@ pub fn describe() {
         "Latency of one index commit"
     );
     describe_gauge!(INDEXER_DOCUMENTS, "Searchable documents");
+    describe_gauge!(INDEXER_OPEN_WRITERS, "Index writers open now");
+    describe_counter!(
+        INDEXER_WRITER_SLOT_WAITS_TOTAL,
+        "Times a shard waited for a free index writer slot"
+    );
     describe_counter!(SEARCH_REQUESTS_TOTAL, "Search requests");
     describe_histogram!(SEARCH_DURATION_SECONDS, Unit::Seconds, "Search latency");
     describe_counter!(SEARCH_CACHE_LOOKUPS_TOTAL, "Search result cache lookups");

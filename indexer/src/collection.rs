@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use sluice_core::config::IndexerConfig;
 use sluice_core::log::Log;
@@ -32,6 +33,7 @@ use crate::consume::{self, blocking};
 use crate::error::{IndexerError, ShardError};
 use crate::index_schema::IndexSchema;
 use crate::shard::ShardIndex;
+use crate::writer_slots::WriterSlots;
 
 /// Documents read from the store per scan page during a build.
 const SCAN_PAGE: usize = 1000;
@@ -157,7 +159,13 @@ impl CollectionIndex {
         }
         for shard in &self.shards {
             let shard = shard.clone();
-            blocking(move || shard.commit()).await?;
+            // Committed, the build's writers close: the consume loops open theirs within
+            // the node's writer slots.
+            blocking(move || {
+                shard.commit()?;
+                shard.close_writer_if_idle(Duration::ZERO)
+            })
+            .await?;
         }
         tracing::info!(collection = %self.meta.name, version = self.meta.schema_version, documents, "index built from the store");
         Ok(())
@@ -170,7 +178,13 @@ impl CollectionIndex {
     }
 
     /// Starts one consume loop per shard (no-op when they run already).
-    pub fn start_loops(&self, log: &Arc<dyn Log>, config: &IndexerConfig, breakers: &Breakers) {
+    pub fn start_loops(
+        &self,
+        log: &Arc<dyn Log>,
+        config: &IndexerConfig,
+        breakers: &Breakers,
+        slots: &Arc<WriterSlots>,
+    ) {
         let mut loops = self.lock_loops();
         if loops.is_some() {
             return;
@@ -187,6 +201,7 @@ impl CollectionIndex {
                     log.clone(),
                     config.clone(),
                     breakers.clone(),
+                    slots.clone(),
                     running.cancel.clone(),
                 )
                 .instrument(span),

@@ -11,7 +11,10 @@
 //!   ack (log unreachable) is retried with the next commits, a bounded number of times.
 //! - On cancellation the loop finishes its batch, commits and acks before returning.
 //! - The shard's index writer is closed only with nothing pending and nothing unacked,
-//!   after `writer_idle_timeout` without changes; the next change opens it again.
+//!   after `writer_idle_timeout` without changes (at once while another shard waits for
+//!   a writer slot, [`crate::writer_slots`]); the next change opens it again.
+//! - The loop applies events only while it holds a writer slot, and gives the slot back
+//!   when its writer is closed.
 //! - A message that cannot be decoded can never succeed: it is logged and acked with the
 //!   next commit rather than redelivered forever.
 //!
@@ -33,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commit_policy::CommitPolicy;
 use crate::error::ShardError;
 use crate::shard::ShardIndex;
+use crate::writer_slots::{WriterSlot, WriterSlots};
 
 /// Most event messages delivered and unacked per shard (backpressure on the log).
 pub(crate) const MAX_ACK_PENDING: usize = 512;
@@ -77,6 +81,7 @@ pub(crate) async fn run(
     log: Arc<dyn Log>,
     config: IndexerConfig,
     breakers: Breakers,
+    slots: Arc<WriterSlots>,
     cancel: CancellationToken,
 ) {
     let Some(consumer) = open_consumer(&shard, log.as_ref(), config.ack_wait, &cancel).await else {
@@ -89,6 +94,7 @@ pub(crate) async fn run(
     );
     let mut unacked: Vec<Delivery> = Vec::new();
     let mut failed_acks = 0;
+    let mut slot: Option<WriterSlot> = None;
     loop {
         let wait = policy
             .time_until_due(Instant::now())
@@ -123,6 +129,13 @@ pub(crate) async fn run(
         };
         match fetched {
             Ok(deliveries) if !deliveries.is_empty() => {
+                if slot.is_none() {
+                    // Cancelled while waiting: the deliveries stay unacked and come back.
+                    let Some(acquired) = slots.acquire(&cancel).await else {
+                        break;
+                    };
+                    slot = Some(acquired);
+                }
                 let events = decode(&shard, &deliveries);
                 let apply_shard = shard.clone();
                 match blocking(move || apply_shard.apply(events)).await {
@@ -156,11 +169,19 @@ pub(crate) async fn run(
             )
             .await;
         }
-        if !policy.has_pending()
-            && unacked.is_empty()
-            && shard.writer_is_idle(config.writer_idle_timeout)
-        {
-            close_idle_writer(&shard, config.writer_idle_timeout).await;
+        if !policy.has_pending() && unacked.is_empty() {
+            let idle = if slots.contended() {
+                Duration::ZERO
+            } else {
+                config.writer_idle_timeout
+            };
+            if shard.writer_is_idle(idle) {
+                close_idle_writer(&shard, idle).await;
+            }
+            if !shard.writer_is_open() {
+                // Closed, or never opened (every event was stale).
+                slot = None;
+            }
         }
     }
     if policy.has_pending() {

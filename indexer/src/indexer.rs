@@ -46,6 +46,7 @@ use crate::lookup::{self, IndexedCopy};
 use crate::search::{
     self, NormalizedRequest, SearchRequest, SearchResponse, SearchSettings, ShardTop,
 };
+use crate::writer_slots::WriterSlots;
 
 /// Attempts at opening or rebuilding a collection after a catalog change.
 const OPEN_ATTEMPTS: u32 = 5;
@@ -98,6 +99,8 @@ pub struct Indexer {
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
     breakers: Breakers,
+    /// The node-wide bound on open index writers, shared by every shard's loop.
+    writer_slots: Arc<WriterSlots>,
     collections: RwLock<HashMap<CollectionName, Arc<CollectionIndex>>>,
     cache: Cache<CacheKey, Arc<SearchResponse>>,
     /// The last complete response per request, served (flagged stale) when every shard
@@ -147,6 +150,7 @@ impl Indexer {
             }),
             cache_budget,
             search_settings: SearchSettings::from_config(&config),
+            writer_slots: WriterSlots::new(config.max_open_writers),
             config,
             root,
             log,
@@ -318,7 +322,7 @@ impl Indexer {
 
     /// Makes `index` the served one and starts its loops; returns the one it replaces.
     fn install(&self, index: CollectionIndex) -> Option<Arc<CollectionIndex>> {
-        index.start_loops(&self.log, &self.config, &self.breakers);
+        index.start_loops(&self.log, &self.config, &self.breakers, &self.writer_slots);
         let index = Arc::new(index);
         self.collections
             .write()
@@ -442,7 +446,7 @@ impl Indexer {
         // Give the previous version its loops back rather than leave it frozen.
         if let Some(current) = current {
             tracing::error!(collection = %meta.name, "keeping the previous index version");
-            current.start_loops(&self.log, &self.config, &self.breakers);
+            current.start_loops(&self.log, &self.config, &self.breakers, &self.writer_slots);
         }
     }
 

@@ -13,6 +13,7 @@
 //! - `collection`: one collection's shards at one schema version; building from the store.
 //! - `consume`: the per-shard consume loop (fetch, apply, commit, ack).
 //! - `commit_policy`: when a shard commits.
+//! - `writer_slots`: the node-wide bound on open index writers.
 //! - `shard`: one Tantivy index, its writer, the sequence guard, commits and generations.
 //! - [`lookup`]: one document by id from the index (the store-down fallback of `GET`).
 //! - [`index_schema`]: the Tantivy schema of a collection and document mapping (public so
@@ -32,6 +33,7 @@ pub mod lookup;
 mod query_limits;
 pub mod search;
 mod shard;
+mod writer_slots;
 
 pub use error::{IndexerError, SearchError};
 pub use indexer::Indexer;

@@ -188,7 +188,6 @@ impl ShardIndex {
     }
 
     /// Whether the index writer is open (its threads running).
-    #[cfg(test)]
     pub fn writer_is_open(&self) -> bool {
         self.lock_writer().writer.is_some()
     }

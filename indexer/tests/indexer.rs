@@ -302,6 +302,51 @@ async fn builds_from_the_store_consumes_events_and_survives_a_restart() {
     stop(&indexer, &shutdown).await;
 }
 
+/// One writer slot for two shards, and writers that would stay open for an hour when
+/// idle: each shard gets its turn because a holder gives its slot back as soon as its
+/// changes are committed while the other waits. Every round of writes to both shards
+/// becomes searchable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_take_turns_when_writers_are_scarce() {
+    let env = Env::new().await;
+    env.catalog
+        .put_schema(&env.books, schema(false))
+        .await
+        .unwrap();
+    let config = IndexerConfig {
+        max_open_writers: 1,
+        writer_idle_timeout: Duration::from_secs(3600),
+        ..Env::config()
+    };
+    let shutdown = CancellationToken::new();
+    let indexer = env.start_with(config, Faults::disabled(), &shutdown).await;
+    let mut seq = 0;
+    for round in 1..=3u64 {
+        for i in 0..8 {
+            seq += 1;
+            env.publish(upsert(&format!("r{round}-{i}"), seq, "scarce writers"))
+                .await;
+        }
+        let partitions: std::collections::HashSet<_> = (0..8)
+            .map(|i| {
+                DocId::new(format!("r{round}-{i}"))
+                    .unwrap()
+                    .partition(SHARDS)
+            })
+            .collect();
+        assert_eq!(
+            partitions.len(),
+            SHARDS as usize,
+            "the round writes every shard"
+        );
+        eventually(&format!("round {round} is searchable"), || async {
+            total(&indexer, query("scarce")).await == round * 8
+        })
+        .await;
+    }
+    stop(&indexer, &shutdown).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_creation_schema_changes_and_deletion() {
     let env = Env::new().await;

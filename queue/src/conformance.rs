@@ -47,6 +47,7 @@ where
     suite.shared_consumer_delivers_each_message_once().await;
     suite.filter_selects_subjects().await;
     suite.unacked_message_is_redelivered_after_ack_wait().await;
+    suite.in_progress_holds_off_redelivery().await;
     suite.nak_redelivers_after_delay().await;
     suite.max_ack_pending_bounds_deliveries().await;
     suite.restart_redelivers_only_unacked().await;
@@ -468,6 +469,62 @@ where
             .await
             .expect("delete_consumer failed");
         log.delete_consumer(StreamKind::Events, &tail_name)
+            .await
+            .expect("delete_consumer failed");
+    }
+
+    async fn in_progress_holds_off_redelivery(&self) {
+        let log = self.open().await;
+        let subject = self.subject(StreamKind::Docs, "progress");
+        let name = self.consumer_name("progress");
+        let ack_wait = Duration::from_millis(500);
+        let consumer = log
+            .consumer(
+                StreamKind::Docs,
+                consumer_config(&name, &subject, ack_wait, 100),
+            )
+            .await
+            .expect("consumer failed");
+        let seq = self.append(&*log, StreamKind::Docs, &subject, "slow").await;
+        let first = fetch_n(&*consumer, 1).await;
+        assert_eq!(seqs_of(&first), vec![seq]);
+
+        // Three ack waits in all, each shorter stretch ended by a progress report.
+        let held_until = Instant::now() + ack_wait * 3;
+        while Instant::now() < held_until {
+            consumer
+                .in_progress(&first)
+                .await
+                .expect("in_progress failed");
+            let got = consumer
+                .fetch(10, ack_wait / 3)
+                .await
+                .expect("fetch failed");
+            assert!(
+                got.is_empty(),
+                "a message reported in progress is not redelivered: got {:?}",
+                seqs_of(&got)
+            );
+        }
+        let reported_at = Instant::now();
+        let again = fetch_n(&*consumer, 1).await;
+        assert_eq!(
+            seqs_of(&again),
+            vec![seq],
+            "once reports stop, the message is redelivered"
+        );
+        assert_eq!(
+            again[0].delivery_count, 2,
+            "progress reports are not deliveries"
+        );
+        assert!(
+            reported_at.elapsed() >= ack_wait.mul_f32(0.3),
+            "redelivered too soon after the last report: {:?}",
+            reported_at.elapsed()
+        );
+        consumer.ack(&again).await.expect("ack failed");
+        drop(consumer);
+        log.delete_consumer(StreamKind::Docs, &name)
             .await
             .expect("delete_consumer failed");
     }

@@ -4,7 +4,10 @@
 //! ([`sluice_core::subjects::WORKERS_CONSUMER`], filter `sluice.docs.>`), so the log hands
 //! each message to exactly one worker of one pool, in this process or another. A worker
 //! loops: fetch up to `fetch_batch` messages (waiting up to [`FETCH_WAIT`]), handle them
-//! one after another ([`crate::batch`]), repeat.
+//! one after another ([`crate::batch`]), repeat. While it works through a batch it reports
+//! the messages it has not settled yet as in progress every third of `ack_wait`, so a
+//! batch slowed by retries is not delivered again behind its back (which would also
+//! spend the messages' `max_deliver` budget and send them to the DLQ).
 //!
 //! Backpressure is the log's: at most `max_ack_pending` messages are delivered and not
 //! yet settled across the pool, so a slow store slows fetching instead of growing memory.
@@ -18,20 +21,21 @@
 //! in a lost message), settles them, and stops. [`WorkerPool::wait_stopped`] returns once
 //! every worker has.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_core::catalog::CatalogChange;
 use sluice_core::config::WorkersConfig;
 use sluice_core::crash_point::{self, CrashPoint};
-use sluice_core::log::{Consumer, ConsumerConfig, Log};
+use sluice_core::log::{Consumer, ConsumerConfig, Delivery, Log};
 use sluice_core::resilience::{BreakerState, Breakers};
 use sluice_core::store::Store;
 use sluice_core::subjects::{StreamKind, WORKERS_CONSUMER};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::batch::BatchHandler;
 use crate::retry::RetryPolicy;
@@ -39,6 +43,9 @@ use crate::WorkerError;
 
 /// Longest a fetch waits for a message before the worker checks in again.
 pub const FETCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Shortest interval between two in-progress reports of one batch.
+const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A running pool of store writers.
 pub struct WorkerPool {
@@ -101,6 +108,7 @@ impl WorkerPool {
                 consumer,
                 Arc::clone(&handler),
                 config.fetch_batch,
+                ack_wait,
                 shutdown.clone(),
             );
             tracker.spawn(run.instrument(tracing::info_span!("worker", worker)));
@@ -150,8 +158,10 @@ async fn run_worker(
     consumer: Box<dyn Consumer>,
     handler: Arc<BatchHandler>,
     fetch_batch: usize,
+    ack_wait: Duration,
     shutdown: CancellationToken,
 ) {
+    let progress_every = progress_interval(ack_wait);
     let policy: RetryPolicy = *handler.policy();
     let mut fetch_errors: u32 = 0;
     let deps = handler.dependencies();
@@ -189,20 +199,59 @@ async fn run_worker(
                 }
             }
         };
-        for (i, delivery) in deliveries.iter().enumerate() {
-            if i > 0 {
-                // Crash tests: earlier messages of this batch are applied, later ones not.
-                crash_point::reached(CrashPoint::WorkerBatch);
+        // Messages of this batch not yet settled keep their ack wait restarted while
+        // earlier ones are handled (retries, a slow store), so none is delivered to
+        // another worker meanwhile and its delivery count does not grow.
+        let settled = AtomicUsize::new(0);
+        let handle_batch = async {
+            for (i, delivery) in deliveries.iter().enumerate() {
+                if i > 0 {
+                    // Crash tests: earlier messages of this batch are applied, later ones not.
+                    crash_point::reached(CrashPoint::WorkerBatch);
+                }
+                handler
+                    .handle(consumer.as_ref(), delivery)
+                    .instrument(tracing::debug_span!(
+                        "docs_message",
+                        subject = %delivery.subject,
+                        seq = delivery.seq.0,
+                        deliveries = delivery.delivery_count
+                    ))
+                    .await;
+                settled.store(i + 1, Ordering::Relaxed);
             }
-            handler
-                .handle(consumer.as_ref(), delivery)
-                .instrument(tracing::debug_span!(
-                    "docs_message",
-                    subject = %delivery.subject,
-                    seq = delivery.seq.0,
-                    deliveries = delivery.delivery_count
-                ))
-                .await;
+        };
+        tokio::select! {
+            biased;
+            () = handle_batch => {}
+            () = keep_in_progress(consumer.as_ref(), &deliveries, &settled, progress_every) => {}
         }
     }
+}
+
+/// Every `every`, reports the batch's unsettled messages (from index `settled` on) as in
+/// progress. Never returns; dropped once the batch is handled.
+async fn keep_in_progress(
+    consumer: &dyn Consumer,
+    deliveries: &[Delivery],
+    settled: &AtomicUsize,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let unsettled = &deliveries[settled.load(Ordering::Relaxed).min(deliveries.len())..];
+        if unsettled.is_empty() {
+            continue;
+        }
+        if let Err(error) = consumer.in_progress(unsettled).await {
+            // Not fatal: at worst the log delivers them again, and applying is idempotent.
+            debug!(%error, messages = unsettled.len(), "in-progress report failed");
+        }
+    }
+}
+
+/// How often a worker reports a batch in progress: well inside the ack wait, so one late
+/// report does not let it expire.
+fn progress_interval(ack_wait: Duration) -> Duration {
+    (ack_wait / 3).max(MIN_PROGRESS_INTERVAL)
 }

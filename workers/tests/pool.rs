@@ -123,6 +123,8 @@ enum Fault {
     /// Applies are written, counted, then never return: a process that died after its
     /// store write and before its event append and ack.
     StallAfterWrite,
+    /// Every apply takes this long before it writes: a slow store.
+    Slow(Duration),
     /// While set, every apply, version lookup and catalog listing fails transiently (the
     /// store is down); `refused` counts them.
     Down {
@@ -167,6 +169,7 @@ impl Store for FaultyStore {
         self.fault.check_down()?;
         match &self.fault {
             Fault::None | Fault::StallAfterWrite | Fault::Down { .. } => {}
+            Fault::Slow(delay) => tokio::time::sleep(*delay).await,
             Fault::PermanentFor(id) => {
                 if writes.iter().any(|w| w.id() == id) {
                     return Err(StoreError::Rejected("injected permanent failure".into()));
@@ -899,6 +902,58 @@ async fn a_long_store_outage_pauses_the_pool_and_dead_letters_nothing(backend: B
     stop(shutdown, vec![pool]).await;
 }
 
+/// A batch that takes many ack waits to work through (a slow store): the messages waiting
+/// their turn are reported in progress, so none is delivered a second time, none is spent
+/// against `max_deliver` and none reaches the DLQ.
+async fn a_slow_batch_is_not_redelivered_while_it_is_worked_through(backend: Backend) {
+    const MESSAGES: u32 = 6;
+    let apply_time = Duration::from_millis(400);
+    let fx = Fixture::new(backend, "slowbatch", Fault::Slow(apply_time)).await;
+    let shutdown = CancellationToken::new();
+    // The last message of the batch waits 5 × 400 ms = 2 s: four ack waits. The second
+    // worker fetches meanwhile, and would be handed any message whose ack wait expired.
+    let ack_wait = Duration::from_millis(500);
+    let config = WorkersConfig {
+        max_deliver: 2,
+        ..config(2)
+    };
+    let mut last = Seq(0);
+    for n in 0..MESSAGES {
+        last = fx.append(0, vec![upsert(&format!("s{n}"), "1")]).await;
+    }
+    let pool = start_pool(
+        fx.log.clone(),
+        fx.store.clone(),
+        config,
+        ack_wait,
+        shutdown.clone(),
+    )
+    .await;
+    fx.wait_acked(last).await;
+    assert!(fx.dead_letters().await.is_empty(), "nothing dead-lettered");
+    assert_eq!(ops_counter(&fx.collection, "applied"), u64::from(MESSAGES));
+    for outcome in ["unchanged", "deduplicated"] {
+        assert_eq!(
+            ops_counter(&fx.collection, outcome),
+            0,
+            "{outcome}: no message was delivered again and found already applied"
+        );
+    }
+    assert_eq!(
+        fx.store.applies.load(Ordering::SeqCst),
+        MESSAGES as usize,
+        "one store write per message"
+    );
+    if let Some(state) = fx.server_consumer_state().await {
+        assert_eq!(
+            state.deliveries,
+            u64::from(MESSAGES),
+            "each message delivered once: {state:?}"
+        );
+    }
+    stop(shutdown, vec![pool]).await;
+}
+
 async fn an_undecodable_message_is_dead_lettered(backend: Backend) {
     let fx = Fixture::new(backend, "malformed", Fault::None).await;
     let shutdown = CancellationToken::new();
@@ -1185,6 +1240,7 @@ on_both_logs!(
     a_poison_op_is_dead_lettered_and_its_batch_mates_are_applied,
     transient_failures_are_retried_until_applied,
     a_long_store_outage_pauses_the_pool_and_dead_letters_nothing,
+    a_slow_batch_is_not_redelivered_while_it_is_worked_through,
     an_undecodable_message_is_dead_lettered,
     shutdown_finishes_and_acks_the_message_in_hand,
     two_pools_share_the_consumer_and_apply_every_op_once,

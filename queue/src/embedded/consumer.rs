@@ -409,6 +409,21 @@ impl ConsumerGroup {
         self.wake.notify_waiters();
         Ok(())
     }
+
+    /// Restarts the ack wait of the pending messages among `seqs`.
+    fn in_progress(&self, seqs: &[u64]) -> Result<(), LogError> {
+        let mut state = lock(&self.state);
+        if state.deleted {
+            return Err(self.not_found());
+        }
+        let redeliver_at = Instant::now() + state.ack_wait;
+        for seq in seqs {
+            if let Some(pending) = state.pending.get_mut(seq) {
+                pending.redeliver_at = redeliver_at;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One handle on a shared durable consumer of the embedded log.
@@ -467,5 +482,14 @@ impl Consumer for EmbeddedConsumer {
         let seq = delivery.seq.0;
         let group = Arc::clone(&self.group);
         blocking(move || group.nak(seq, delay)).await
+    }
+
+    async fn in_progress(&self, deliveries: &[Delivery]) -> Result<(), LogError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<u64> = deliveries.iter().map(|delivery| delivery.seq.0).collect();
+        let group = Arc::clone(&self.group);
+        blocking(move || group.in_progress(&seqs)).await
     }
 }

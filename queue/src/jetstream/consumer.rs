@@ -252,4 +252,12 @@ impl Consumer for JetStreamConsumer {
         let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
         self.acknowledge(&delivery.ack_token, kind, "nak").await
     }
+
+    async fn in_progress(&self, deliveries: &[Delivery]) -> Result<(), LogError> {
+        futures_util::stream::iter(deliveries.iter().map(Ok))
+            .try_for_each_concurrent(ACKS_IN_FLIGHT, |delivery| {
+                self.acknowledge(&delivery.ack_token, AckKind::Progress, "in progress")
+            })
+            .await
+    }
 }
