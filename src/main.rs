@@ -5,7 +5,8 @@
 mod dlq_cli;
 
 /// mimalloc returns freed memory to the system soon after a burst (the system allocator
-/// kept most of a burst's peak resident); see the README's Operations notes.
+/// kept about half of a burst's peak resident); see the README's "Bad input and slow
+/// clients".
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

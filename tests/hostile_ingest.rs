@@ -103,6 +103,8 @@ async fn amplification_bodies_get_bounded_answers_and_memory() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let control = control(&server).await;
+    let baseline = server.rss_bytes();
+    let mut peak_growth = 0;
 
     // Millions of lines that are not objects: every one rejected, 1,000 listed.
     let mib = amplification_mib();
@@ -131,6 +133,7 @@ async fn amplification_bodies_get_bounded_answers_and_memory() {
     // The decoded body is held once (and gathered while it arrives); nothing per line.
     let bound = 4 * ones.len() as u64 + (96 << 20);
     assert!(grown < bound, "peak RSS grew by {} MiB", grown >> 20);
+    peak_growth = peak_growth.max(grown);
     drop(ones);
     assert_unharmed(&server, &control).await;
 
@@ -150,6 +153,7 @@ async fn amplification_bodies_get_bounded_answers_and_memory() {
     assert!(size < 100, "answer of {size} bytes");
     let bound = 3 * blanks.len() as u64 + (96 << 20);
     assert!(grown < bound, "peak RSS grew by {} MiB", grown >> 20);
+    peak_growth = peak_growth.max(grown);
     drop(blanks);
     assert_unharmed(&server, &control).await;
 
@@ -177,7 +181,39 @@ async fn amplification_bodies_get_bounded_answers_and_memory() {
     );
     let bound = 16 * bulk.len() as u64 + (96 << 20);
     assert!(grown < bound, "peak RSS grew by {} MiB", grown >> 20);
+    peak_growth = peak_growth.max(grown);
     assert_unharmed(&server, &control).await;
+
+    // What the burst took is given back to the system soon after (the allocator returns
+    // freed memory; nothing per request is kept).
+    let kept = kept_after_burst(&server, baseline).await;
+    eprintln!(
+        "after the burst: peak +{} MiB, kept +{} MiB",
+        peak_growth >> 20,
+        kept >> 20
+    );
+    assert!(
+        kept <= KEPT_AFTER_BURST,
+        "{} MiB still resident 10 s after a burst that peaked at +{} MiB",
+        kept >> 20,
+        peak_growth >> 20
+    );
+}
+
+/// Resident memory above the pre-burst baseline the server may keep once a burst is
+/// over: caches, writer arenas and allocator slack, not the burst's buffers.
+const KEPT_AFTER_BURST: u64 = 64 << 20;
+
+/// Resident memory above `baseline` once it stopped falling (or after 10 s).
+async fn kept_after_burst(server: &Server, baseline: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let kept = server.rss_bytes().saturating_sub(baseline);
+        if kept <= KEPT_AFTER_BURST / 2 || std::time::Instant::now() >= deadline {
+            return kept;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// A document with `n` distinct top-level fields besides its id.
