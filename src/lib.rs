@@ -22,7 +22,7 @@
 pub mod series;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -38,7 +38,7 @@ use sluice_ingest::spill::Spill;
 use sluice_ingest::{AppState, StartupGate};
 use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::{EmbeddedStore, FaultInjectingStore, GuardedStore};
-use sluice_workers::WorkerPool;
+use sluice_workers::{DeadLetterQueue, WorkerPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -97,6 +97,9 @@ async fn open_spill(
     .context("opening the spill buffer")?;
     Ok(Some(spill))
 }
+
+/// How often the DLQ depth gauge picks up entries appended by the workers.
+const DLQ_DEPTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The roles of a running node, between recovery and shutdown.
 struct Node {
@@ -176,6 +179,11 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
         .clone()
         .map(|spill| tokio::spawn(spill.forward(spill_stop.clone())));
 
+    let dlq = DeadLetterQueue::new(log.clone());
+    tokio::spawn(
+        dlq.clone()
+            .keep_depth_current(DLQ_DEPTH_INTERVAL, workers_stop.clone()),
+    );
     let state = AppState::new(
         config.ingest.clone(),
         log,
@@ -183,6 +191,7 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
         store,
         catalog,
         indexer.clone(),
+        dlq,
         metrics,
         breakers,
         faults,

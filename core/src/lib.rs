@@ -3,8 +3,11 @@
 //! Everything the roles (ingest, workers, indexer, search) agree on lives here:
 //! what a collection schema is, how a document is validated and hashed, what travels
 //! through the logs (batches of ops, batches of events), the error codes users see, and
-//! the two ports the roles talk through — [`log::Log`] and [`store::Store`]. Adapters
-//! (`sluice-queue`, `sluice-store`) implement the ports; nothing here depends on them.
+//! the ports the roles talk through — [`log::Log`] and [`store::Store`] for the engines,
+//! [`search::SearchService`] and [`dlq::DeadLetterAdmin`] for what the HTTP layer asks of
+//! the indexer and the workers. Adapters (`sluice-queue`, `sluice-store`) and roles
+//! (`sluice-indexer`, `sluice-workers`) implement them; nothing here depends on those, and
+//! the binary wires concrete types together.
 //!
 //! # Layout
 //! - [`ids`]: newtypes for collection names, document ids, sequences and partitions.
@@ -16,6 +19,8 @@
 //! - [`op`]: ops, events and the batch messages that carry them through the logs.
 //! - [`log`]: the durable log port (append, shared durable consumers, acks, redelivery).
 //! - [`store`]: the document store port (last-writer-wins writes, tombstones, scans).
+//! - [`search`]: the search port: request, response and hit types, indexed reads.
+//! - [`dlq`]: the dead-letter record and the DLQ administration port.
 //! - [`faults`]: test-only fault injection (errors, latency) at named points.
 //! - [`resilience`]: error classification, call timeouts and circuit breakers.
 //! - [`error`]: stable error codes and their HTTP statuses.
@@ -25,6 +30,7 @@
 pub mod catalog;
 pub mod config;
 pub mod crash_point;
+pub mod dlq;
 pub mod document;
 pub mod error;
 pub mod faults;
@@ -34,6 +40,7 @@ pub mod metrics;
 pub mod op;
 pub mod resilience;
 pub mod schema;
+pub mod search;
 pub mod store;
 pub mod subjects;
 

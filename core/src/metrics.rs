@@ -15,6 +15,10 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sluice_http_request_duration_se
 pub const INGEST_DOCUMENTS_TOTAL: &str = "sluice_ingest_documents_total";
 /// Decoded request body bytes received by ingest. Labels: `collection`.
 pub const INGEST_BYTES_TOTAL: &str = "sluice_ingest_bytes_total";
+/// Time from a request's first append until all of its batches were durable (in the log,
+/// or in the spill buffer while the log is down). The log's own append latency is
+/// [`LOG_APPEND_DURATION_SECONDS`].
+pub const INGEST_DURABLE_DURATION_SECONDS: &str = "sluice_ingest_durable_duration_seconds";
 
 /// Messages appended to a log stream. Labels: `stream`.
 pub const LOG_APPENDED_MESSAGES_TOTAL: &str = "sluice_log_appended_messages_total";
@@ -126,6 +130,11 @@ pub fn describe() {
         LOG_APPEND_DURATION_SECONDS,
         Unit::Seconds,
         "Latency of one durable append"
+    );
+    describe_histogram!(
+        INGEST_DURABLE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time until all batches of one ingest request were durable"
     );
     describe_counter!(LOG_SYNCS_TOTAL, "Durable syncs of the embedded log");
     describe_counter!(LOG_REDELIVERIES_TOTAL, "Messages delivered again");

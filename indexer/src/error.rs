@@ -5,7 +5,8 @@
 use sluice_core::log::LogError;
 use sluice_core::resilience::{Classify, ErrorKind};
 use sluice_core::store::StoreError;
-use sluice_core::ErrorCode;
+
+pub use sluice_core::search::SearchError;
 
 /// Why [`crate::Indexer::start`] (or opening a collection's shards) failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,50 +68,13 @@ impl From<tantivy::directory::error::OpenDirectoryError> for ShardError {
     }
 }
 
-/// Why a search failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    /// The request cannot be run as asked (bad syntax, unknown or unsortable field, window
-    /// too large); the message says what to change.
-    #[error("{0}")]
-    InvalidQuery(String),
-    /// The query text is longer, or a query or filter nested deeper, than the limits
-    /// allow (`indexer.max_query_length`, `indexer.max_query_depth`); the message names
-    /// the limit.
-    #[error("{0}")]
-    QueryTooComplex(String),
-    /// No such collection.
-    #[error("collection not found")]
-    CollectionNotFound,
-    /// The collection's index is not ready (still building); retry later.
-    #[error("index unavailable: {0}")]
-    Unavailable(String),
-    /// An unexpected failure while searching; details are logged.
-    #[error("search failed: {0}")]
-    Internal(String),
-}
-
-impl SearchError {
-    /// The code users see.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            SearchError::InvalidQuery(_) => ErrorCode::InvalidQuery,
-            SearchError::QueryTooComplex(_) => ErrorCode::QueryTooComplex,
-            SearchError::CollectionNotFound => ErrorCode::CollectionNotFound,
-            SearchError::Unavailable(_) => ErrorCode::Unavailable,
-            SearchError::Internal(_) => ErrorCode::Internal,
-        }
-    }
-}
-
 impl From<ShardError> for SearchError {
     fn from(e: ShardError) -> Self {
         SearchError::Internal(e.to_string())
     }
 }
 
-impl From<tantivy::TantivyError> for SearchError {
-    fn from(e: tantivy::TantivyError) -> Self {
-        SearchError::Internal(e.to_string())
-    }
+/// An unexpected failure while searching (a Tantivy or I/O error), as a [`SearchError`].
+pub(crate) fn internal(error: impl std::fmt::Display) -> SearchError {
+    SearchError::Internal(error.to_string())
 }

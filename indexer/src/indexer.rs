@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use moka::sync::Cache;
 use sluice_core::catalog::{Catalog, CatalogChange};
 use sluice_core::config::IndexerConfig;
@@ -34,6 +35,7 @@ use sluice_core::metrics::{
     SEARCH_CACHE_BYTES, SEARCH_CACHE_LOOKUPS_TOTAL, SEARCH_DURATION_SECONDS, SEARCH_REQUESTS_TOTAL,
 };
 use sluice_core::resilience::Breakers;
+use sluice_core::search::{IndexedCopy, SearchRequest, SearchResponse, SearchService};
 use sluice_core::store::{CollectionMeta, Store};
 use sluice_core::{CollectionName, DocId};
 use tokio::sync::broadcast::error::RecvError;
@@ -42,10 +44,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::collection::{self, CollectionIndex};
 use crate::error::{IndexerError, SearchError};
-use crate::lookup::{self, IndexedCopy};
-use crate::search::{
-    self, NormalizedRequest, SearchRequest, SearchResponse, SearchSettings, ShardTop,
-};
+use crate::lookup;
+use crate::search::{self, NormalizedRequest, SearchSettings, ShardTop};
 use crate::writer_slots::WriterSlots;
 
 /// Attempts at opening or rebuilding a collection after a catalog change.
@@ -483,6 +483,25 @@ impl Indexer {
         for meta in metas {
             self.on_upserted(meta).await;
         }
+    }
+}
+
+#[async_trait]
+impl SearchService for Indexer {
+    async fn search(
+        &self,
+        collection: &CollectionName,
+        request: &SearchRequest,
+    ) -> Result<SearchResponse, SearchError> {
+        Indexer::search(self, collection, request).await
+    }
+
+    async fn indexed_copy(
+        &self,
+        collection: &CollectionName,
+        id: &DocId,
+    ) -> Result<Option<IndexedCopy>, SearchError> {
+        Indexer::indexed_copy(self, collection, id).await
     }
 }
 

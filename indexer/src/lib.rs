@@ -37,5 +37,4 @@ mod writer_slots;
 
 pub use error::{IndexerError, SearchError};
 pub use indexer::Indexer;
-pub use lookup::IndexedCopy;
-pub use search::{Hit, SearchRequest, SearchResponse};
+pub use sluice_core::search::{Hit, IndexedCopy, SearchRequest, SearchResponse, SearchService};

@@ -14,26 +14,11 @@ use sluice_core::{DocId, Partition, Seq};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, DocSet, TantivyDocument, Term, TERMINATED};
 
-use crate::error::SearchError;
+use sluice_core::search::{IndexedCopy, SearchError};
+
+use crate::error::internal;
 use crate::index_schema::SEQ_FIELD;
 use crate::shard::ShardIndex;
-
-/// What the index holds for one id, as of its shard's last commit.
-#[derive(Clone, Debug, PartialEq)]
-pub enum IndexedCopy {
-    /// The document's canonical JSON, written at `seq`.
-    Live {
-        /// The canonical JSON, as ingested.
-        source: Bytes,
-        /// The op sequence of this version.
-        seq: Seq,
-    },
-    /// A delete at `seq` is the last indexed change.
-    Deleted {
-        /// The op sequence of the delete.
-        seq: Seq,
-    },
-}
 
 /// The shard of `id` among `shards`.
 pub(crate) fn shard_of<'a, T>(shards: &'a [T], id: &DocId) -> Option<&'a T> {
@@ -46,7 +31,6 @@ pub(crate) fn lookup(shard: &ShardIndex, id: &DocId) -> Result<Option<IndexedCop
     let schema = shard.schema();
     let searcher = shard.searcher();
     let term = Term::from_field_text(schema.id, id.as_str());
-    let internal = |e: tantivy::TantivyError| SearchError::Internal(e.to_string());
     let mut best: Option<(u64, DocAddress)> = None;
     for (ord, segment) in searcher.segment_readers().iter().enumerate() {
         let postings = segment

@@ -38,7 +38,9 @@ use tantivy::{DocAddress, Order, Score, Searcher, SegmentReader, TantivyDocument
 use sluice_core::config::IndexerConfig;
 use tantivy::query::QueryParserError;
 
-use crate::error::SearchError;
+use sluice_core::search::{Hit, SearchError, SearchRequest};
+
+use crate::error::internal;
 use crate::index_schema::{IndexSchema, SortKind, ID_FIELD};
 use crate::query_limits::{self, QueryLimits};
 use crate::shard::ShardIndex;
@@ -69,108 +71,6 @@ impl SearchSettings {
             highlight_max_analyzed: usize::try_from(config.highlight_max_analyzed_size.as_u64())
                 .unwrap_or(usize::MAX),
         }
-    }
-}
-
-/// A search request (query string parameters or JSON body).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SearchRequest {
-    /// Tantivy query syntax over the text fields (and undeclared fields); missing, empty
-    /// or `*` matches every document.
-    pub q: Option<String>,
-    /// Filters in Tantivy syntax on keyword, string, numeric, bool or datetime fields,
-    /// ANDed together, not scored (`tags:t1`, `price:[10 TO 100]`).
-    #[serde(default)]
-    pub filter: Vec<String>,
-    /// `field:asc` or `field:desc` on a numeric, datetime, keyword or string field;
-    /// relevance when absent.
-    pub sort: Option<String>,
-    /// Hits to return (default 10).
-    pub limit: Option<usize>,
-    /// Hits to skip (default 0).
-    pub offset: Option<usize>,
-    /// Whether to compute highlights (default true).
-    pub highlight: Option<bool>,
-}
-
-/// A page of results.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct SearchResponse {
-    /// Exact number of matching documents (of the shards that answered, when `partial`).
-    pub total: u64,
-    /// The requested page.
-    pub hits: Vec<Hit>,
-    /// Time this call took, in milliseconds.
-    pub took_ms: u64,
-    /// Some shards failed or timed out: the results are those of the others. Present
-    /// only when true.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub partial: bool,
-    /// The shards that failed, when `partial`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failed_shards: Vec<u32>,
-    /// Every shard failed: this is the last complete result of the same request, served
-    /// from the cache; newer writes may be missing. Present only when true.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub stale: bool,
-}
-
-impl SearchResponse {
-    /// A cheap estimate of the memory this response holds, in bytes (what the result
-    /// cache weighs it by): the documents' and snippets' text plus a fixed cost per
-    /// hit and per snippet.
-    pub fn estimated_size(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.failed_shards.len() * std::mem::size_of::<u32>()
-            + self.hits.iter().map(Hit::estimated_size).sum::<usize>()
-    }
-
-    /// No hits, no flags.
-    pub fn empty() -> Self {
-        Self {
-            total: 0,
-            hits: Vec::new(),
-            took_ms: 0,
-            partial: false,
-            failed_shards: Vec::new(),
-            stale: false,
-        }
-    }
-}
-
-/// One matching document.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Hit {
-    /// The document id.
-    pub id: String,
-    /// Relevance; `null` when sorted by a field.
-    pub score: Option<f32>,
-    /// The stored canonical JSON, as is.
-    pub doc: Box<RawValue>,
-    /// Text field name → snippets with `<em>` marks around matched terms.
-    pub highlights: Map<String, Value>,
-}
-
-impl Hit {
-    fn estimated_size(&self) -> usize {
-        // A map entry or an array slot costs about a pointer-sized node besides its text.
-        const SLOT: usize = 4 * std::mem::size_of::<usize>();
-        let snippets: usize = self
-            .highlights
-            .iter()
-            .map(|(field, snippets)| {
-                let texts: usize = match snippets {
-                    Value::Array(items) => items
-                        .iter()
-                        .map(|item| SLOT + item.as_str().map_or(0, str::len))
-                        .sum(),
-                    _ => SLOT,
-                };
-                SLOT + field.len() + texts
-            })
-            .sum();
-        std::mem::size_of::<Self>() + self.id.len() + self.doc.get().len() + snippets
     }
 }
 
@@ -469,7 +369,7 @@ pub(crate) fn collect_shard(
     let searcher = shard.searcher();
     let query = plan.query.as_ref();
     if top_k == 0 {
-        let total = searcher.search(query, &Count)? as u64;
+        let total = searcher.search(query, &Count).map_err(internal)? as u64;
         return Ok(ShardTop {
             searcher,
             total,
@@ -487,7 +387,9 @@ pub(crate) fn collect_shard(
     let (total, candidates) = match &plan.sort {
         None => {
             let collector = top.order_by(((SortBySimilarityScore, Order::Desc), by_id));
-            let (total, hits) = searcher.search(query, &(Count, collector))?;
+            let (total, hits) = searcher
+                .search(query, &(Count, collector))
+                .map_err(internal)?;
             let candidates = hits
                 .into_iter()
                 .map(|((score, id), address)| candidate(MergeKey::Score(score), id, address))
@@ -503,8 +405,9 @@ pub(crate) fn collect_shard(
             match sort.kind {
                 SortKind::Numeric => {
                     let by_field = (NumericSortKey::for_field(&sort.field), order);
-                    let (total, hits) =
-                        searcher.search(query, &(Count, top.order_by((by_field, by_id))))?;
+                    let (total, hits) = searcher
+                        .search(query, &(Count, top.order_by((by_field, by_id))))
+                        .map_err(internal)?;
                     let candidates = hits
                         .into_iter()
                         .map(|((value, id), address)| {
@@ -515,8 +418,9 @@ pub(crate) fn collect_shard(
                 }
                 SortKind::Keyword => {
                     let by_field = (SortByString::for_field(&sort.field), order);
-                    let (total, hits) =
-                        searcher.search(query, &(Count, top.order_by((by_field, by_id))))?;
+                    let (total, hits) = searcher
+                        .search(query, &(Count, top.order_by((by_field, by_id))))
+                        .map_err(internal)?;
                     let candidates = hits
                         .into_iter()
                         .map(|((value, id), address)| {
@@ -594,7 +498,7 @@ pub(crate) fn load_hits(
             .as_ref()
             .ok_or_else(|| SearchError::Internal("a hit of a failed shard".into()))?
             .searcher;
-        let doc: TantivyDocument = searcher.doc(candidate.address)?;
+        let doc: TantivyDocument = searcher.doc(candidate.address).map_err(internal)?;
         let source = doc
             .get_first(schema.source)
             .and_then(|v| v.as_bytes())
@@ -647,7 +551,7 @@ fn snippet_generators(
         if has_terms {
             touched.push((
                 name.clone(),
-                SnippetGenerator::create(searcher, query, *field)?,
+                SnippetGenerator::create(searcher, query, *field).map_err(internal)?,
             ));
         }
     }
@@ -758,6 +662,7 @@ impl SegmentSortKeyComputer for NumericSegmentSortKey {
 
 #[cfg(test)]
 mod tests {
+    use sluice_core::search::SearchResponse;
     use std::collections::HashSet;
     use std::path::Path;
     use std::sync::Arc;

@@ -576,8 +576,7 @@ pub(crate) async fn append_batches(
         }
     });
     let results = futures_util::future::join_all(appends).await;
-    metrics::histogram!(m::LOG_APPEND_DURATION_SECONDS, "stream" => "DOCS")
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::INGEST_DURABLE_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     results
 }
 

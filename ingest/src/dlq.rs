@@ -1,6 +1,7 @@
 //! The dead-letter queue routes: `GET /v1/dlq`, `POST /v1/dlq/replay`, `DELETE /v1/dlq`.
 //!
-//! Thin wrappers over [`sluice_workers::DeadLetterQueue`], which holds the semantics
+//! Thin wrappers over [`sluice_core::dlq::DeadLetterAdmin`] (the workers' dead-letter queue,
+//! wired by the binary), which holds the semantics
 //! (replay keeps last-writer-wins order, idempotence, depth counting). Listings carry what
 //! an operator needs to decide (collection, id, op kind, error code and message, attempts,
 //! failure times) but never document values: a document may hold `personal_data`.
@@ -10,9 +11,10 @@ use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sluice_core::dlq::{
+    DlqEntry, DlqSelection, ReplayLimits, DELETE_OP, MAX_LIST_LIMIT, MAX_SELECTED_IDS,
+};
 use sluice_core::{CollectionName, ErrorCode, Seq};
-use sluice_workers::dlq_admin::{DlqEntry, ReplayLimits, MAX_LIST_LIMIT, MAX_SELECTED_IDS};
-use sluice_workers::DlqSelection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -107,7 +109,7 @@ fn entry_json(entry: &DlqEntry) -> Value {
     let record = &entry.record;
     let op = match &record.op {
         Value::Object(_) => json!("upsert"),
-        Value::String(s) if s == sluice_workers::dlq::DELETE_OP => json!("delete"),
+        Value::String(s) if s == DELETE_OP => json!("delete"),
         _ => Value::Null,
     };
     json!({
@@ -145,12 +147,10 @@ pub async fn list_dlq(
         .list(collection.as_ref(), Seq(params.after), limit)
         .await
         .map_err(|e| ApiError::unavailable("log", e))?;
-    dlq.refresh_depth()
-        .await
-        .map_err(|e| ApiError::unavailable("log", e))?;
     let depth: serde_json::Map<String, Value> = dlq
         .depth()
         .await
+        .map_err(|e| ApiError::unavailable("log", e))?
         .into_iter()
         .filter(|(c, _)| collection.as_ref().is_none_or(|wanted| wanted == c))
         .map(|(c, n)| (c.to_string(), json!(n)))
@@ -194,7 +194,7 @@ pub async fn replay_dlq(
         .dlq
         .replay(
             &selection,
-            |c| catalog.get(c).map(|meta| meta.shards()),
+            &|c| catalog.get(c).map(|meta| meta.shards()),
             limits,
         )
         .await

@@ -22,9 +22,9 @@ use serde_json::json;
 use sluice_core::document::ContentHash;
 use sluice_core::op::{DocBatch, DocOp};
 use sluice_core::resilience::{Breaker, BreakerState, Classify};
+use sluice_core::search::IndexedCopy;
 use sluice_core::store::{CollectionMeta, StoreError};
 use sluice_core::{CollectionName, DocId, ErrorCode};
-use sluice_indexer::IndexedCopy;
 
 use crate::bulk::{all_appended, append_batches, wait_error, WaitFor, WriteParams};
 use crate::error::ApiError;
@@ -90,7 +90,7 @@ async fn read_from_index(
     id: &DocId,
     cause: StoreError,
 ) -> Result<Response, ApiError> {
-    match state.inner.indexer.indexed_copy(name, id).await {
+    match state.inner.search.indexed_copy(name, id).await {
         Ok(Some(IndexedCopy::Live { source, .. })) => {
             tracing::debug!(error = %cause, "store unavailable; document read from the index");
             let hash = ContentHash::of(&source);

@@ -5,10 +5,10 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
+use sluice_core::dlq::{MAX_LIST_LIMIT, MAX_SELECTED_IDS};
 use sluice_core::ids::{MAX_COLLECTION_NAME_BYTES, MAX_DOC_ID_BYTES};
 use sluice_core::resilience::BreakerState;
 use sluice_core::schema::{MAX_SHARDS, TOKENIZERS};
-use sluice_workers::dlq_admin::{MAX_LIST_LIMIT, MAX_SELECTED_IDS};
 
 use crate::state::AppState;
 

@@ -10,8 +10,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use bytes::Bytes;
 use sluice_core::metrics as m;
+use sluice_core::search::{SearchError, SearchRequest, SearchResponse};
 use sluice_core::ErrorCode;
-use sluice_indexer::{SearchError, SearchRequest, SearchResponse};
 
 use crate::documents::collection_meta;
 use crate::error::ApiError;
@@ -67,7 +67,7 @@ async fn run(
 ) -> Result<Json<SearchResponse>, ApiError> {
     let (name, _) = collection_meta(state, collection)?;
     let started = Instant::now();
-    let result = state.inner.indexer.search(&name, &request).await;
+    let result = state.inner.search.search(&name, &request).await;
     metrics::histogram!(m::SEARCH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     result.map(Json).map_err(|e| match e {
         SearchError::InvalidQuery(message) => ApiError::new(ErrorCode::InvalidQuery, message),

@@ -6,22 +6,19 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_core::catalog::Catalog;
 use sluice_core::config::IngestConfig;
+use sluice_core::dlq::DeadLetterAdmin;
 use sluice_core::document::LineLimits;
 use sluice_core::faults::Faults;
 use sluice_core::log::Log;
 use sluice_core::resilience::Breakers;
+use sluice_core::search::SearchService;
 use sluice_core::store::Store;
-use sluice_indexer::Indexer;
-use sluice_workers::DeadLetterQueue;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Backlog;
 use crate::spill::Spill;
 use crate::visibility::Visibility;
-
-/// How often the DLQ depth gauge picks up entries appended by the workers.
-const DLQ_DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone)]
@@ -36,7 +33,8 @@ pub(crate) struct Inner {
     pub spill: Option<Arc<Spill>>,
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
-    pub indexer: Arc<Indexer>,
+    /// Searches, and the indexed copies read while the store is down.
+    pub search: Arc<dyn SearchService>,
     pub metrics: Option<PrometheusHandle>,
     /// The node's breakers (health reports the open ones; reads check the store's).
     pub breakers: Breakers,
@@ -46,7 +44,8 @@ pub(crate) struct Inner {
     pub ingest_permits: Arc<Semaphore>,
     pub visibility: Visibility,
     pub backlog: Arc<Backlog>,
-    pub dlq: Arc<DeadLetterQueue>,
+    /// Listing, replaying and purging dead letters.
+    pub dlq: Arc<dyn DeadLetterAdmin>,
     /// `indexer.max_result_window`, as the OpenAPI document states it.
     pub max_result_window: AtomicUsize,
 }
@@ -55,7 +54,8 @@ impl AppState {
     /// Bundles the handles. `metrics` renders `/metrics` (absent: an empty page).
     /// `breakers` and `faults` are the node's, shared with the other roles (appends go
     /// through `breakers.log_publish`); `spill` (distributed mode only) takes the batches
-    /// the log cannot take now.
+    /// the log cannot take now. `search` and `dlq` are the indexer's and the workers'
+    /// services, local or remote: the HTTP layer knows them only by their ports.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: IngestConfig,
@@ -63,7 +63,8 @@ impl AppState {
         spill: Option<Arc<Spill>>,
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
-        indexer: Arc<Indexer>,
+        search: Arc<dyn SearchService>,
+        dlq: Arc<dyn DeadLetterAdmin>,
         metrics: Option<PrometheusHandle>,
         breakers: Breakers,
         faults: Arc<Faults>,
@@ -75,7 +76,6 @@ impl AppState {
             catalog.clone(),
             config.max_backlog_docs,
         ));
-        let dlq = DeadLetterQueue::new(log.clone());
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -83,7 +83,7 @@ impl AppState {
                 spill,
                 store,
                 catalog,
-                indexer,
+                search,
                 metrics,
                 breakers,
                 faults,
@@ -100,15 +100,9 @@ impl AppState {
     }
 
     /// Starts the API's background upkeep until `shutdown`: the backlog ledger behind
-    /// admission and the DLQ depth gauge.
+    /// admission.
     pub fn spawn_upkeep(&self, shutdown: CancellationToken) {
-        tokio::spawn(self.inner.backlog.clone().run(shutdown.clone()));
-        tokio::spawn(
-            self.inner
-                .dlq
-                .clone()
-                .keep_depth_current(DLQ_DEPTH_INTERVAL, shutdown),
-        );
+        tokio::spawn(self.inner.backlog.clone().run(shutdown));
     }
 
     /// Sets the largest `limit + offset` of a search (`indexer.max_result_window`) the

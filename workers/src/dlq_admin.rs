@@ -23,9 +23,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use metrics::{counter, gauge};
-use serde::Serialize;
 use sluice_core::document::ContentHash;
 use sluice_core::ids::{CollectionName, Partition, Seq};
 use sluice_core::log::{Log, LogError, OutgoingMessage, StoredMessage};
@@ -36,80 +36,14 @@ use sluice_core::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::dlq::{DeadLetter, DeadLetterCode, DELETE_OP, UNROUTABLE_COLLECTION};
+use sluice_core::dlq::{
+    DeadLetter, DeadLetterAdmin, DeadLetterCode, DlqEntry, DlqPage, DlqSelection, ReplayFailure,
+    ReplayLimits, ReplayReport, DELETE_OP, MAX_LIST_LIMIT, UNROUTABLE_COLLECTION,
+};
 
 /// Entries read from the log at once while walking a selection. An entry carries its
 /// document (at most one log message, ~1 MiB), so this bounds a replay's memory.
 const PAGE: usize = 100;
-/// Most entry ids one request may name.
-pub const MAX_SELECTED_IDS: usize = 10_000;
-/// Most entries one listing returns.
-pub const MAX_LIST_LIMIT: usize = 500;
-
-/// Which entries an operation applies to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DlqSelection {
-    /// Every entry.
-    All,
-    /// The entries of one collection.
-    Collection(CollectionName),
-    /// The entries with these ids (DLQ stream sequences).
-    Entries(Vec<Seq>),
-}
-
-/// One entry as listed.
-#[derive(Clone, Debug)]
-pub struct DlqEntry {
-    /// Its id: its sequence in the DLQ stream.
-    pub entry_id: Seq,
-    /// When it was appended to the DLQ, ms since the Unix epoch.
-    pub appended_at_ms: u64,
-    /// The record.
-    pub record: DeadLetter,
-}
-
-/// One page of a listing.
-#[derive(Clone, Debug)]
-pub struct DlqPage {
-    /// The entries, by id.
-    pub entries: Vec<DlqEntry>,
-    /// Pass as `after` for the next page; `None` when this is the last.
-    pub next_after: Option<Seq>,
-}
-
-/// An entry that could not be replayed; it stays in the queue.
-#[derive(Clone, Debug, Serialize)]
-pub struct ReplayFailure {
-    /// The entry id.
-    pub entry_id: u64,
-    /// Why, as a stable code.
-    pub code: ErrorCode,
-    /// Why, for humans.
-    pub message: String,
-}
-
-/// What a replay did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ReplayReport {
-    /// Entries re-appended to DOCS and removed from the queue.
-    pub replayed: u64,
-    /// Entries left in the queue because they cannot be replayed.
-    pub failed: u64,
-    /// Selected ids that are not (or no longer) in the queue.
-    pub not_found: u64,
-    /// Why each failed entry failed (at most [`MAX_LIST_LIMIT`] listed).
-    pub failures: Vec<ReplayFailure>,
-}
-
-/// How big one replay message may grow (the same limits as ingest's batches).
-#[derive(Clone, Copy, Debug)]
-pub struct ReplayLimits {
-    /// Most ops per DOCS message.
-    pub max_docs: usize,
-    /// Most bytes per DOCS message; a single larger op still travels alone.
-    pub max_bytes: usize,
-}
-
 #[derive(Default)]
 struct Depth {
     /// Every entry at or below this sequence is in `by_collection` (or was removed).
@@ -184,7 +118,7 @@ impl DeadLetterQueue {
     pub async fn replay(
         &self,
         selection: &DlqSelection,
-        shards_of: impl Fn(&CollectionName) -> Option<u32>,
+        shards_of: &(dyn for<'c> Fn(&'c CollectionName) -> Option<u32> + Send + Sync),
         limits: ReplayLimits,
     ) -> Result<ReplayReport, LogError> {
         let mut depth = self.depth.lock().await;
@@ -195,7 +129,7 @@ impl DeadLetterQueue {
             let mut groups: BTreeMap<(CollectionName, Partition), Vec<(&DlqEntry, DocOp)>> =
                 BTreeMap::new();
             for entry in &page {
-                match replayable_op(entry, &shards_of) {
+                match replayable_op(entry, shards_of) {
                     Ok((partition, op)) => groups
                         .entry((entry.record.collection.clone(), partition))
                         .or_default()
@@ -363,6 +297,36 @@ impl DeadLetterQueue {
     }
 }
 
+#[async_trait]
+impl DeadLetterAdmin for DeadLetterQueue {
+    async fn list(
+        &self,
+        collection: Option<&CollectionName>,
+        after: Seq,
+        limit: usize,
+    ) -> Result<DlqPage, LogError> {
+        DeadLetterQueue::list(self, collection, after, limit).await
+    }
+
+    async fn depth(&self) -> Result<BTreeMap<CollectionName, u64>, LogError> {
+        self.refresh_depth().await?;
+        Ok(DeadLetterQueue::depth(self).await)
+    }
+
+    async fn replay(
+        &self,
+        selection: &DlqSelection,
+        shards_of: &(dyn for<'c> Fn(&'c CollectionName) -> Option<u32> + Send + Sync),
+        limits: ReplayLimits,
+    ) -> Result<ReplayReport, LogError> {
+        DeadLetterQueue::replay(self, selection, shards_of, limits).await
+    }
+
+    async fn purge(&self, selection: &DlqSelection) -> Result<u64, LogError> {
+        DeadLetterQueue::purge(self, selection).await
+    }
+}
+
 /// Walks a selection a page at a time. For [`DlqSelection::Entries`], ids not found are
 /// counted, not returned.
 struct Pages<'a> {
@@ -448,7 +412,7 @@ fn entry_of(message: &StoredMessage) -> DlqEntry {
 /// The op to replay and its partition, or why the entry cannot be replayed.
 fn replayable_op(
     entry: &DlqEntry,
-    shards_of: &impl Fn(&CollectionName) -> Option<u32>,
+    shards_of: &dyn Fn(&CollectionName) -> Option<u32>,
 ) -> Result<(Partition, DocOp), (ErrorCode, String)> {
     let record = &entry.record;
     let not_replayable = |message: &str| (ErrorCode::NotReplayable, message.to_owned());

@@ -22,8 +22,9 @@
 //! - `dedup`: the version cache in front of the store and the per-op decisions.
 //! - `retry`: failures (classified by the ports' `Classify`) and backoff.
 //! - `outage`: pausing while a dependency is down; deliveries an outage does not count.
-//! - [`dlq`]: the dead-letter record.
-//! - [`dlq_admin`]: listing, replaying and purging dead letters; the DLQ depth gauge.
+//! - [`dlq`]: the dead-letter record (its contract lives in `sluice_core::dlq`).
+//! - [`dlq_admin`]: listing, replaying and purging dead letters; the DLQ depth gauge;
+//!   the `sluice_core::dlq::DeadLetterAdmin` the HTTP layer uses.
 
 mod batch;
 mod dedup;
@@ -34,8 +35,9 @@ pub mod pool;
 mod retry;
 
 pub use dlq::{DeadLetter, DeadLetterCode};
-pub use dlq_admin::{DeadLetterQueue, DlqSelection};
+pub use dlq_admin::DeadLetterQueue;
 pub use pool::WorkerPool;
+pub use sluice_core::dlq::DlqSelection;
 
 use sluice_core::log::LogError;
 
