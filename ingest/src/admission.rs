@@ -50,6 +50,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::ack_floors::AckFloors;
 use crate::error::ApiError;
 
 /// How often the ledger follows the consumers' ack floors.
@@ -70,6 +71,7 @@ struct Ledger {
 /// The backlog of documents this node accepted; see the module docs.
 pub struct Backlog {
     log: Arc<dyn Log>,
+    floors: Arc<AckFloors>,
     catalog: Arc<Catalog>,
     limit: u64,
     ledger: Mutex<Ledger>,
@@ -77,10 +79,17 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    /// A ledger bounded at `limit` documents (0: no bound).
-    pub fn new(log: Arc<dyn Log>, catalog: Arc<Catalog>, limit: u64) -> Self {
+    /// A ledger bounded at `limit` documents (0: no bound), following the floors through
+    /// `floors`.
+    pub fn new(
+        log: Arc<dyn Log>,
+        floors: Arc<AckFloors>,
+        catalog: Arc<Catalog>,
+        limit: u64,
+    ) -> Self {
         Self {
             log,
+            floors,
             catalog,
             limit,
             ledger: Mutex::new(Ledger::default()),
@@ -136,8 +145,8 @@ impl Backlog {
             return self.refresh_indexing().await;
         }
         let floor = self
-            .log
-            .ack_floor(StreamKind::Docs, subjects::WORKERS_CONSUMER)
+            .floors
+            .current(StreamKind::Docs, subjects::WORKERS_CONSUMER)
             .await?;
         if let Some(floor) = floor {
             // Read after the floor: the events of every message at or below it are at
@@ -171,8 +180,8 @@ impl Backlog {
                         let consumer = subjects::indexer_consumer(&collection, Partition(shard));
                         // A shard consumer not there yet has made nothing searchable.
                         let floor = self
-                            .log
-                            .ack_floor(StreamKind::Events, &consumer)
+                            .floors
+                            .current(StreamKind::Events, &consumer)
                             .await?
                             .unwrap_or_default();
                         min = min.min(floor);

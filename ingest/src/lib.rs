@@ -2,7 +2,7 @@
 //!
 //! Every route of the public API lives here: bulk NDJSON ingest, documents by id,
 //! collections, search, health, metrics and the OpenAPI document. Handlers are thin: they
-//! validate input, call the log, the store, the catalog or the indexer through their
+//! validate input, call the log, the store, the catalog, search or the DLQ through their
 //! ports, and map failures to stable error codes ([`error::ApiError`]).
 //!
 //! # Layout
@@ -21,11 +21,13 @@
 //! - [`dlq`]: the dead-letter queue routes: list, replay, purge.
 //! - [`spill`]: the local spill buffer and its forwarder, while the log is down.
 //! - [`visibility`]: waiting for writes to be applied or searchable.
+//! - [`ack_floors`]: one follower per consumer ack floor, read by visibility and admission.
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //! - [`faults`]: the test-only fault plan routes (`[faults] enabled`).
 //! - [`error`]: the error type, trace ids, fallbacks.
 //! - [`startup`]: the starting gate that answers while the node recovers.
 
+pub mod ack_floors;
 pub mod admission;
 pub mod body;
 pub mod bulk;

@@ -16,6 +16,7 @@ use sluice_core::store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::ack_floors::AckFloors;
 use crate::admission::Backlog;
 use crate::spill::Spill;
 use crate::visibility::Visibility;
@@ -70,9 +71,16 @@ impl AppState {
         faults: Arc<Faults>,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.max_in_flight_requests));
-        let visibility = Visibility::new(log.clone(), spill.clone(), config.visibility_timeout);
+        let floors = AckFloors::new(log.clone());
+        let visibility = Visibility::new(
+            log.clone(),
+            floors.clone(),
+            spill.clone(),
+            config.visibility_timeout,
+        );
         let backlog = Arc::new(Backlog::new(
             log.clone(),
+            floors,
             catalog.clone(),
             config.max_backlog_docs,
         ));

@@ -12,7 +12,8 @@
 //! yet: a wait first waits for the spill to forward them, then takes the log's head
 //! (which is at or past them) as its target.
 //!
-//! Polling backs off from 2 ms to 25 ms; a wait is bounded by the visibility timeout.
+//! Floors are read through the node's one follower per consumer ([`crate::ack_floors`]);
+//! a wait is bounded by the visibility timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{Partition, Seq};
 use tokio::time::Instant;
 
+use crate::ack_floors::AckFloors;
 use crate::spill::Spill;
 
 /// Why a wait ended without success.
@@ -64,15 +66,23 @@ impl Written {
 /// Answers "is it applied yet?" and "is it searchable yet?".
 pub struct Visibility {
     log: Arc<dyn Log>,
+    floors: Arc<AckFloors>,
     spill: Option<Arc<Spill>>,
     timeout: Duration,
 }
 
 impl Visibility {
-    /// Waits at most `timeout` per call; `spill` is the node's spill buffer, if any.
-    pub fn new(log: Arc<dyn Log>, spill: Option<Arc<Spill>>, timeout: Duration) -> Self {
+    /// Waits at most `timeout` per call, reading floors through `floors`; `spill` is the
+    /// node's spill buffer, if any.
+    pub fn new(
+        log: Arc<dyn Log>,
+        floors: Arc<AckFloors>,
+        spill: Option<Arc<Spill>>,
+        timeout: Duration,
+    ) -> Self {
         Self {
             log,
+            floors,
             spill,
             timeout,
         }
@@ -146,19 +156,15 @@ impl Visibility {
         target: Seq,
         deadline: Instant,
     ) -> Result<(), WaitError> {
-        let mut pause = Duration::from_millis(2);
-        loop {
-            // A consumer that does not exist yet (a shard still opening) has acked nothing.
-            if let Some(floor) = self.log.ack_floor(stream, consumer).await? {
-                if floor >= target {
-                    return Ok(());
-                }
-            }
-            if Instant::now() + pause > deadline {
-                return Err(WaitError::Timeout);
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(25));
+        // A consumer that does not exist yet (a shard still opening) has acked nothing.
+        if self
+            .floors
+            .wait_until(stream, consumer, target, deadline)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(WaitError::Timeout)
         }
     }
 }
