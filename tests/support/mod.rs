@@ -3,7 +3,6 @@
 // Shared by several test binaries; each uses only part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,33 +66,13 @@ impl Server {
             || PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
             PathBuf::from,
         );
-        let mut command = Command::new(binary);
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env("SLUICE_LOG", "warn")
-            .env_remove("SLUICE_NATS_URL")
-            .env_remove("SLUICE_SCYLLA_NODES")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        let mut command = sluice_harness::serve_command(&binary, &data_dir);
+        command.env("SLUICE_LOG", "warn").stderr(Stdio::inherit());
         if let Some(path) = &config {
             command.arg("--config").arg(path);
         }
         command.envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let mut child = command.spawn().expect("spawn sluice");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let base = line
-            .trim()
-            .strip_prefix("sluice listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
+        let (child, base) = sluice_harness::spawn_listening(command).expect("start sluice serve");
         Server {
             child,
             base,
@@ -132,24 +111,12 @@ impl Server {
 
     /// The server process's resident memory now (`VmRSS`), in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        self.proc_status_bytes("VmRSS")
+        sluice_harness::rss_bytes(self.pid()).expect("VmRSS of the server")
     }
 
     /// The server process's peak resident memory so far (`VmHWM`), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
-        self.proc_status_bytes("VmHWM")
-    }
-
-    /// A `kB` field of `/proc/<pid>/status`, in bytes.
-    fn proc_status_bytes(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/<pid>/status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
-        kib * 1024
+        sluice_harness::peak_rss_bytes(self.pid()).expect("VmHWM of the server")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -384,32 +351,12 @@ impl Server {
             PathBuf::from,
         );
         let log = std::fs::File::create(log_path).expect("create the log file");
-        let mut command = Command::new(binary);
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("SLUICE_LOG", "info")
-            .env_remove("SLUICE_NATS_URL")
-            .env_remove("SLUICE_SCYLLA_NODES")
-            .stdout(Stdio::piped())
-            .stderr(log);
+        let mut command = sluice_harness::serve_command(&binary, data_dir);
+        command.env("SLUICE_LOG", "info").stderr(log);
         if let Some(path) = &config {
             command.arg("--config").arg(path);
         }
-        let mut child = command.spawn().expect("spawn sluice");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let base = line
-            .trim()
-            .strip_prefix("sluice listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
+        let (child, base) = sluice_harness::spawn_listening(command).expect("start sluice serve");
         let server = Server {
             child,
             base,
@@ -435,19 +382,12 @@ impl Server {
 
     /// The server process's thread count now (`Threads:` in `/proc/<pid>/status`).
     pub fn threads(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Threads:"))
-            .and_then(|value| value.trim().parse().ok())
-            .expect("Threads in /proc/<pid>/status")
+        sluice_harness::threads(self.pid()).expect("Threads of the server")
     }
 
     /// Resets the server process's peak resident memory (`VmHWM`) to its current RSS, so
     /// that [`Server::peak_rss_bytes`] tells the peak of what follows.
     pub fn reset_peak_rss(&self) {
-        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
-            .expect("/proc/<pid>/clear_refs");
+        sluice_harness::reset_peak_rss(self.pid()).expect("/proc/<pid>/clear_refs");
     }
 }
