@@ -18,32 +18,28 @@
 //! the sort field (missing values last), then by id ascending. So the same request over
 //! the same documents gives the same page whatever the number of shards, and pages of a
 //! paged walk neither overlap nor skip.
-
-use std::cmp::Ordering;
-use std::collections::HashMap;
-
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-use tantivy::collector::sort_key::{SortBySimilarityScore, SortByString};
-use tantivy::collector::{Count, SegmentSortKeyComputer, SortKeyComputer, TopDocs};
-use tantivy::columnar::{Column, ColumnType};
-use tantivy::query::{
-    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermQuery,
-};
-use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
-use tantivy::schema::{IndexRecordOption, Value as _};
-use tantivy::snippet::SnippetGenerator;
-use tantivy::{DocAddress, Order, Score, Searcher, SegmentReader, TantivyDocument, Term};
+//!
+//! # Layout
+//! - this module: the configured bounds and the normalized request (defaults, window,
+//!   sort field checked against the schema);
+//! - [`plan`]: parsing the query and filters into one Tantivy query per request;
+//! - [`collect`]: per-shard top-k collection, the total order and the cross-shard merge;
+//! - [`hits`]: loading the page's documents and their highlights.
 
 use sluice_core::config::IndexerConfig;
-use tantivy::query::QueryParserError;
 
-use sluice_core::search::{Hit, SearchError, SearchRequest};
+use sluice_core::search::{SearchError, SearchRequest};
 
-use crate::error::internal;
-use crate::index_schema::{IndexSchema, SortKind, ID_FIELD};
-use crate::query_limits::{self, QueryLimits};
-use crate::shard::ShardIndex;
+use crate::index_schema::{IndexSchema, SortKind};
+use crate::query_limits::QueryLimits;
+
+mod collect;
+mod hits;
+mod plan;
+
+pub(crate) use collect::{collect_shard, merge, ShardTop};
+pub(crate) use hits::load_hits;
+pub(crate) use plan::plan_on_parse_stack;
 
 /// Hits per page when the request does not say.
 pub const DEFAULT_LIMIT: usize = 10;
@@ -106,10 +102,13 @@ impl NormalizedRequest {
         let limits = &settings.query;
         limits.check_length(request.q.iter().chain(&request.filter).map(String::as_str))?;
         if let Some(q) = &request.q {
+            refuse_nul("q", q)?;
             limits.check_depth("q", q)?;
         }
         for (n, filter) in request.filter.iter().enumerate() {
-            limits.check_depth(&format!("filter {}", n + 1), filter)?;
+            let what = format!("filter {}", n + 1);
+            refuse_nul(&what, filter)?;
+            limits.check_depth(&what, filter)?;
         }
         let max_result_window = settings.max_result_window;
         let q = request
@@ -180,6 +179,17 @@ impl NormalizedRequest {
     }
 }
 
+/// Refuses query text with a NUL character: no field name or term has one, and Tantivy
+/// separates JSON paths from values with it, so its parser trips over one inside a path.
+fn refuse_nul(what: &str, text: &str) -> Result<(), SearchError> {
+    if text.contains('\0') {
+        return Err(SearchError::InvalidQuery(format!(
+            "{what} contains a NUL character, which no field name or term can hold"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_sort(sort: &str, schema: &IndexSchema) -> Result<SortSpec, SearchError> {
     let (field, direction) = sort.rsplit_once(':').unwrap_or((sort, "asc"));
     let descending = match direction {
@@ -209,457 +219,6 @@ fn parse_sort(sort: &str, schema: &IndexSchema) -> Result<SortSpec, SearchError>
     })
 }
 
-/// The parsed queries of a request, shared by every shard of the collection.
-pub(crate) struct QueryPlan {
-    /// What is collected: text query AND filters AND NOT tombstones.
-    query: Box<dyn Query>,
-    /// The scored text query alone, for highlights.
-    text_query: Option<Box<dyn Query>>,
-    sort: Option<SortSpec>,
-    highlight: bool,
-    /// Hits of the page that get highlights (the first ones).
-    highlight_max_hits: usize,
-    /// Bytes of one field's text analysed for highlights.
-    highlight_max_analyzed: usize,
-}
-
-/// [`plan`] on the parse thread ([`query_limits::on_parse_stack`]): the grammar
-/// recurses once per nesting level, and the syntax trees it builds are dropped there.
-/// Blocking: call it from a blocking thread.
-pub(crate) fn plan_on_parse_stack(
-    shard: &ShardIndex,
-    request: &NormalizedRequest,
-    settings: &SearchSettings,
-) -> Result<QueryPlan, SearchError> {
-    query_limits::on_parse_stack(&settings.query, || plan(shard, request, settings))
-}
-
-/// Parses the request's query and filters with the collection's tokenizers. Recursive in
-/// the query's nesting: run it through [`plan_on_parse_stack`].
-fn plan(
-    shard: &ShardIndex,
-    request: &NormalizedRequest,
-    settings: &SearchSettings,
-) -> Result<QueryPlan, SearchError> {
-    let schema = shard.schema();
-    let limits = &settings.query;
-    let text_query = match &request.q {
-        None => None,
-        Some(q) => {
-            let ast = query_limits::parse_checked(q, "q", limits, || {
-                SearchError::InvalidQuery(format!(
-                    "invalid query: {}",
-                    QueryParserError::SyntaxError(q.clone())
-                ))
-            })?;
-            let parser = QueryParser::for_index(shard.index(), schema.default_query_fields());
-            Some(
-                parser
-                    .build_query_from_user_input_ast(ast)
-                    .map_err(|e| SearchError::InvalidQuery(format!("invalid query: {e}")))?,
-            )
-        }
-    };
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
-        Occur::Must,
-        text_query
-            .as_ref()
-            .map_or_else(|| Box::new(AllQuery) as Box<dyn Query>, |q| q.box_clone()),
-    )];
-    let filter_parser = QueryParser::for_index(shard.index(), Vec::new());
-    for filter in &request.filters {
-        let ast = query_limits::parse_checked(filter, "a filter", limits, || {
-            SearchError::InvalidQuery(format!("filter {filter:?}: invalid query syntax"))
-        })?;
-        check_filter_fields(&ast, schema, filter)?;
-        let query = filter_parser
-            .build_query_from_user_input_ast(ast)
-            .map_err(|e| SearchError::InvalidQuery(format!("filter {filter:?}: {e}")))?;
-        // Filters restrict, they do not rank.
-        clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(query, 0.0))));
-    }
-    clauses.push((
-        Occur::MustNot,
-        Box::new(TermQuery::new(
-            Term::from_field_u64(schema.tombstone, 1),
-            IndexRecordOption::Basic,
-        )),
-    ));
-    Ok(QueryPlan {
-        query: Box::new(BooleanQuery::new(clauses)),
-        text_query,
-        sort: request.sort.clone(),
-        highlight: request.highlight,
-        highlight_max_hits: settings.highlight_max_hits,
-        highlight_max_analyzed: settings.highlight_max_analyzed,
-    })
-}
-
-/// Refuses filter clauses on anything but declared exact-value fields.
-fn check_filter_fields(
-    ast: &UserInputAst,
-    schema: &IndexSchema,
-    filter: &str,
-) -> Result<(), SearchError> {
-    let check = |field: Option<&str>| -> Result<(), SearchError> {
-        let Some(field) = field else {
-            return Err(SearchError::InvalidQuery(format!(
-                "filter {filter:?}: every term must name a field, e.g. tags:foo"
-            )));
-        };
-        match schema.declared(field) {
-            Some(declared) if declared.is_filterable() => Ok(()),
-            Some(declared) => Err(SearchError::InvalidQuery(format!(
-                "filter {filter:?}: field {field:?} is a {} field; filters apply to keyword, string, numeric, bool and datetime fields (use q for text)",
-                declared.field_type.as_str()
-            ))),
-            None => Err(SearchError::InvalidQuery(format!(
-                "filter {filter:?}: the collection declares no field {field:?}"
-            ))),
-        }
-    };
-    match ast {
-        UserInputAst::Clause(clauses) => clauses
-            .iter()
-            .try_for_each(|(_, sub)| check_filter_fields(sub, schema, filter)),
-        UserInputAst::Boost(sub, _) => check_filter_fields(sub, schema, filter),
-        UserInputAst::Leaf(leaf) => match leaf.as_ref() {
-            UserInputLeaf::All => Ok(()),
-            UserInputLeaf::Literal(literal) => check(literal.field_name.as_deref()),
-            UserInputLeaf::Range { field, .. }
-            | UserInputLeaf::Set { field, .. }
-            | UserInputLeaf::Regex { field, .. } => check(field.as_deref()),
-            UserInputLeaf::Exists { field } => check(Some(field)),
-        },
-    }
-}
-
-/// The sort key of one candidate hit.
-#[derive(Clone, Debug)]
-enum MergeKey {
-    Score(Score),
-    /// Monotonic u64 image of a numeric or date value; `None` when the doc has none.
-    Numeric(Option<u64>),
-    Keyword(Option<String>),
-}
-
-/// A hit before loading: where it is and how it sorts.
-#[derive(Clone, Debug)]
-pub(crate) struct Candidate {
-    key: MergeKey,
-    id: String,
-    shard: usize,
-    address: DocAddress,
-}
-
-/// What one shard found.
-pub(crate) struct ShardTop {
-    searcher: Searcher,
-    total: u64,
-    candidates: Vec<Candidate>,
-}
-
-/// Counts the matches of one shard and collects its `top_k` best.
-pub(crate) fn collect_shard(
-    shard_no: usize,
-    shard: &ShardIndex,
-    plan: &QueryPlan,
-    top_k: usize,
-) -> Result<ShardTop, SearchError> {
-    let searcher = shard.searcher();
-    let query = plan.query.as_ref();
-    if top_k == 0 {
-        let total = searcher.search(query, &Count).map_err(internal)? as u64;
-        return Ok(ShardTop {
-            searcher,
-            total,
-            candidates: Vec::new(),
-        });
-    }
-    let top = TopDocs::with_limit(top_k);
-    let by_id = (SortByString::for_field(ID_FIELD), Order::Asc);
-    let candidate = |key: MergeKey, id: Option<String>, address: DocAddress| Candidate {
-        key,
-        id: id.unwrap_or_default(),
-        shard: shard_no,
-        address,
-    };
-    let (total, candidates) = match &plan.sort {
-        None => {
-            let collector = top.order_by(((SortBySimilarityScore, Order::Desc), by_id));
-            let (total, hits) = searcher
-                .search(query, &(Count, collector))
-                .map_err(internal)?;
-            let candidates = hits
-                .into_iter()
-                .map(|((score, id), address)| candidate(MergeKey::Score(score), id, address))
-                .collect();
-            (total, candidates)
-        }
-        Some(sort) => {
-            let order = if sort.descending {
-                Order::Desc
-            } else {
-                Order::Asc
-            };
-            match sort.kind {
-                SortKind::Numeric => {
-                    let by_field = (NumericSortKey::for_field(&sort.field), order);
-                    let (total, hits) = searcher
-                        .search(query, &(Count, top.order_by((by_field, by_id))))
-                        .map_err(internal)?;
-                    let candidates = hits
-                        .into_iter()
-                        .map(|((value, id), address)| {
-                            candidate(MergeKey::Numeric(value), id, address)
-                        })
-                        .collect();
-                    (total, candidates)
-                }
-                SortKind::Keyword => {
-                    let by_field = (SortByString::for_field(&sort.field), order);
-                    let (total, hits) = searcher
-                        .search(query, &(Count, top.order_by((by_field, by_id))))
-                        .map_err(internal)?;
-                    let candidates = hits
-                        .into_iter()
-                        .map(|((value, id), address)| {
-                            candidate(MergeKey::Keyword(value), id, address)
-                        })
-                        .collect();
-                    (total, candidates)
-                }
-            }
-        }
-    };
-    Ok(ShardTop {
-        searcher,
-        total: total as u64,
-        candidates,
-    })
-}
-
-/// Missing values sort last whatever the direction (as Tantivy's collectors do).
-fn compare_optional<T: Ord>(a: &Option<T>, b: &Option<T>, descending: bool) -> Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) if descending => b.cmp(a),
-        (Some(a), Some(b)) => a.cmp(b),
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    }
-}
-
-fn compare_candidates(a: &Candidate, b: &Candidate, descending: bool) -> Ordering {
-    let by_key = match (&a.key, &b.key) {
-        (MergeKey::Score(a), MergeKey::Score(b)) => b.total_cmp(a),
-        (MergeKey::Numeric(a), MergeKey::Numeric(b)) => compare_optional(a, b, descending),
-        (MergeKey::Keyword(a), MergeKey::Keyword(b)) => compare_optional(a, b, descending),
-        // One plan yields one key kind; keep the order total regardless.
-        _ => Ordering::Equal,
-    };
-    by_key.then_with(|| a.id.cmp(&b.id))
-}
-
-/// Merges the candidates of the shards that answered (`None`: failed) and keeps the
-/// requested page.
-pub(crate) fn merge(
-    tops: &[Option<ShardTop>],
-    plan: &QueryPlan,
-    offset: usize,
-    limit: usize,
-) -> (u64, Vec<Candidate>) {
-    let total = tops.iter().flatten().map(|top| top.total).sum();
-    let descending = plan.sort.as_ref().is_some_and(|s| s.descending);
-    let mut all: Vec<Candidate> = tops
-        .iter()
-        .flatten()
-        .flat_map(|top| top.candidates.iter().cloned())
-        .collect();
-    all.sort_by(|a, b| compare_candidates(a, b, descending));
-    let page = all.into_iter().skip(offset).take(limit).collect();
-    (total, page)
-}
-
-/// Loads the page's documents and computes the highlights of its first
-/// `highlight_max_hits`.
-pub(crate) fn load_hits(
-    shards: &[std::sync::Arc<ShardIndex>],
-    tops: &[Option<ShardTop>],
-    plan: &QueryPlan,
-    page: Vec<Candidate>,
-) -> Result<Vec<Hit>, SearchError> {
-    let mut generators: HashMap<usize, Vec<(String, SnippetGenerator)>> = HashMap::new();
-    let mut hits = Vec::with_capacity(page.len());
-    for (position, candidate) in page.into_iter().enumerate() {
-        let shard = &shards[candidate.shard];
-        let schema = shard.schema();
-        let searcher = &tops[candidate.shard]
-            .as_ref()
-            .ok_or_else(|| SearchError::Internal("a hit of a failed shard".into()))?
-            .searcher;
-        let doc: TantivyDocument = searcher.doc(candidate.address).map_err(internal)?;
-        let source = doc
-            .get_first(schema.source)
-            .and_then(|v| v.as_bytes())
-            .ok_or_else(|| SearchError::Internal("indexed document without source".into()))?;
-        let source = String::from_utf8(source.to_vec())
-            .map_err(|_| SearchError::Internal("document source is not UTF-8".into()))?;
-        let mut highlights = Map::new();
-        let highlighted = plan.highlight && position < plan.highlight_max_hits;
-        if let (true, Some(text_query)) = (highlighted, &plan.text_query) {
-            let generators = match generators.entry(candidate.shard) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(snippet_generators(searcher, schema, text_query.as_ref())?)
-                }
-            };
-            if !generators.is_empty() {
-                highlight(
-                    &source,
-                    generators,
-                    plan.highlight_max_analyzed,
-                    &mut highlights,
-                );
-            }
-        }
-        let doc = RawValue::from_string(source)
-            .map_err(|e| SearchError::Internal(format!("document source is not JSON: {e}")))?;
-        let score = match candidate.key {
-            MergeKey::Score(score) => Some(score),
-            _ => None,
-        };
-        hits.push(Hit {
-            id: candidate.id,
-            score,
-            doc,
-            highlights,
-        });
-    }
-    Ok(hits)
-}
-
-fn snippet_generators(
-    searcher: &Searcher,
-    schema: &IndexSchema,
-    query: &dyn Query,
-) -> Result<Vec<(String, SnippetGenerator)>, SearchError> {
-    let mut touched = Vec::new();
-    for (name, field) in schema.text_fields() {
-        let mut has_terms = false;
-        query.query_terms(&mut |term, _| has_terms |= term.field() == *field);
-        if has_terms {
-            touched.push((
-                name.clone(),
-                SnippetGenerator::create(searcher, query, *field).map_err(internal)?,
-            ));
-        }
-    }
-    Ok(touched)
-}
-
-/// Snippets of the fields `generators` cover, each from at most `max_analyzed` bytes of
-/// the field's text (Elasticsearch bounds analysed text the same way).
-fn highlight(
-    source: &str,
-    generators: &[(String, SnippetGenerator)],
-    max_analyzed: usize,
-    out: &mut Map<String, Value>,
-) {
-    let Ok(fields) = serde_json::from_str::<Map<String, Value>>(source) else {
-        return;
-    };
-    for (name, generator) in generators {
-        let texts: Vec<&str> = match fields.get(name) {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-            _ => continue,
-        };
-        let snippets: Vec<Value> = texts
-            .into_iter()
-            .filter_map(|text| {
-                let mut snippet = generator.snippet(analysed_prefix(text, max_analyzed));
-                if snippet.is_empty() {
-                    return None;
-                }
-                snippet.set_snippet_prefix_postfix("<em>", "</em>");
-                Some(Value::String(snippet.to_html()))
-            })
-            .collect();
-        if !snippets.is_empty() {
-            out.insert(name.clone(), Value::Array(snippets));
-        }
-    }
-}
-
-/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn analysed_prefix(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// Sorts by a numeric or date fast column through its monotonic u64 image. Unlike
-/// Tantivy's typed sort, a segment where no document has the field (one holding only
-/// tombstones, say) yields `None` keys instead of failing the search.
-#[derive(Clone, Debug)]
-struct NumericSortKey {
-    field: String,
-}
-
-impl NumericSortKey {
-    fn for_field(field: &str) -> Self {
-        Self {
-            field: field.to_owned(),
-        }
-    }
-}
-
-const NUMERIC_COLUMNS: [ColumnType; 5] = [
-    ColumnType::I64,
-    ColumnType::U64,
-    ColumnType::F64,
-    ColumnType::DateTime,
-    ColumnType::Bool,
-];
-
-impl SortKeyComputer for NumericSortKey {
-    type SortKey = Option<u64>;
-    type Child = NumericSegmentSortKey;
-    type Comparator = tantivy::collector::sort_key::NaturalComparator;
-
-    fn segment_sort_key_computer(&self, segment: &SegmentReader) -> tantivy::Result<Self::Child> {
-        let column = segment
-            .fast_fields()
-            .u64_lenient_for_type(Some(&NUMERIC_COLUMNS), &self.field)?
-            .map(|(column, _)| column);
-        Ok(NumericSegmentSortKey { column })
-    }
-}
-
-struct NumericSegmentSortKey {
-    column: Option<Column<u64>>,
-}
-
-impl SegmentSortKeyComputer for NumericSegmentSortKey {
-    type SortKey = Option<u64>;
-    type SegmentSortKey = Option<u64>;
-    type SegmentComparator = tantivy::collector::sort_key::NaturalComparator;
-
-    fn segment_sort_key(&mut self, doc: tantivy::DocId, _score: Score) -> Option<u64> {
-        self.column.as_ref()?.first(doc)
-    }
-
-    fn convert_segment_sort_key(&self, sort_key: Option<u64>) -> Option<u64> {
-        sort_key
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use sluice_core::search::SearchResponse;
@@ -669,8 +228,13 @@ mod tests {
 
     use sluice_core::DocId;
 
+    use serde_json::Value;
+    use sluice_core::search::Hit;
+
+    use super::hits::analysed_prefix;
     use super::*;
     use crate::shard::tests::{delete, open_shard, upsert};
+    use crate::shard::ShardIndex;
 
     const COLORS: [&str; 3] = ["red", "green", "blue"];
     const DOCS: usize = 40;
@@ -1308,6 +872,30 @@ mod tests {
         assert_eq!(analysed_prefix("héllo", 2), "h");
         assert_eq!(analysed_prefix("héllo", 3), "hé");
         assert_eq!(analysed_prefix("héllo", 64), "héllo");
+    }
+
+    /// Found by the generator below: a NUL before a field name tripped an assertion in
+    /// Tantivy's JSON path handling (a 500 instead of a 400).
+    #[test]
+    fn a_nul_in_query_text_is_an_invalid_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = shards_with_corpus(dir.path(), 1);
+        for (q, filter) in [
+            (Some("\0title:~1"), vec![]),
+            (None, vec!["\0tags:red".to_owned()]),
+        ] {
+            let request = SearchRequest {
+                q: q.map(str::to_owned),
+                filter,
+                ..SearchRequest::default()
+            };
+            match run(&shards, request) {
+                Err(SearchError::InvalidQuery(message)) => {
+                    assert!(message.contains("NUL"), "{message}")
+                }
+                other => panic!("{q:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
