@@ -36,7 +36,7 @@ use sluice_core::store::Store;
 use sluice_indexer::Indexer;
 use sluice_ingest::spill::Spill;
 use sluice_ingest::{AppState, StartupGate};
-use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
+use sluice_queue::{EmbeddedLog, GuardedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::{EmbeddedStore, FaultInjectingStore, GuardedStore};
 use sluice_workers::{DeadLetterQueue, WorkerPool};
 use tokio::net::TcpListener;
@@ -126,7 +126,14 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
     } else {
         Faults::disabled()
     };
-    let log = open_log(config).await?;
+    let raw_log = open_log(config).await?;
+    // Every role's log calls go through the log breakers; only the spill forwarder, which
+    // paces its own retries through `log_publish`, uses the raw log.
+    let log: Arc<dyn Log> = GuardedLog::new(
+        raw_log.clone(),
+        breakers.log_publish.clone(),
+        breakers.log_consume.clone(),
+    );
     let mut store: Arc<dyn Store> =
         EmbeddedStore::open(&data_dir.join("store")).context("opening the embedded store")?;
     if faults.is_enabled() {
@@ -174,7 +181,7 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
     .context("starting the indexer")?;
 
     let spill_stop = CancellationToken::new();
-    let spill = open_spill(config, &log, &breakers).await?;
+    let spill = open_spill(config, &raw_log, &breakers).await?;
     let forwarder = spill
         .clone()
         .map(|spill| tokio::spawn(spill.forward(spill_stop.clone())));

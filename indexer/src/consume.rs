@@ -112,9 +112,7 @@ pub(crate) async fn run(
         if !usable.await {
             break;
         }
-        let fetch = breakers
-            .log_consume
-            .call(consumer.fetch(config.fetch_batch, wait));
+        let fetch = consumer.fetch(config.fetch_batch, wait);
         let fetched = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
@@ -292,7 +290,7 @@ async fn commit_and_ack(
     if !unacked.is_empty() {
         // Crash tests: committed and searchable, the events not yet acked.
         crash_point::reached(CrashPoint::BeforeEventsAck);
-        if let Err(error) = breakers.log_consume.call(consumer.ack(unacked)).await {
+        if let Err(error) = consumer.ack(unacked).await {
             *failed_acks += 1;
             if *failed_acks < MAX_ACK_ATTEMPTS {
                 // The changes are committed. Left to redelivery, these messages would hold

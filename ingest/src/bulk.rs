@@ -587,12 +587,7 @@ async fn append_one(state: &AppState, message: OutgoingMessage) -> Result<Durabl
     }
     let log = state.inner.log.clone();
     let direct = message.clone();
-    let appended = state
-        .inner
-        .breakers
-        .log_publish
-        .call(async move { log.append(StreamKind::Docs, vec![direct]).await })
-        .await;
+    let appended = log.append(StreamKind::Docs, vec![direct]).await;
     match appended {
         Ok(seqs) => seqs
             .into_iter()

@@ -10,14 +10,17 @@
 //! # Layout
 //! - `embedded`: the embedded log (storage, group commit, consumers, byte layouts).
 //! - `jetstream`: the JetStream adapter (streams, pipelined appends, pull consumers).
+//! - [`guarded`]: the `Log` wrapper that puts every call behind the node's log breakers.
 //! - [`conformance`]: the `Log` conformance suite, public so every adapter runs it.
 //! - `testing` (feature `testing`): a nats-server fixture for tests of any crate.
 
 pub mod conformance;
 mod embedded;
+pub mod guarded;
 mod jetstream;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use embedded::EmbeddedLog;
+pub use guarded::GuardedLog;
 pub use jetstream::{JetStreamConfig, JetStreamLog};

@@ -552,3 +552,103 @@ async fn refusals_and_caller_errors_leave_the_breaker_closed_an_outage_opens_it(
     }
     assert_eq!(breaker.state(), BreakerState::Open);
 }
+
+/// The guarded log, as every role gets it: a server that goes away opens the publish
+/// breaker through appends and the consume breaker through a consumer's fetches (each on
+/// its own), and once open a call fails at once, transiently, without waiting on the
+/// server; caller mistakes before that left both closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guarded_log_opens_its_breakers_on_an_outage_and_then_fails_fast() {
+    use sluice_core::config::ResilienceConfig;
+    use sluice_core::resilience::{Breaker, BreakerState, Classify, Dependency};
+    use sluice_queue::GuardedLog;
+
+    let mut server = NatsServer::start();
+    let resilience = ResilienceConfig {
+        breaker_failures: 3,
+        breaker_open_initial: Duration::from_secs(60),
+        breaker_open_max: Duration::from_secs(60),
+        ..ResilienceConfig::default()
+    };
+    let publish = Breaker::new(Dependency::LogPublish, Duration::from_secs(2), &resilience);
+    let consume = Breaker::new(Dependency::LogConsume, Duration::from_secs(2), &resilience);
+    let raw: Arc<dyn Log> = connect(&server).await;
+    let log = GuardedLog::new(raw, publish.clone(), consume.clone());
+    let consumer = log
+        .consumer(
+            StreamKind::Docs,
+            ConsumerConfig {
+                durable_name: "guarded".to_owned(),
+                filter_subject: "sluice.docs.guarded.>".to_owned(),
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 10,
+            },
+        )
+        .await
+        .expect("consumer");
+    for _ in 0..5 {
+        let stray = log
+            .append(
+                StreamKind::Docs,
+                vec![message("sluice.events.c.0", "s", "p")],
+            )
+            .await
+            .unwrap_err();
+        assert!(!stray.is_infrastructure(), "{stray:?}");
+    }
+    assert_eq!(publish.state(), BreakerState::Closed, "caller errors");
+    log.append(
+        StreamKind::Docs,
+        vec![message("sluice.docs.guarded.0", "g1", "p")],
+    )
+    .await
+    .expect("append while the server runs");
+
+    server.stop();
+    for _ in 0..3 {
+        let error = log
+            .append(
+                StreamKind::Docs,
+                vec![message("sluice.docs.guarded.0", "g2", "p")],
+            )
+            .await
+            .unwrap_err();
+        assert!(error.is_infrastructure(), "{error:?}");
+    }
+    assert_eq!(
+        publish.state(),
+        BreakerState::Open,
+        "appends opened log_publish"
+    );
+    assert_eq!(
+        consume.state(),
+        BreakerState::Closed,
+        "fetches were not tried yet"
+    );
+    let refused_at = Instant::now();
+    let refused = log
+        .append(
+            StreamKind::Docs,
+            vec![message("sluice.docs.guarded.0", "g3", "p")],
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.is_transient(), "{refused:?}");
+    assert!(
+        refused_at.elapsed() < Duration::from_millis(500),
+        "an open breaker answers at once, not after {:?}",
+        refused_at.elapsed()
+    );
+    for _ in 0..3 {
+        let error = consumer
+            .fetch(1, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(error.is_infrastructure(), "{error:?}");
+    }
+    assert_eq!(
+        consume.state(),
+        BreakerState::Open,
+        "fetches opened log_consume"
+    );
+}

@@ -179,20 +179,16 @@ impl BatchHandler {
                 self.excused.forget(delivery);
                 // Crash tests: everything is applied and published, the DOCS ack is not.
                 crash_point::reached(CrashPoint::BeforeDocsAck);
-                let breaker = &self.deps.breakers.log_consume;
                 let give_up = || self.log_consume_down();
                 with_retries(&self.policy, &self.shutdown, "ack", give_up, || async {
-                    Ok(breaker
-                        .call(consumer.ack(std::slice::from_ref(delivery)))
-                        .await?)
+                    Ok(consumer.ack(std::slice::from_ref(delivery)).await?)
                 })
                 .await
             }
             Disposition::Nak(delay) => {
-                let breaker = &self.deps.breakers.log_consume;
                 let give_up = || self.log_consume_down();
                 with_retries(&self.policy, &self.shutdown, "nak", give_up, || async {
-                    Ok(breaker.call(consumer.nak(delivery, delay)).await?)
+                    Ok(consumer.nak(delivery, delay).await?)
                 })
                 .await
             }
@@ -425,11 +421,7 @@ impl BatchHandler {
         }
         if !events.is_empty() {
             let message = events_message(batch, message_seq, &published_ops, events);
-            self.deps
-                .breakers
-                .log_publish
-                .call(self.log.append(StreamKind::Events, vec![message]))
-                .await?;
+            self.log.append(StreamKind::Events, vec![message]).await?;
         }
         Ok(AttemptOutcome { counts, failed })
     }
@@ -515,15 +507,10 @@ impl BatchHandler {
         records: &[DeadLetter],
     ) -> Disposition {
         let messages: Vec<OutgoingMessage> = records.iter().map(DeadLetter::to_outgoing).collect();
-        let breaker = &self.deps.breakers.log_publish;
         let give_up = || self.log_publish_down();
         let appended = with_retries(&self.policy, &self.shutdown, "dlq append", give_up, || {
             let messages = messages.clone();
-            async move {
-                Ok(breaker
-                    .call(self.log.append(StreamKind::Dlq, messages))
-                    .await?)
-            }
+            async move { Ok(self.log.append(StreamKind::Dlq, messages).await?) }
         })
         .await;
         match appended {

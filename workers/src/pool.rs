@@ -170,10 +170,7 @@ async fn run_worker(
         if !deps.wait_until_usable(&shutdown).await {
             break;
         }
-        let fetch = deps
-            .breakers
-            .log_consume
-            .call(consumer.fetch(fetch_batch, FETCH_WAIT));
+        let fetch = consumer.fetch(fetch_batch, FETCH_WAIT);
         let fetched = tokio::select! {
             // Dropping a pending fetch is safe: anything it had taken but not returned
             // stays unacked and is delivered again after ack_wait.

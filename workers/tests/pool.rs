@@ -592,7 +592,13 @@ async fn start_pool(
     shutdown: CancellationToken,
 ) -> WorkerPool {
     let breakers = test_breakers();
+    // Wired as the binary wires a node: log and store behind the node's breakers.
     let store = sluice_store::GuardedStore::new(store, breakers.store.clone());
+    let log = sluice_queue::GuardedLog::new(
+        log,
+        breakers.log_publish.clone(),
+        breakers.log_consume.clone(),
+    );
     WorkerPool::start(config, ack_wait, log, store, breakers, shutdown)
         .await
         .unwrap()
