@@ -21,7 +21,8 @@ use sluice_core::log::{Log, OutgoingMessage};
 use sluice_core::op::{DocBatch, DocOp};
 use sluice_core::resilience::Breakers;
 use sluice_core::store::{
-    CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
+    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
+    TombstoneHorizon, WriteOutcome,
 };
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{CollectionName, DocId, Seq};
@@ -70,6 +71,17 @@ impl Store for PoisonStore {
         limit: usize,
     ) -> Result<Vec<StoredDoc>, StoreError> {
         self.inner.scan(c, after, limit).await
+    }
+    async fn compact_tombstones(
+        &self,
+        c: &CollectionName,
+        horizon: TombstoneHorizon,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<CompactionPage, StoreError> {
+        self.inner
+            .compact_tombstones(c, horizon, after, limit)
+            .await
     }
     async fn drop_documents(&self, c: &CollectionName) -> Result<(), StoreError> {
         self.inner.drop_documents(c).await

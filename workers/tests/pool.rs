@@ -29,7 +29,8 @@ use sluice_core::metrics::{DLQ_MESSAGES_TOTAL, WORKER_DEDUP_SKIPS_TOTAL, WORKER_
 use sluice_core::op::{DocBatch, DocOp, Event, EventBatch};
 use sluice_core::resilience::Breakers;
 use sluice_core::store::{
-    CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
+    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
+    TombstoneHorizon, WriteOutcome,
 };
 use sluice_core::subjects::{self, StreamKind, WORKERS_CONSUMER};
 use sluice_queue::testing::NatsServer;
@@ -238,6 +239,18 @@ impl Store for FaultyStore {
         limit: usize,
     ) -> Result<Vec<StoredDoc>, StoreError> {
         self.inner.scan(collection, after, limit).await
+    }
+
+    async fn compact_tombstones(
+        &self,
+        collection: &CollectionName,
+        horizon: TombstoneHorizon,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<CompactionPage, StoreError> {
+        self.inner
+            .compact_tombstones(collection, horizon, after, limit)
+            .await
     }
 
     async fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError> {
