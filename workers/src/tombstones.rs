@@ -19,11 +19,16 @@
 //! A dead-letter replay appends the op again with the sequence it was first given (see
 //! the README's "Dead letters"), and the DLQ keeps entries until they are purged. An
 //! upsert dead-lettered before a delete of the same id and replayed after that
-//! delete's tombstone was compacted finds the id absent, is applied and brings the
-//! document back (with its old content, in the store and, through its event, in the
-//! index); a replayed delete just writes a new tombstone. Replaying a dead letter that
-//! has been in the queue longer than `store.tombstone_retention` is therefore not
-//! refused by later deletes any more: purge it, or check the document after replaying.
+//! delete's tombstone was compacted finds the id absent in the store and is applied: the
+//! document is back in the store, with its old content (`GET` answers it). Unless the
+//! pool's dedup cache still remembers the delete (in memory, per process), which makes
+//! the replay stale as before compaction. The index shards do not compact their own
+//! tombstones (see `sluice_indexer::shard`), so the index still refuses the replayed
+//! upsert's older event: the document is not searchable until the id is written again
+//! or the shard is rebuilt from the store. A replayed delete just writes a new
+//! tombstone. Replaying a dead letter that has been in the queue longer than
+//! `store.tombstone_retention` is therefore not refused by later deletes any more: purge
+//! it instead, or check (and delete again) its document after replaying.
 //!
 //! # Tombstones of unknown time
 //! Tombstones written before the store recorded deletion times have none; the first pass
