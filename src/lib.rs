@@ -38,7 +38,7 @@ use sluice_ingest::spill::Spill;
 use sluice_ingest::{AppState, StartupGate};
 use sluice_queue::{EmbeddedLog, GuardedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::{EmbeddedStore, FaultInjectingStore, GuardedStore};
-use sluice_workers::{DeadLetterQueue, WorkerPool};
+use sluice_workers::{DeadLetterQueue, TombstoneCompactor, WorkerPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -185,6 +185,13 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
     let forwarder = spill
         .clone()
         .map(|spill| tokio::spawn(spill.forward(spill_stop.clone())));
+
+    // Compaction is only deletes of dead records: stopping it with the workers, even in
+    // the middle of a pass, is safe.
+    tokio::spawn(
+        TombstoneCompactor::new(store.clone(), log.clone(), &config.store)
+            .run(workers_stop.clone()),
+    );
 
     let dlq = DeadLetterQueue::new(log.clone());
     tokio::spawn(

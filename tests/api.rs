@@ -924,6 +924,15 @@ fn the_readme_configuration_example_parses_and_validates() {
         config.log.events_max_age,
         Duration::from_secs(7 * 24 * 3600)
     );
+    let store_defaults = sluice_core::config::StoreConfig::default();
+    assert_eq!(
+        config.store.tombstone_retention, store_defaults.tombstone_retention,
+        "the README shows the default tombstone retention"
+    );
+    assert_eq!(
+        config.store.tombstone_compaction_interval, store_defaults.tombstone_compaction_interval,
+        "the README shows the default compaction interval"
+    );
 }
 
 /// The action key and body of each item of an Elasticsearch bulk response.

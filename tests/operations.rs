@@ -1,5 +1,6 @@
-//! Operating a node: the dead-letter queue routes and CLI, and overload admission. Real
-//! `sluice serve` processes, real logs (embedded and JetStream).
+//! Operating a node: the dead-letter queue routes and CLI, overload admission and
+//! tombstone compaction. Real `sluice serve` processes, real logs (embedded and
+//! JetStream).
 //!
 //! No input makes the real store refuse an op for good, so the dead letters are made
 //! by a real worker pool run in-process, through the crate APIs, on the very log the
@@ -21,7 +22,8 @@ use sluice_core::log::{Log, OutgoingMessage};
 use sluice_core::op::{DocBatch, DocOp};
 use sluice_core::resilience::Breakers;
 use sluice_core::store::{
-    CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
+    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
+    TombstoneHorizon, WriteOutcome,
 };
 use sluice_core::subjects::{self, StreamKind};
 use sluice_core::{CollectionName, DocId, Seq};
@@ -70,6 +72,17 @@ impl Store for PoisonStore {
         limit: usize,
     ) -> Result<Vec<StoredDoc>, StoreError> {
         self.inner.scan(c, after, limit).await
+    }
+    async fn compact_tombstones(
+        &self,
+        c: &CollectionName,
+        horizon: TombstoneHorizon,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<CompactionPage, StoreError> {
+        self.inner
+            .compact_tombstones(c, horizon, after, limit)
+            .await
     }
     async fn drop_documents(&self, c: &CollectionName) -> Result<(), StoreError> {
         self.inner.drop_documents(c).await
@@ -574,4 +587,71 @@ async fn past_the_backlog_limit_ingest_answers_429_loses_nothing_and_memory_stay
     })
     .await;
     assert!(admitted, "admitted again once drained");
+}
+
+/// A running node compacts the tombstones of deletes past `store.tombstone_retention`:
+/// the compacted counter moves, one info line says so, and deleted documents stay
+/// deleted while live ones stay readable and searchable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_compacts_tombstones_past_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+    let config = "[log]\nevents_max_age = \"1s\"\n\
+                  [store]\ntombstone_retention = \"1s\"\ntombstone_compaction_interval = \"100ms\"\n";
+    let server = Server::start_logging_to(&data_dir, Some(config), &log_path).await;
+    let body: String = (0..5)
+        .map(|i| format!("{{\"id\":\"d{i}\",\"title\":\"compaction\"}}\n"))
+        .collect();
+    let (status, answer) = server.ingest("trash", body, "searchable").await;
+    assert_eq!(status, 200, "{answer}");
+    for i in 0..3 {
+        let status = server
+            .delete(&format!(
+                "/v1/collections/trash/documents/d{i}?wait=searchable"
+            ))
+            .await
+            .status();
+        assert!(status.is_success(), "delete d{i}: {status}");
+    }
+
+    let compacted = eventually(DEADLINE, || async {
+        server
+            .series(
+                "sluice_store_tombstones_compacted_total",
+                "collection=\"trash\"",
+            )
+            .await
+            == Some(3.0)
+    })
+    .await;
+    assert!(
+        compacted,
+        "three tombstones compacted, the counter shows {:?}",
+        server
+            .series(
+                "sluice_store_tombstones_compacted_total",
+                "collection=\"trash\"",
+            )
+            .await
+    );
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logged
+            .lines()
+            // Fields are coloured (`removed` and `=` apart), so look for the words.
+            .any(|l| l.contains("INFO")
+                && l.contains("tombstone compaction pass")
+                && l.contains("removed")),
+        "no info line for the pass in:\n{logged}"
+    );
+    for i in 0..3 {
+        let path = format!("/v1/collections/trash/documents/d{i}");
+        assert_eq!(server.get(&path).await.status(), 404, "{path}");
+    }
+    for i in 3..5 {
+        let path = format!("/v1/collections/trash/documents/d{i}");
+        assert_eq!(server.get(&path).await.status(), 200, "{path}");
+    }
+    assert_eq!(server.total("trash", "title:compaction").await, 2);
 }

@@ -28,6 +28,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The store-writer pool.
     pub workers: WorkersConfig,
+    /// The document store.
+    pub store: StoreConfig,
     /// Index shards and search.
     pub indexer: IndexerConfig,
     /// Timeouts and circuit breakers around the log, the store and the index.
@@ -285,6 +287,31 @@ impl WorkersConfig {
     }
 }
 
+/// `[store]`: the document store. A delete leaves a tombstone that refuses older ops
+/// still on their way; the periodic compaction pass (`sluice_workers::tombstones`)
+/// removes tombstones once no older op can arrive any more.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// How long a tombstone is kept after its delete was applied, at least
+    /// `log.events_max_age`; after it, and once the workers have acked every DOCS
+    /// message older than the delete, compaction removes it.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_retention: Duration,
+    /// How often the compaction pass walks the collections for expired tombstones.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_compaction_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            tombstone_retention: Duration::from_secs(7 * 24 * 3600),
+            tombstone_compaction_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Longest `indexer.max_query_length` may allow: the query parser's thread stack is
 /// sized for the deepest nesting a query this long could hold (see the indexer's
 /// `query_limits`).
@@ -509,6 +536,14 @@ impl Config {
             "log.max_pending_appends must be at least 1",
         )?;
         check(
+            self.store.tombstone_retention >= self.log.events_max_age,
+            "store.tombstone_retention must be at least log.events_max_age",
+        )?;
+        check(
+            !self.store.tombstone_compaction_interval.is_zero(),
+            "store.tombstone_compaction_interval must be above zero",
+        )?;
+        check(
             self.workers.fetch_batch >= 1,
             "workers.fetch_batch must be at least 1",
         )?;
@@ -667,5 +702,35 @@ mod tests {
         config.indexer.max_query_length = MAX_QUERY_LENGTH + 1;
         let refused = config.validate().unwrap_err().to_string();
         assert!(refused.contains("indexer.max_query_length"), "{refused}");
+
+        // Tombstones outlive what the log keeps; compaction runs at some interval.
+        let mut config = Config::default();
+        assert!(config.store.tombstone_retention >= config.log.events_max_age);
+        config.store.tombstone_retention = config.log.events_max_age - Duration::from_secs(1);
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("store.tombstone_retention"), "{refused}");
+        config.log.events_max_age = Duration::from_secs(60);
+        config.validate().unwrap();
+        config.store.tombstone_compaction_interval = Duration::ZERO;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(
+            refused.contains("store.tombstone_compaction_interval"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn store_section_parses_human_durations() {
+        let config = Config::from_toml(
+            "[log]\nevents_max_age = \"1h\"\n[store]\ntombstone_retention = \"2h\"\ntombstone_compaction_interval = \"5m\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.store.tombstone_retention, Duration::from_secs(7200));
+        assert_eq!(
+            config.store.tombstone_compaction_interval,
+            Duration::from_secs(300)
+        );
+        config.validate().unwrap();
+        assert!(Config::from_toml("[store]\ntombstone_retension = \"2h\"\n").is_err());
     }
 }

@@ -41,6 +41,9 @@ pub const WORKER_BATCH_DURATION_SECONDS: &str = "sluice_worker_batch_duration_se
 
 /// Document writes the store performed. Labels: `collection`.
 pub const STORE_WRITES_TOTAL: &str = "sluice_store_writes_total";
+/// Tombstones removed by compaction (past `store.tombstone_retention`). Labels:
+/// `collection`.
+pub const STORE_TOMBSTONES_COMPACTED_TOTAL: &str = "sluice_store_tombstones_compacted_total";
 
 /// Events applied by indexers. Labels: `collection`, `outcome` (`indexed`, `deleted`,
 /// `stale`).
@@ -150,6 +153,10 @@ pub fn describe() {
         "Time to process one DOCS message"
     );
     describe_counter!(STORE_WRITES_TOTAL, "Document writes the store performed");
+    describe_counter!(
+        STORE_TOMBSTONES_COMPACTED_TOTAL,
+        "Tombstones removed by compaction once past their retention"
+    );
     describe_counter!(INDEXER_EVENTS_TOTAL, "Events applied by indexers");
     describe_counter!(INDEXER_COMMITS_TOTAL, "Index commits");
     describe_histogram!(

@@ -6,6 +6,11 @@
 //! older version win. Deletes leave tombstones (with their sequence) for the same reason.
 //! ScyllaDB gets this from `USING TIMESTAMP <seq>`; the embedded store compares.
 //!
+//! A tombstone is only needed while an older op for its id can still arrive, so
+//! [`Store::compact_tombstones`] removes the ones past a [`TombstoneHorizon`]: deleted
+//! long enough ago, and below every op that may still be delivered. The node's periodic
+//! pass (`sluice_workers::tombstones`) chooses the horizon and states why it is safe.
+//!
 //! The store also keeps the collection catalog (schemas), so a node that restarts or
 //! joins finds every collection.
 
@@ -133,6 +138,32 @@ pub enum WriteOutcome {
     Stale,
 }
 
+/// Which tombstones [`Store::compact_tombstones`] may remove: those deleted before
+/// `deleted_before_ms` **and** written with a sequence below `seq_below`. Anything newer
+/// on either count stays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TombstoneHorizon {
+    /// Wall-clock time, milliseconds since the Unix epoch: only tombstones the store
+    /// recorded as deleted before it may go.
+    pub deleted_before_ms: u64,
+    /// Only tombstones whose sequence is below it may go: every op at or above it may
+    /// still be delivered, so tombstones it could race must stay.
+    pub seq_below: Seq,
+}
+
+/// What one [`Store::compact_tombstones`] call did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactionPage {
+    /// Tombstones removed.
+    pub removed: u64,
+    /// Tombstones written before deletion times were recorded, now given the time of
+    /// this call as their deletion time (so they go one retention later, never sooner).
+    pub stamped: u64,
+    /// Where the next call continues (its `after`); `None` once the collection's end was
+    /// reached.
+    pub next_after: Option<DocId>,
+}
+
 /// A collection as the catalog keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CollectionMeta {
@@ -187,6 +218,21 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&DocId>,
         limit: usize,
     ) -> Result<Vec<StoredDoc>, StoreError>;
+
+    /// Removes the tombstones of a collection past `horizon`, looking at no more than
+    /// `limit` stored records (live or not) after `after` in id order, so that one call
+    /// stays short; page on with [`CompactionPage::next_after`]. Live documents are never
+    /// removed, nor a tombstone that a concurrent `apply` replaced. A tombstone whose
+    /// deletion time the store does not know is not removed: it is given the current time
+    /// instead ([`CompactionPage::stamped`]). Removals need not be durable when this
+    /// returns (a lost one leaves a dead tombstone for the next pass).
+    async fn compact_tombstones(
+        &self,
+        collection: &CollectionName,
+        horizon: TombstoneHorizon,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<CompactionPage, StoreError>;
 
     /// Deletes every document of a collection.
     async fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError>;

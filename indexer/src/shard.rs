@@ -23,6 +23,32 @@
 //! - The generation changes after the reader has been reloaded on a commit, so a search
 //!   keyed by generation never caches an older searcher's results under a newer number.
 //!   Generations come from one process-wide counter: a rebuilt shard never reuses one.
+//!
+//! Tombstones are not compacted here (the store's are: `sluice_workers::tombstones`).
+//! A shard keeps one small tombstone document (`_id`, `_seq`, `_tombstone`) per deleted
+//! id until a rebuild from the store, which has none (its scan skips tombstones). Taking
+//! them out is one `delete_query` of `_tombstone = 1 AND _seq < bound` per pass (a live
+//! re-upsert of the id carries no `_tombstone`, and a tombstone added later in the same
+//! uncommitted batch has a later opstamp, so neither is touched; no new field, no
+//! reindex), then merges reclaim the space. The hard part is the bound: a tombstone of
+//! sequence `S` may go only once no event older than `S` for its id can still reach
+//! this shard, and such events come from three places:
+//! 1. EVENTS messages this shard has not acked yet (redelivery);
+//! 2. an older op's event appended *after* the delete's: two workers applying the two
+//!    ops at once may publish them in either order; a worker appends an event before it
+//!    acks its DOCS message, so once the workers' DOCS ack floor has passed the
+//!    delete's message every such event is in EVENTS;
+//! 3. EVENTS replayed from an earlier position (a consumer recreated, another
+//!    subscriber): JetStream keeps EVENTS for `log.events_max_age`.
+//!
+//! A sound bound: at time `T0` read the workers' DOCS ack floor `F` and the last EVENTS
+//! sequence `E`; once this shard's EVENTS ack floor has reached `E` and `T0` is more than
+//! `log.events_max_age` ago, every tombstone with a sequence below the first op of
+//! message `F + 1` may go. That needs a checkpoint list `(T0, F, E)` kept per shard
+//! (in memory is enough: losing it only delays compaction) and a test that holds an
+//! older op's event back behind its delete's, neither of which exists yet. Until then a
+//! dead-letter replay of an old upsert whose store tombstone was compacted is applied in
+//! the store but refused here (see the README's "Deletes and tombstones").
 
 use std::collections::hash_map::Entry;
 use std::path::Path;

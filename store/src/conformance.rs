@@ -11,15 +11,21 @@
 //! so cases never see each other's documents and can also be run one by one. Storage
 //! must start empty of those collections (a fresh directory or keyspace per run).
 //! [`run_all`] drops its store before the reopen case, so an adapter that locks its
-//! storage can open it again.
+//! storage can open it again. The compaction case reads the wall clock (tombstones are
+//! aged by the time their delete was applied) and waits for it to move past a
+//! millisecond boundary, never for a fixed time.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sluice_core::document::ContentHash;
 use sluice_core::schema::Schema;
-use sluice_core::store::{CollectionMeta, DocVersion, Store, StoreWrite, StoredDoc, WriteOutcome};
+use sluice_core::store::{
+    CollectionMeta, CompactionPage, DocVersion, Store, StoreWrite, StoredDoc, TombstoneHorizon,
+    WriteOutcome,
+};
 use sluice_core::{CollectionName, DocId, Seq};
 use tokio::task::JoinSet;
 
@@ -63,6 +69,7 @@ where
     versions_of_present_absent_and_deleted(store.as_ref()).await;
     scan_pages_in_id_order_within_one_collection(store.as_ref()).await;
     drop_documents_empties_one_collection(store.as_ref()).await;
+    tombstones_past_the_horizon_are_compacted(store.as_ref(), expect).await;
     catalog_crud(store.as_ref()).await;
     concurrent_appliers_keep_the_highest_seq(Arc::clone(&store)).await;
     drop(store);
@@ -463,6 +470,151 @@ pub async fn drop_documents_empties_one_collection(store: &dyn Store) {
         .drop_documents(&collection("conf-drop-empty"))
         .await
         .unwrap_or_else(|e| panic!("dropping an empty collection failed: {e}"));
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is past the epoch")
+        .as_millis() as u64
+}
+
+/// A wall-clock millisecond strictly after every write done so far and strictly before
+/// every write done from now on: waits (polling the clock) for it to pass.
+async fn clock_boundary() -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let earlier = wall_clock_ms();
+    while wall_clock_ms() <= earlier {
+        assert!(Instant::now() < deadline, "the wall clock does not move");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let boundary = wall_clock_ms();
+    while wall_clock_ms() <= boundary {
+        assert!(Instant::now() < deadline, "the wall clock does not move");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    boundary
+}
+
+/// Pages `compact_tombstones` through a collection `limit` records at a time; the pages
+/// summed up, and how many calls it took.
+async fn compact_all(
+    store: &dyn Store,
+    c: &CollectionName,
+    horizon: TombstoneHorizon,
+    limit: usize,
+) -> (CompactionPage, usize) {
+    let mut total = CompactionPage::default();
+    let mut after: Option<DocId> = None;
+    for calls in 1.. {
+        let page = store
+            .compact_tombstones(c, horizon, after.as_ref(), limit)
+            .await
+            .unwrap_or_else(|e| panic!("compact_tombstones of {c} failed: {e}"));
+        total.removed += page.removed;
+        total.stamped += page.stamped;
+        if page.next_after.is_none() {
+            return (total, calls);
+        }
+        assert!(
+            page.next_after > after,
+            "compaction pages must move forward"
+        );
+        after = page.next_after;
+    }
+    unreachable!("the loop only ends by returning")
+}
+
+/// Tombstones deleted before the horizon's time and below its sequence are removed, in
+/// pages of bounded size; newer ones (by time or by sequence), live documents and other
+/// collections stay. Once a tombstone is gone its id is absent, so an older upsert
+/// arriving later is applied (what `store.tombstone_retention` must make impossible,
+/// short of replaying an old dead letter); one still kept refuses it.
+pub async fn tombstones_past_the_horizon_are_compacted(store: &dyn Store, expect: Expectations) {
+    let c = collection("conf-compact");
+    let neighbour = collection("conf-compact2");
+    // Old tombstones, interleaved with live documents, more than one page of them.
+    let mut old_writes: Vec<StoreWrite> = Vec::new();
+    for i in 0..30u64 {
+        old_writes.push(upsert(&format!("live{i:02}"), 1 + i, "v"));
+        old_writes.push(upsert(&format!("old{i:02}"), 100 + i, "v"));
+    }
+    apply(store, &c, old_writes).await;
+    let deletes = (0..30u64)
+        .map(|i| delete(&format!("old{i:02}"), 200 + i))
+        .collect();
+    apply(store, &c, deletes).await;
+    // Old by time, but at or above the horizon's sequence: an op it races may still come.
+    apply(store, &c, vec![delete("unsettled", 500)]).await;
+    apply(store, &neighbour, vec![delete("old00", 201)]).await;
+    let deleted_before_ms = clock_boundary().await;
+    // Below the horizon's sequence, but deleted after its time.
+    apply(
+        store,
+        &c,
+        vec![upsert("recent", 300, "v"), delete("recent", 301)],
+    )
+    .await;
+
+    let horizon = TombstoneHorizon {
+        deleted_before_ms,
+        seq_below: Seq(500),
+    };
+    let (page, calls) = compact_all(store, &c, horizon, 8).await;
+    assert_eq!(page.removed, 30, "every old tombstone of {c} goes");
+    assert_eq!(page.stamped, 0, "every tombstone here has its time");
+    assert!(
+        calls >= 8,
+        "62 records in pages of 8 take 8 calls, took {calls}"
+    );
+
+    for i in 0..30u64 {
+        assert_eq!(
+            get(store, &c, &format!("old{i:02}")).await,
+            None,
+            "old{i:02}"
+        );
+        assert_live(store, &c, &format!("live{i:02}"), 1 + i, "v").await;
+    }
+    assert_tombstone(store, &c, "recent", 301).await;
+    assert_tombstone(store, &c, "unsettled", 500).await;
+    assert_tombstone(store, &neighbour, "old00", 201).await;
+    let versions = store
+        .versions(&c, &[doc_id("old00"), doc_id("live00")])
+        .await
+        .unwrap_or_else(|e| panic!("versions failed: {e}"));
+    assert_eq!(versions[0], None, "a compacted id has no version");
+    let scanned = scan_all_pages(store, &c, 100).await;
+    assert_eq!(scanned.len(), 30, "scan sees the live documents only");
+
+    // A second pass finds nothing more.
+    let (again, _) = compact_all(store, &c, horizon, 1000).await;
+    assert_eq!(again, CompactionPage::default());
+
+    // An older upsert for a compacted id is a write to an absent id: it applies.
+    assert_eq!(
+        apply(store, &c, vec![upsert("old00", 150, "late")]).await,
+        vec![WriteOutcome::Applied],
+        "with its tombstone gone, an older upsert recreates the document"
+    );
+    assert_live(store, &c, "old00", 150, "late").await;
+    // Where the tombstone was kept, the same late upsert is refused.
+    let late = apply(store, &c, vec![upsert("recent", 299, "late")]).await;
+    assert_stale(
+        expect,
+        late[0],
+        "a kept tombstone still blocks older upserts",
+    );
+    assert_tombstone(store, &c, "recent", 301).await;
+
+    // A limit of 0 looks at nothing and stays where it was.
+    let idle = store
+        .compact_tombstones(&c, horizon, Some(&doc_id("live05")), 0)
+        .await
+        .unwrap_or_else(|e| panic!("compact_tombstones failed: {e}"));
+    assert_eq!(idle.removed, 0);
+    assert_eq!(idle.next_after, Some(doc_id("live05")));
 }
 
 fn meta(name: &str, schema_version: u64) -> CollectionMeta {

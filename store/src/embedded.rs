@@ -26,9 +26,24 @@
 //! against, so an `Ok` never rests on a write that is not durable. A call whose future
 //! is dropped still runs to completion on the blocking pool: batches are atomic.
 //!
+//! # Tombstone compaction
+//! A tombstone records the wall-clock time its delete was applied.
+//! `compact_tombstones` walks a bounded stretch of one collection's keys on a snapshot,
+//! without any lock, and picks the tombstones past the horizon. Then, under the
+//! collection's apply lock, it reads each of them again and removes it only if it is
+//! still the very record it picked (same sequence, same time): an `apply` that replaced
+//! it in between wins, so a live document is never removed and a newer tombstone never
+//! goes early. The lock is held for one fjall batch of at most `limit` removals, so
+//! writers wait at most that long. Removals are committed without a sync of their own
+//! (the next apply's sync covers them, the journal being one sequential file): one lost
+//! in a crash only leaves a dead tombstone behind for the next pass. A tombstone of
+//! record format 1 (time unknown) is rewritten with the time of the pass instead of being
+//! removed, so it goes one retention after it was first seen.
+//!
 //! # Invariants
 //! - A stored record's sequence only grows: a write at or below it is `Stale` and
-//!   changes nothing; deletes leave tombstones carrying their sequence.
+//!   changes nothing; deletes leave tombstones carrying their sequence, until compaction
+//!   removes them (after which the id is absent, and any write to it applies).
 //! - Each `apply` batch is committed atomically (one fjall batch) with at most one
 //!   record per key: the last write to win for that key within the batch.
 
@@ -38,14 +53,15 @@ use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use foldhash::{HashMap, HashMapExt};
-use sluice_core::document::ContentHash;
 use sluice_core::metrics::STORE_WRITES_TOTAL;
 use sluice_core::store::{
-    CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
+    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
+    TombstoneHorizon, WriteOutcome,
 };
 use sluice_core::{CollectionName, DocId, Seq};
 
@@ -60,6 +76,13 @@ const APPLY_LOCK_STRIPES: usize = 16;
 /// Most deletions `drop_documents` commits in one fjall batch, so that dropping a huge
 /// collection never builds one huge batch in memory.
 const DROP_BATCH_KEYS: usize = 1024;
+
+/// Milliseconds since the Unix epoch, by the wall clock (0 for a clock set before it).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
 
 /// The embedded document store. Cheap to share: open it once, hand out the `Arc`.
 pub struct EmbeddedStore {
@@ -207,6 +230,7 @@ impl Inner {
                 outcomes.push(outcome);
             }
             let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+            let deleted_at_ms = now_ms();
             for (key, (_, index)) in &winners {
                 let record = match &writes[*index] {
                     StoreWrite::Upsert {
@@ -215,12 +239,9 @@ impl Inner {
                         seq: *seq,
                         hash: *hash,
                         source: Some(source),
+                        deleted_at_ms: None,
                     },
-                    StoreWrite::Delete { seq, .. } => Record {
-                        seq: *seq,
-                        hash: ContentHash(0),
-                        source: None,
-                    },
+                    StoreWrite::Delete { seq, .. } => Record::tombstone(*seq, deleted_at_ms),
                 };
                 batch.insert(&self.documents, key.as_slice(), record.encode());
             }
@@ -291,6 +312,87 @@ impl Inner {
             }
         }
         Ok(docs)
+    }
+
+    /// Picks the tombstones past `horizon` among at most `limit` records after `after`
+    /// (on a snapshot, lock-free), then removes those still unchanged under the apply
+    /// lock (see the module docs).
+    fn compact_tombstones(
+        &self,
+        collection: &CollectionName,
+        horizon: TombstoneHorizon,
+        after: Option<DocId>,
+        limit: usize,
+    ) -> Result<CompactionPage, StoreError> {
+        let mut page = CompactionPage::default();
+        if limit == 0 {
+            page.next_after = after;
+            return Ok(page);
+        }
+        let prefix = collection_prefix(collection);
+        let start = match &after {
+            Some(id) => Bound::Excluded(doc_key(collection, id)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let range = (start, Bound::Excluded(collection_end(collection)));
+        // Each pick: the key and the record's (sequence, deletion time) as seen.
+        let mut picked: Vec<(Vec<u8>, Seq, Option<u64>)> = Vec::new();
+        let mut examined = 0usize;
+        let mut last_key: Option<Vec<u8>> = None;
+        for entry in self.documents.range::<Vec<u8>, _>(range) {
+            let (key, value) = entry.into_inner().map_err(storage_error)?;
+            let record = Record::decode(&value)?;
+            if record.source.is_none() && record.seq < horizon.seq_below {
+                let expired = record
+                    .deleted_at_ms
+                    .is_none_or(|deleted_at| deleted_at < horizon.deleted_before_ms);
+                if expired {
+                    picked.push((key.to_vec(), record.seq, record.deleted_at_ms));
+                }
+            }
+            examined += 1;
+            if examined >= limit {
+                last_key = Some(key.to_vec());
+                break;
+            }
+        }
+        if let Some(key) = last_key {
+            page.next_after = Some(id_from_key(&key, prefix.len())?);
+        }
+        if picked.is_empty() {
+            return Ok(page);
+        }
+        let _guard = self
+            .apply_lock(collection)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        let stamp_ms = now_ms();
+        for (key, seq, deleted_at_ms) in picked {
+            let Some(value) = self.documents.get(&key).map_err(storage_error)? else {
+                continue;
+            };
+            let current = Record::decode(&value)?;
+            let unchanged = current.source.is_none()
+                && current.seq == seq
+                && current.deleted_at_ms == deleted_at_ms;
+            if !unchanged {
+                continue;
+            }
+            if deleted_at_ms.is_some() {
+                batch.remove(&self.documents, key);
+                page.removed += 1;
+            } else {
+                batch.insert(
+                    &self.documents,
+                    key,
+                    Record::tombstone(seq, stamp_ms).encode(),
+                );
+                page.stamped += 1;
+            }
+        }
+        batch.commit().map_err(storage_error)?;
+        Ok(page)
     }
 
     /// Removes every key of the collection in bounded batches, then syncs once. The
@@ -416,6 +518,18 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn compact_tombstones(
+        &self,
+        collection: &CollectionName,
+        horizon: TombstoneHorizon,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<CompactionPage, StoreError> {
+        let (collection, after) = (collection.clone(), after.cloned());
+        self.run_blocking(move |inner| inner.compact_tombstones(&collection, horizon, after, limit))
+            .await
+    }
+
     async fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError> {
         let collection = collection.clone();
         self.run_blocking(move |inner| inner.drop_documents(&collection))
@@ -450,9 +564,79 @@ impl Store for EmbeddedStore {
 
 #[cfg(test)]
 mod tests {
+    use sluice_core::document::ContentHash;
     use sluice_core::resilience::ErrorKind;
 
     use super::*;
+
+    /// A tombstone written before deletion times were recorded (record format 1) is not
+    /// removed by the first pass that sees it, however old the horizon says tombstones
+    /// may be: it is given that pass's time, and goes once the horizon passes that.
+    #[tokio::test]
+    async fn tombstones_of_unknown_time_are_stamped_then_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let c = CollectionName::new("legacy").unwrap();
+        let id = DocId::new("gone").unwrap();
+        let format_1 = Record {
+            seq: Seq(7),
+            hash: ContentHash(0),
+            source: None,
+            deleted_at_ms: None,
+        };
+        store
+            .inner
+            .documents
+            .insert(doc_key(&c, &id), format_1.encode())
+            .unwrap();
+        let everything = TombstoneHorizon {
+            deleted_before_ms: u64::MAX,
+            seq_below: Seq(u64::MAX),
+        };
+        let before_stamp = now_ms();
+        let first = store
+            .compact_tombstones(&c, everything, None, 100)
+            .await
+            .unwrap();
+        assert_eq!((first.removed, first.stamped), (0, 1));
+        let stored = store.get(&c, &id).await.unwrap().expect("still there");
+        assert_eq!((stored.seq, stored.source), (Seq(7), None));
+        let raw = store
+            .inner
+            .documents
+            .get(doc_key(&c, &id))
+            .unwrap()
+            .unwrap();
+        let stamped_at = Record::decode(&raw)
+            .unwrap()
+            .deleted_at_ms
+            .expect("stamped");
+        assert!(stamped_at >= before_stamp, "stamped with the pass's time");
+
+        let up_to_the_stamp = TombstoneHorizon {
+            deleted_before_ms: stamped_at,
+            ..everything
+        };
+        let second = store
+            .compact_tombstones(&c, up_to_the_stamp, None, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            (second.removed, second.stamped),
+            (0, 0),
+            "not before its time"
+        );
+        let past_the_stamp = TombstoneHorizon {
+            deleted_before_ms: stamped_at + 1,
+            ..everything
+        };
+        let third = store
+            .compact_tombstones(&c, past_the_stamp, None, 100)
+            .await
+            .unwrap();
+        assert_eq!((third.removed, third.stamped), (1, 0));
+        assert_eq!(store.get(&c, &id).await.unwrap(), None);
+    }
 
     #[test]
     fn each_fjall_failure_has_its_kind() {

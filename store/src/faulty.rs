@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use sluice_core::faults::{FaultKind, FaultPoint, Faults};
 use sluice_core::ids::{CollectionName, DocId};
 use sluice_core::store::{
-    CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
+    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
+    TombstoneHorizon, WriteOutcome,
 };
 
 /// Wraps a store with the node's fault plans.
@@ -84,6 +85,19 @@ impl Store for FaultInjectingStore {
     ) -> Result<Vec<StoredDoc>, StoreError> {
         self.inject().await?;
         self.inner.scan(collection, after, limit).await
+    }
+
+    async fn compact_tombstones(
+        &self,
+        collection: &CollectionName,
+        horizon: TombstoneHorizon,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<CompactionPage, StoreError> {
+        self.inject().await?;
+        self.inner
+            .compact_tombstones(collection, horizon, after, limit)
+            .await
     }
 
     async fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError> {

@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use sluice_core::ids::{CollectionName, DocId};
 use sluice_core::resilience::Breaker;
 use sluice_core::store::{
-    CollectionMeta, DocVersion, Store, StoreError, StoreWrite, StoredDoc, WriteOutcome,
+    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
+    TombstoneHorizon, WriteOutcome,
 };
 
 /// Wraps a store with a breaker.
@@ -70,6 +71,21 @@ impl Store for GuardedStore {
     ) -> Result<Vec<StoredDoc>, StoreError> {
         self.breaker
             .call(self.inner.scan(collection, after, limit))
+            .await
+    }
+
+    async fn compact_tombstones(
+        &self,
+        collection: &CollectionName,
+        horizon: TombstoneHorizon,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<CompactionPage, StoreError> {
+        self.breaker
+            .call(
+                self.inner
+                    .compact_tombstones(collection, horizon, after, limit),
+            )
             .await
     }
 

@@ -10,8 +10,12 @@
 //! # Records
 //! A one-byte tag that is both the format version and the tombstone flag, then the
 //! sequence (u64, little endian); a live document goes on with its content hash (u128,
-//! little endian) and its canonical JSON. A tombstone stops after the sequence: its hash
-//! is zero by contract, and it has no source.
+//! little endian) and its canonical JSON. A tombstone's hash is zero by contract and it
+//! has no source; a format 2 tombstone goes on with the wall-clock time its delete was
+//! applied (milliseconds since the Unix epoch, u64, little endian), which is what
+//! compaction ages it by. A format 1 tombstone stops after the sequence: it was written
+//! before deletion times were recorded, and reads back with its time unknown. Format 1
+//! tombstones are still read, and only written again by tests.
 //!
 //! Pure functions, no I/O; safe from any thread.
 
@@ -24,11 +28,15 @@ use sluice_core::{CollectionName, DocId, Seq};
 const KEY_SEPARATOR: u8 = 0x00;
 /// Tag of a live document record, format 1.
 const TAG_LIVE_V1: u8 = 0x01;
-/// Tag of a tombstone record, format 1.
+/// Tag of a tombstone record, format 1 (no deletion time).
 const TAG_TOMBSTONE_V1: u8 = 0x02;
+/// Tag of a tombstone record, format 2 (with its deletion time).
+const TAG_TOMBSTONE_V2: u8 = 0x03;
 const SEQ_LEN: usize = 8;
 const HASH_LEN: usize = 16;
-const TOMBSTONE_LEN: usize = 1 + SEQ_LEN;
+const TIME_LEN: usize = 8;
+const TOMBSTONE_V1_LEN: usize = 1 + SEQ_LEN;
+const TOMBSTONE_V2_LEN: usize = 1 + SEQ_LEN + TIME_LEN;
 const LIVE_HEADER_LEN: usize = 1 + SEQ_LEN + HASH_LEN;
 
 /// The key prefix every document of `collection` starts with (`collection 0x00`).
@@ -73,6 +81,9 @@ pub(crate) struct Record<'a> {
     pub(crate) hash: ContentHash,
     /// `None` for a tombstone.
     pub(crate) source: Option<&'a [u8]>,
+    /// When a tombstone's delete was applied (milliseconds since the Unix epoch);
+    /// `None` for a live document, and for a tombstone of format 1 (time unknown).
+    pub(crate) deleted_at_ms: Option<u64>,
 }
 
 impl<'a> Record<'a> {
@@ -86,12 +97,24 @@ impl<'a> Record<'a> {
             .ok_or_else(|| corrupt("truncated sequence"))?;
         let seq = Seq(u64::from_le_bytes(seq_bytes));
         match tag {
-            TAG_TOMBSTONE_V1 if value.len() == TOMBSTONE_LEN => Ok(Self {
+            TAG_TOMBSTONE_V1 if value.len() == TOMBSTONE_V1_LEN => Ok(Self {
                 seq,
                 hash: ContentHash(0),
                 source: None,
+                deleted_at_ms: None,
             }),
-            TAG_TOMBSTONE_V1 => Err(corrupt("tombstone with trailing bytes")),
+            TAG_TOMBSTONE_V2 if value.len() == TOMBSTONE_V2_LEN => {
+                let time_bytes: [u8; TIME_LEN] = value[1 + SEQ_LEN..]
+                    .try_into()
+                    .map_err(|_| corrupt("truncated deletion time"))?;
+                Ok(Self {
+                    seq,
+                    hash: ContentHash(0),
+                    source: None,
+                    deleted_at_ms: Some(u64::from_le_bytes(time_bytes)),
+                })
+            }
+            TAG_TOMBSTONE_V1 | TAG_TOMBSTONE_V2 => Err(corrupt("tombstone of the wrong length")),
             TAG_LIVE_V1 => {
                 let hash_bytes: [u8; HASH_LEN] = value
                     .get(1 + SEQ_LEN..LIVE_HEADER_LEN)
@@ -101,19 +124,39 @@ impl<'a> Record<'a> {
                     seq,
                     hash: ContentHash(u128::from_le_bytes(hash_bytes)),
                     source: Some(&value[LIVE_HEADER_LEN..]),
+                    deleted_at_ms: None,
                 })
             }
             other => Err(corrupt(&format!("unknown tag {other:#04x}"))),
         }
     }
 
-    /// Encodes the record for storage.
+    /// A tombstone for a delete at `seq` applied at `deleted_at_ms`.
+    pub(crate) fn tombstone(seq: Seq, deleted_at_ms: u64) -> Self {
+        Self {
+            seq,
+            hash: ContentHash(0),
+            source: None,
+            deleted_at_ms: Some(deleted_at_ms),
+        }
+    }
+
+    /// Encodes the record for storage (a tombstone without a time in format 1).
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self.source {
             None => {
-                let mut value = Vec::with_capacity(TOMBSTONE_LEN);
-                value.push(TAG_TOMBSTONE_V1);
-                value.extend_from_slice(&self.seq.0.to_le_bytes());
+                let mut value = Vec::with_capacity(TOMBSTONE_V2_LEN);
+                match self.deleted_at_ms {
+                    Some(deleted_at_ms) => {
+                        value.push(TAG_TOMBSTONE_V2);
+                        value.extend_from_slice(&self.seq.0.to_le_bytes());
+                        value.extend_from_slice(&deleted_at_ms.to_le_bytes());
+                    }
+                    None => {
+                        value.push(TAG_TOMBSTONE_V1);
+                        value.extend_from_slice(&self.seq.0.to_le_bytes());
+                    }
+                }
                 value
             }
             Some(source) => {
@@ -161,26 +204,39 @@ mod tests {
             seq: Seq(u64::MAX - 1),
             hash: ContentHash(u128::MAX - 7),
             source: Some(br#"{"id":"a"}"#),
+            deleted_at_ms: None,
         };
         assert_eq!(Record::decode(&live.encode()).unwrap(), live);
-        let tombstone = Record {
-            seq: Seq(42),
-            hash: ContentHash(0),
-            source: None,
-        };
+        let tombstone = Record::tombstone(Seq(42), 1_767_225_600_123);
         let bytes = tombstone.encode();
-        assert_eq!(bytes.len(), TOMBSTONE_LEN);
+        assert_eq!(bytes.len(), TOMBSTONE_V2_LEN);
+        assert_eq!(bytes[0], TAG_TOMBSTONE_V2);
         assert_eq!(Record::decode(&bytes).unwrap(), tombstone);
         assert!(Record::decode(&bytes).unwrap().version().deleted);
         let empty_source = Record {
             seq: Seq(1),
             hash: ContentHash(3),
             source: Some(b""),
+            deleted_at_ms: None,
         };
         assert_eq!(
             Record::decode(&empty_source.encode()).unwrap(),
             empty_source
         );
+    }
+
+    /// Tombstones written before deletion times were recorded: tag 0x02 and the
+    /// sequence, nothing else. They must keep reading, with their time unknown.
+    #[test]
+    fn format_1_tombstones_read_with_their_time_unknown() {
+        let mut written_by_format_1 = vec![0x02];
+        written_by_format_1.extend_from_slice(&77u64.to_le_bytes());
+        let record = Record::decode(&written_by_format_1).unwrap();
+        assert_eq!(record.seq, Seq(77));
+        assert_eq!(record.source, None);
+        assert_eq!(record.deleted_at_ms, None);
+        assert_eq!(record.hash, ContentHash(0));
+        assert_eq!(record.encode(), written_by_format_1, "re-encodes the same");
     }
 
     #[test]
@@ -189,27 +245,34 @@ mod tests {
             seq: Seq(9),
             hash: ContentHash(9),
             source: Some(b"{}"),
+            deleted_at_ms: None,
         }
         .encode();
+        let tombstone = Record::tombstone(Seq(9), 9).encode();
         for bad in [
             &[][..],
             &[0x7f, 0, 0, 0, 0, 0, 0, 0, 0][..],
             &live[..12],
             &[0x02, 1, 2][..],
+            &tombstone[..TOMBSTONE_V2_LEN - 1],
+            &tombstone[..TOMBSTONE_V1_LEN],
         ] {
             assert!(
                 matches!(Record::decode(bad), Err(StoreError::Corrupt(_))),
                 "{bad:?} decoded"
             );
         }
-        let mut long_tombstone = Record {
-            seq: Seq(1),
-            hash: ContentHash(0),
-            source: None,
+        for mut long_tombstone in [
+            Record {
+                deleted_at_ms: None,
+                ..Record::tombstone(Seq(1), 0)
+            }
+            .encode(),
+            tombstone,
+        ] {
+            long_tombstone.push(0);
+            assert!(Record::decode(&long_tombstone).is_err());
         }
-        .encode();
-        long_tombstone.push(0);
-        assert!(Record::decode(&long_tombstone).is_err());
     }
 
     #[test]

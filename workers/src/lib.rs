@@ -25,6 +25,8 @@
 //! - [`dlq`]: the dead-letter record (its contract lives in `sluice_core::dlq`).
 //! - [`dlq_admin`]: listing, replaying and purging dead letters; the DLQ depth gauge;
 //!   the `sluice_core::dlq::DeadLetterAdmin` the HTTP layer uses.
+//! - [`tombstones`]: the periodic pass removing store tombstones past their retention,
+//!   once the workers have acked every message that could race them.
 
 mod batch;
 mod dedup;
@@ -33,11 +35,13 @@ pub mod dlq_admin;
 mod outage;
 pub mod pool;
 mod retry;
+pub mod tombstones;
 
 pub use dlq::{DeadLetter, DeadLetterCode};
 pub use dlq_admin::DeadLetterQueue;
 pub use pool::WorkerPool;
 pub use sluice_core::dlq::DlqSelection;
+pub use tombstones::TombstoneCompactor;
 
 use sluice_core::log::LogError;
 
