@@ -161,6 +161,7 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
         config.log.ack_wait,
         log.clone(),
         store.clone(),
+        catalog.clone(),
         breakers.clone(),
         workers_stop.clone(),
     )
@@ -189,7 +190,7 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
     // Compaction is only deletes of dead records: stopping it with the workers, even in
     // the middle of a pass, is safe.
     tokio::spawn(
-        TombstoneCompactor::new(store.clone(), log.clone(), &config.store)
+        TombstoneCompactor::new(store.clone(), catalog.clone(), log.clone(), &config.store)
             .run(workers_stop.clone()),
     );
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Value};
+use sluice_core::catalog::Catalog;
 use sluice_core::config::{LogConfig, ResilienceConfig, WorkersConfig};
 use sluice_core::document::ContentHash;
 use sluice_core::log::{Log, OutgoingMessage};
@@ -26,7 +27,7 @@ use sluice_core::store::{
     TombstoneHorizon, WriteOutcome,
 };
 use sluice_core::subjects::{self, StreamKind};
-use sluice_core::{CollectionName, DocId, Seq};
+use sluice_core::{CollectionName, DocId, Generation, Seq};
 use sluice_queue::testing::NatsServer;
 use sluice_queue::{EmbeddedLog, JetStreamConfig, JetStreamLog};
 use sluice_store::EmbeddedStore;
@@ -48,12 +49,13 @@ impl Store for PoisonStore {
     async fn apply(
         &self,
         collection: &CollectionName,
+        generation: Generation,
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         if writes.iter().any(|w| self.poisoned.contains(w.id())) {
             return Err(StoreError::Rejected("refused by the test store".into()));
         }
-        self.inner.apply(collection, writes).await
+        self.inner.apply(collection, generation, writes).await
     }
     async fn get(&self, c: &CollectionName, id: &DocId) -> Result<Option<StoredDoc>, StoreError> {
         self.inner.get(c, id).await
@@ -123,6 +125,7 @@ async fn append(log: &dyn Log, collection: &str, ops: Vec<DocOp>) {
             let batch = DocBatch {
                 collection: collection.clone(),
                 partition,
+                generation: Default::default(),
                 ops: vec![op],
             };
             OutgoingMessage {
@@ -161,11 +164,14 @@ async fn make_dead_letters(log: Arc<dyn Log>, store_dir: &std::path::Path) {
         retry_max: Duration::from_millis(50),
         ..WorkersConfig::default()
     };
+    let catalog_store: Arc<dyn Store> = store.clone();
+    let catalog = Arc::new(Catalog::load(catalog_store, 1).await.unwrap());
     let pool = WorkerPool::start(
         config,
         Duration::from_secs(5),
         log.clone(),
         store,
+        catalog,
         Breakers::new(&ResilienceConfig::default(), Duration::from_secs(5)),
         shutdown.clone(),
     )

@@ -19,6 +19,7 @@ fn batch_codec(c: &mut Criterion) {
     let batch = DocBatch {
         collection: collection.clone(),
         partition: Partition(0),
+        generation: Default::default(),
         ops: docs
             .iter()
             .map(|doc| DocOp::Upsert {
@@ -31,6 +32,7 @@ fn batch_codec(c: &mut Criterion) {
     let events = EventBatch {
         collection,
         partition: Partition(0),
+        generation: Default::default(),
         events: docs
             .iter()
             .enumerate()

@@ -25,6 +25,7 @@ fn log_append(c: &mut Criterion) {
     let payload = DocBatch {
         collection: CollectionName::new("corpus").expect("valid collection name"),
         partition: Partition(0),
+        generation: Default::default(),
         ops: docs
             .into_iter()
             .map(|doc| DocOp::Upsert {

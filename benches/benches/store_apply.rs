@@ -46,7 +46,7 @@ fn store_apply(c: &mut Criterion) {
             || batch(next_seq.fetch_add(WRITES as u64, Ordering::Relaxed)),
             |writes| {
                 runtime
-                    .block_on(store.apply(&collection, writes))
+                    .block_on(store.apply(&collection, Default::default(), writes))
                     .expect("apply")
             },
             criterion::BatchSize::LargeInput,

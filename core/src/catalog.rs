@@ -8,8 +8,25 @@
 //! Limits ([`CollectionLimits`]): a creation that would take the catalog past
 //! `max_collections`, or the collections created on first ingest past
 //! `max_auto_created`, is refused with `too_many_collections`; the count is taken under
-//! the write lock, so concurrent creations cannot overshoot it. Updates of existing
-//! collections are never refused.
+//! the write lock, so concurrent creations cannot overshoot it. Collections being
+//! deleted still count (their data is still there). Updates of existing collections are
+//! never refused.
+//!
+//! # Incarnations and deletion
+//! Every creation starts a new incarnation with its own [`Generation`]. Deleting is a
+//! sequence of steps, each durable in the store's catalog entry and each safe to repeat:
+//! 1. [`Catalog::begin_delete`]: the entry becomes `Deleting`. From then on readers and
+//!    writers see no collection, the store discards writes of that generation, and a
+//!    creation under the name is refused with `collection_being_deleted`.
+//! 2. The caller appends a [`crate::op::CollectionDrop`] to the DOCS log; a worker
+//!    applies it (drops the documents, purges the collection's log messages).
+//! 3. [`Catalog::finish_delete`]: the entry becomes `Retired`; the name is free again,
+//!    and the next incarnation gets a greater generation.
+//!
+//! A crash between any two steps leaves a `Deleting` entry, and
+//! [`Catalog::deleting`] names it at the next start so the drop is appended again.
+//! `Retired` entries are removed by [`Catalog::remove_retired`] once they are older than
+//! every write that could still carry their generation.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -19,9 +36,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, Mutex};
 
 use crate::error::ErrorCode;
-use crate::ids::CollectionName;
+use crate::ids::{CollectionName, Generation};
 use crate::schema::{Schema, SchemaError};
-use crate::store::{CollectionMeta, Store, StoreError};
+use crate::store::{CollectionMeta, CollectionState, Store, StoreError};
 
 /// Why a catalog operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +55,22 @@ pub enum CatalogError {
     /// `ingest.max_auto_created_collections`.
     #[error("{0}")]
     TooManyCollections(String),
+    /// A collection of that name is being deleted (`collection_being_deleted`); it can
+    /// be created again once the deletion has finished.
+    #[error("collection {0} is being deleted; create it again once that has finished")]
+    BeingDeleted(CollectionName),
 }
 
 impl CatalogError {
+    /// The error in the store's terms, for callers whose errors speak of the store: a
+    /// store failure stays what it was, anything else is a refusal.
+    pub fn into_store_error(self) -> StoreError {
+        match self {
+            CatalogError::Store(error) => error,
+            other => StoreError::Rejected(other.to_string()),
+        }
+    }
+
     /// The code users see.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -48,6 +78,7 @@ impl CatalogError {
             CatalogError::Store(e) if e.is_transient() => ErrorCode::Unavailable,
             CatalogError::Store(_) => ErrorCode::Internal,
             CatalogError::TooManyCollections(_) => ErrorCode::TooManyCollections,
+            CatalogError::BeingDeleted(_) => ErrorCode::CollectionBeingDeleted,
         }
     }
 }
@@ -57,7 +88,8 @@ impl CatalogError {
 pub enum CatalogChange {
     /// A collection was created or its schema changed.
     Upserted(Arc<CollectionMeta>),
-    /// A collection was deleted.
+    /// A collection is gone for readers and writers: its deletion began (and, again,
+    /// when it finished).
     Deleted(CollectionName),
 }
 
@@ -95,7 +127,10 @@ pub struct Catalog {
     store: Arc<dyn Store>,
     default_shards: u32,
     limits: CollectionLimits,
+    /// Active collections.
     cache: RwLock<BTreeMap<CollectionName, Arc<CollectionMeta>>>,
+    /// Entries of collections being deleted or deleted (`Deleting`, `Retired`).
+    ended: RwLock<BTreeMap<CollectionName, Arc<CollectionMeta>>>,
     write_lock: Mutex<()>,
     changes: broadcast::Sender<CatalogChange>,
 }
@@ -109,18 +144,24 @@ fn now_ms() -> u64 {
 impl Catalog {
     /// Loads every collection from `store`.
     pub async fn load(store: Arc<dyn Store>, default_shards: u32) -> Result<Self, StoreError> {
-        let cache = store
+        let (active, ended): (Vec<_>, Vec<_>) = store
             .list_collections()
             .await?
             .into_iter()
-            .map(|meta| (meta.name.clone(), Arc::new(meta)))
-            .collect();
+            .partition(CollectionMeta::is_active);
+        let by_name = |metas: Vec<CollectionMeta>| -> BTreeMap<_, _> {
+            metas
+                .into_iter()
+                .map(|meta| (meta.name.clone(), Arc::new(meta)))
+                .collect()
+        };
         let (changes, _) = broadcast::channel(256);
         Ok(Self {
             store,
             default_shards,
             limits: CollectionLimits::default(),
-            cache: RwLock::new(cache),
+            cache: RwLock::new(by_name(active)),
+            ended: RwLock::new(by_name(ended)),
             write_lock: Mutex::new(()),
             changes,
         })
@@ -136,8 +177,9 @@ impl Catalog {
     /// Called under the write lock.
     fn check_room_for_one_more(&self, auto_created: bool) -> Result<(), CatalogError> {
         let cache = self.cache.read().expect("catalog lock");
+        let deleting = self.deleting().len();
         let limits = self.limits;
-        if cache.len() >= limits.max_collections {
+        if cache.len() + deleting >= limits.max_collections {
             return Err(CatalogError::TooManyCollections(format!(
                 "the node holds its maximum of {} collections (ingest.max_collections); delete one first",
                 limits.max_collections
@@ -201,10 +243,13 @@ impl Catalog {
                     dynamic: old.dynamic,
                     schema_version: old.schema_version + 1,
                     created_at_ms: old.created_at_ms,
+                    generation: old.generation,
+                    state: CollectionState::Active,
                 };
                 (meta, PutOutcome::Updated)
             }
             None => {
+                let generation = self.next_generation(name)?;
                 self.check_room_for_one_more(false)?;
                 schema.shards = Some(schema.shards.unwrap_or(self.default_shards));
                 let meta = CollectionMeta {
@@ -213,6 +258,8 @@ impl Catalog {
                     dynamic: false,
                     schema_version: 1,
                     created_at_ms: now_ms(),
+                    generation,
+                    state: CollectionState::Active,
                 };
                 (meta, PutOutcome::Created)
             }
@@ -234,6 +281,7 @@ impl Catalog {
         if let Some(meta) = self.get(name) {
             return Ok(meta);
         }
+        let generation = self.next_generation(name)?;
         self.check_room_for_one_more(true)?;
         let mut schema = Schema::dynamic();
         for doc in sample {
@@ -247,26 +295,125 @@ impl Catalog {
             dynamic: true,
             schema_version: 1,
             created_at_ms: now_ms(),
+            generation,
+            state: CollectionState::Active,
         };
         Ok(self.publish(meta).await?)
     }
 
-    /// Deletes a collection from the catalog; `false` when it did not exist. Its
-    /// documents and indexes are dropped by the roles that own them.
-    pub async fn delete(&self, name: &CollectionName) -> Result<bool, CatalogError> {
+    /// The generation of a new incarnation of `name`: above the one of any ended
+    /// incarnation. Refused while one is being deleted. Called under the write lock.
+    fn next_generation(&self, name: &CollectionName) -> Result<Generation, CatalogError> {
+        let ended = self.ended.read().expect("catalog lock");
+        match ended.get(name) {
+            Some(meta) if meta.state == CollectionState::Deleting => {
+                Err(CatalogError::BeingDeleted(name.clone()))
+            }
+            previous => Ok(Generation::next(previous.map(|meta| meta.generation))),
+        }
+    }
+
+    /// Step 1 of a deletion (see the module docs): marks the collection `Deleting`,
+    /// durably, and tells the subscribers it is gone. Returns the entry to drop, also
+    /// when an earlier call already marked it (so a repeated `DELETE` resumes the
+    /// deletion); `None` when there is no such collection.
+    pub async fn begin_delete(
+        &self,
+        name: &CollectionName,
+    ) -> Result<Option<Arc<CollectionMeta>>, CatalogError> {
         let _guard = self.write_lock.lock().await;
-        if self.get(name).is_none() {
+        if let Some(meta) = self.ended_entry(name) {
+            return Ok((meta.state == CollectionState::Deleting).then_some(meta));
+        }
+        let Some(active) = self.get(name) else {
+            return Ok(None);
+        };
+        let meta = Arc::new(CollectionMeta {
+            state: CollectionState::Deleting,
+            ..(*active).clone()
+        });
+        self.store.put_collection(&meta).await?;
+        self.cache.write().expect("catalog lock").remove(name);
+        self.ended
+            .write()
+            .expect("catalog lock")
+            .insert(name.clone(), meta.clone());
+        let _ = self.changes.send(CatalogChange::Deleted(name.clone()));
+        Ok(Some(meta))
+    }
+
+    /// Step 3 of a deletion: incarnation `generation` of `name`, once its data is
+    /// dropped, becomes `Retired`. `false` (and nothing changes) when the store does not
+    /// hold that incarnation as `Deleting`: it finished already, or never began.
+    pub async fn finish_delete(
+        &self,
+        name: &CollectionName,
+        generation: Generation,
+    ) -> Result<bool, CatalogError> {
+        let _guard = self.write_lock.lock().await;
+        let Some(stored) = self.store.get_collection(name).await? else {
+            return Ok(false);
+        };
+        if stored.generation != generation || stored.state != CollectionState::Deleting {
             return Ok(false);
         }
-        self.store.delete_collection(name).await?;
-        self.cache.write().expect("catalog lock").remove(name);
+        let meta = Arc::new(CollectionMeta {
+            state: CollectionState::Retired { at_ms: now_ms() },
+            ..stored
+        });
+        self.store.put_collection(&meta).await?;
+        self.ended
+            .write()
+            .expect("catalog lock")
+            .insert(name.clone(), meta);
         let _ = self.changes.send(CatalogChange::Deleted(name.clone()));
         Ok(true)
+    }
+
+    /// The collections whose deletion began and has not finished.
+    pub fn deleting(&self) -> Vec<Arc<CollectionMeta>> {
+        self.ended
+            .read()
+            .expect("catalog lock")
+            .values()
+            .filter(|meta| meta.state == CollectionState::Deleting)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a deletion of `name` began and has not finished.
+    pub fn is_being_deleted(&self, name: &CollectionName) -> bool {
+        self.ended_entry(name)
+            .is_some_and(|meta| meta.state == CollectionState::Deleting)
+    }
+
+    /// Removes the entries of collections deleted before `before_ms` (their generation
+    /// can no longer arrive from any log); returns how many.
+    pub async fn remove_retired(&self, before_ms: u64) -> Result<usize, CatalogError> {
+        let _guard = self.write_lock.lock().await;
+        let expired: Vec<CollectionName> = self
+            .ended
+            .read()
+            .expect("catalog lock")
+            .values()
+            .filter(|meta| matches!(meta.state, CollectionState::Retired { at_ms } if at_ms < before_ms))
+            .map(|meta| meta.name.clone())
+            .collect();
+        for name in &expired {
+            self.store.delete_collection(name).await?;
+            self.ended.write().expect("catalog lock").remove(name);
+        }
+        Ok(expired.len())
+    }
+
+    fn ended_entry(&self, name: &CollectionName) -> Option<Arc<CollectionMeta>> {
+        self.ended.read().expect("catalog lock").get(name).cloned()
     }
 
     async fn publish(&self, meta: CollectionMeta) -> Result<Arc<CollectionMeta>, StoreError> {
         self.store.put_collection(&meta).await?;
         let meta = Arc::new(meta);
+        self.ended.write().expect("catalog lock").remove(&meta.name);
         self.cache
             .write()
             .expect("catalog lock")

@@ -164,7 +164,8 @@ pub struct IngestConfig {
     pub default_shards: u32,
     /// Most ingest requests processed at once; more wait, then get 429.
     pub max_in_flight_requests: usize,
-    /// Longest a `wait=searchable` request or a read-your-writes `GET` waits.
+    /// Longest a `wait=searchable` request, a read-your-writes `GET` or a collection
+    /// `DELETE` waits.
     #[serde(with = "humantime_serde")]
     pub visibility_timeout: Duration,
     /// Most documents this node appended and the pipeline has not yet made searchable;

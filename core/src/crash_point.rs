@@ -41,11 +41,23 @@ pub enum CrashPoint {
     BeforeEventsAck,
     /// Graceful shutdown: HTTP intake stopped, workers and indexes still draining.
     Shutdown,
+    /// Deleting a collection: its catalog entry is marked `Deleting`, the drop is not yet
+    /// in the DOCS log.
+    DropMarked,
+    /// A worker applying a collection drop: the documents are dropped, the collection's
+    /// log messages not yet purged.
+    DropDocuments,
+    /// A worker applying a collection drop: documents and log messages are gone, the
+    /// catalog entry is not yet retired.
+    DropPurged,
+    /// A worker applying a collection drop: the entry is retired, the drop message not
+    /// yet acked.
+    DropRetired,
 }
 
 impl CrashPoint {
     /// Every point, in pipeline order.
-    pub const ALL: [CrashPoint; 7] = [
+    pub const ALL: [CrashPoint; 11] = [
         CrashPoint::LogAppend,
         CrashPoint::WorkerBatch,
         CrashPoint::AfterStoreWrite,
@@ -53,6 +65,10 @@ impl CrashPoint {
         CrashPoint::IndexCommit,
         CrashPoint::BeforeEventsAck,
         CrashPoint::Shutdown,
+        CrashPoint::DropMarked,
+        CrashPoint::DropDocuments,
+        CrashPoint::DropPurged,
+        CrashPoint::DropRetired,
     ];
 
     /// The name used in [`ENV_VAR`].
@@ -65,6 +81,10 @@ impl CrashPoint {
             CrashPoint::IndexCommit => "index_commit",
             CrashPoint::BeforeEventsAck => "before_events_ack",
             CrashPoint::Shutdown => "shutdown",
+            CrashPoint::DropMarked => "drop_marked",
+            CrashPoint::DropDocuments => "drop_documents",
+            CrashPoint::DropPurged => "drop_purged",
+            CrashPoint::DropRetired => "drop_retired",
         }
     }
 
@@ -78,6 +98,10 @@ impl CrashPoint {
             CrashPoint::IndexCommit => 5,
             CrashPoint::BeforeEventsAck => 6,
             CrashPoint::Shutdown => 7,
+            CrashPoint::DropMarked => 8,
+            CrashPoint::DropDocuments => 9,
+            CrashPoint::DropPurged => 10,
+            CrashPoint::DropRetired => 11,
         }
     }
 }

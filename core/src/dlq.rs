@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
-use crate::ids::{CollectionName, DocId, Seq};
+use crate::ids::{CollectionName, DocId, Generation, Seq};
 use crate::log::{LogError, OutgoingMessage};
 use crate::op::DocOp;
 use crate::subjects;
@@ -37,12 +37,13 @@ pub trait DeadLetterAdmin: Send + Sync + 'static {
     async fn depth(&self) -> Result<BTreeMap<CollectionName, u64>, LogError>;
 
     /// Re-appends the selected entries' ops to DOCS and removes them from the queue.
-    /// `shards_of` names the shard count of a collection that exists; an entry of a
-    /// collection that does not is not replayed.
+    /// `shards_of` names the shard count and the generation (the incarnation the ops
+    /// are replayed into) of a collection that exists; an entry of a collection that
+    /// does not is not replayed.
     async fn replay(
         &self,
         selection: &DlqSelection,
-        shards_of: &(dyn for<'c> Fn(&'c CollectionName) -> Option<u32> + Send + Sync),
+        shards_of: &(dyn for<'c> Fn(&'c CollectionName) -> Option<(u32, Generation)> + Send + Sync),
         limits: ReplayLimits,
     ) -> Result<ReplayReport, LogError>;
 

@@ -53,6 +53,8 @@ pub enum ErrorCode {
     QueryTooComplex,
     /// Creating the collection would take the node past its maximum number of collections.
     TooManyCollections,
+    /// The collection is being deleted; it can be created again once that has finished.
+    CollectionBeingDeleted,
     /// The request target (path and query string) is longer than the server accepts.
     UriTooLong,
     /// A request parameter or body is not valid.
@@ -106,7 +108,7 @@ impl ErrorCode {
             | InvalidQuery
             | InvalidRequest => 400,
             LineTooLarge | PayloadTooLarge => 413,
-            IncompatibleSchema | NotReplayable | TooManyCollections => 409,
+            IncompatibleSchema | NotReplayable | TooManyCollections | CollectionBeingDeleted => 409,
             UriTooLong => 414,
             CollectionNotFound | DocumentNotFound | NotFound => 404,
             MethodNotAllowed => 405,
@@ -143,6 +145,7 @@ impl ErrorCode {
             InvalidQuery => "invalid_query",
             QueryTooComplex => "query_too_complex",
             TooManyCollections => "too_many_collections",
+            CollectionBeingDeleted => "collection_being_deleted",
             UriTooLong => "uri_too_long",
             InvalidRequest => "invalid_request",
             PayloadTooLarge => "payload_too_large",
@@ -179,6 +182,7 @@ mod tests {
             ErrorCode::RequestTimeout,
             ErrorCode::QueryTooComplex,
             ErrorCode::TooManyCollections,
+            ErrorCode::CollectionBeingDeleted,
             ErrorCode::TooManyFields,
             ErrorCode::UriTooLong,
             ErrorCode::Internal,

@@ -179,6 +179,54 @@ impl fmt::Display for Seq {
     }
 }
 
+/// One incarnation of a collection. A collection deleted and created again under the
+/// same name is a new incarnation with a greater generation, and every op and event in
+/// the logs carries the generation it was accepted for, so nothing of an earlier
+/// incarnation (an op still in the log, an event on its way to an indexer, a write a
+/// worker is retrying) can land in a later one: the store and the indexers drop what
+/// carries another generation than the collection's current one.
+///
+/// Generations are taken from the wall clock in microseconds, kept strictly increasing
+/// within a process ([`Generation::next`]). `Generation(0)` is the incarnation of a
+/// collection created before generations were recorded, and of log messages written
+/// then: the two match each other and nothing else.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Generation(pub u64);
+
+impl Generation {
+    /// A generation above every one this process handed out before, and above `after`
+    /// (the incarnation being replaced, if any).
+    pub fn next(after: Option<Generation>) -> Generation {
+        static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_micros() as u64);
+        let floor = after.map_or(0, |g| g.0);
+        let mut last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let candidate = now_us.max(last + 1).max(floor + 1);
+            match LAST.compare_exchange_weak(
+                last,
+                candidate,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            ) {
+                Ok(_) => return Generation(candidate),
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A partition of a collection: documents are spread over partitions by id hash, and
 /// each partition maps to one index shard.
 #[derive(

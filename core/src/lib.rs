@@ -45,4 +45,4 @@ pub mod store;
 pub mod subjects;
 
 pub use error::ErrorCode;
-pub use ids::{CollectionName, DocId, Partition, Seq};
+pub use ids::{CollectionName, DocId, Generation, Partition, Seq};

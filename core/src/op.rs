@@ -6,12 +6,18 @@
 //! [`Event`] and publish a partition's events of one batch as one [`EventBatch`].
 //! Both are encoded with postcard: compact, no schema negotiation, document sources
 //! carried as opaque canonical JSON bytes (never parsed twice on the way).
+//!
+//! Both carry the [`Generation`] of the collection incarnation they were accepted for, as
+//! their last field; a message written before generations existed decodes with
+//! `Generation(0)`. Deleting a collection is a message of its own on the DOCS log, a
+//! [`CollectionDrop`] on [`crate::subjects::docs_drop`], ordered with the writes.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::document::ContentHash;
-use crate::ids::{CollectionName, DocId, Partition, Seq};
+use crate::ids::{CollectionName, DocId, Generation, Partition, Seq};
+use crate::log::OutgoingMessage;
 
 /// Why a message could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +98,39 @@ pub struct DocBatch {
     pub partition: Partition,
     /// The ops; the `i`-th gets sequence `message_seq.for_op(i)`.
     pub ops: Vec<DocOp>,
+    /// The incarnation of the collection the ops were accepted for.
+    pub generation: Generation,
+}
+
+/// A [`DocBatch`] as written before generations existed.
+#[derive(Deserialize)]
+struct DocBatchWithoutGeneration {
+    collection: CollectionName,
+    partition: Partition,
+    ops: Vec<DocOp>,
+}
+
+impl From<DocBatchWithoutGeneration> for DocBatch {
+    fn from(old: DocBatchWithoutGeneration) -> Self {
+        DocBatch {
+            collection: old.collection,
+            partition: old.partition,
+            ops: old.ops,
+            generation: Generation(0),
+        }
+    }
+}
+
+/// One DOCS message on [`crate::subjects::docs_drop`]: delete incarnation `generation` of
+/// `collection`. Applying it drops the collection's documents and log messages, then
+/// retires its catalog entry; every step may be repeated (see
+/// [`crate::catalog`]), so the message is applied again after a crash at any point.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectionDrop {
+    /// The collection.
+    pub collection: CollectionName,
+    /// The incarnation to drop; a later one under the same name is left alone.
+    pub generation: Generation,
 }
 
 /// One applied change, published by a worker after the store accepted it.
@@ -142,19 +181,53 @@ pub struct EventBatch {
     pub partition: Partition,
     /// The events, in op order.
     pub events: Vec<Event>,
+    /// The incarnation of the collection the events belong to; indexers drop events of
+    /// any other.
+    pub generation: Generation,
+}
+
+/// An [`EventBatch`] as written before generations existed.
+#[derive(Deserialize)]
+struct EventBatchWithoutGeneration {
+    collection: CollectionName,
+    partition: Partition,
+    events: Vec<Event>,
+}
+
+impl From<EventBatchWithoutGeneration> for EventBatch {
+    fn from(old: EventBatchWithoutGeneration) -> Self {
+        EventBatch {
+            collection: old.collection,
+            partition: old.partition,
+            events: old.events,
+            generation: Generation(0),
+        }
+    }
 }
 
 macro_rules! postcard_codec {
-    ($ty:ty, $what:literal) => {
+    ($ty:ty, $what:literal $(, $older:ty)?) => {
         impl $ty {
             /// Encodes the message for the log.
             pub fn encode(&self) -> Bytes {
                 Bytes::from(postcard::to_stdvec(self).expect("in-memory encoding cannot fail"))
             }
 
-            /// Decodes a message read from the log.
+            /// Decodes a message read from the log, also one written in the older
+            /// layout without a trailing generation (which then reads as 0).
             pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-                postcard::from_bytes(bytes).map_err(|source| DecodeError {
+                let decoded = postcard::from_bytes::<$ty>(bytes);
+                $(
+                    // An older message ends exactly where the generation would start;
+                    // anything left over means a damaged newer one.
+                    let decoded = decoded.or_else(|error| {
+                        match postcard::take_from_bytes::<$older>(bytes) {
+                            Ok((older, [])) => Ok(<$ty>::from(older)),
+                            _ => Err(error),
+                        }
+                    });
+                )?
+                decoded.map_err(|source| DecodeError {
                     what: $what,
                     source,
                 })
@@ -163,8 +236,29 @@ macro_rules! postcard_codec {
     };
 }
 
-postcard_codec!(DocBatch, "docs");
-postcard_codec!(EventBatch, "events");
+impl CollectionDrop {
+    /// The DOCS message that asks the workers to apply the drop. Its deduplication id is
+    /// unique to this append: a drop appended again (to resume a deletion) must not be
+    /// taken for a duplicate of one the log has since purged.
+    pub fn to_outgoing(&self) -> OutgoingMessage {
+        static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let append = APPENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OutgoingMessage {
+            subject: crate::subjects::docs_drop(&self.collection),
+            msg_id: format!(
+                "drop-{}-{}-{}-{append}",
+                self.collection,
+                self.generation,
+                Generation::next(None)
+            ),
+            payload: self.encode(),
+        }
+    }
+}
+
+postcard_codec!(DocBatch, "docs", DocBatchWithoutGeneration);
+postcard_codec!(EventBatch, "events", EventBatchWithoutGeneration);
+postcard_codec!(CollectionDrop, "collection drop");
 
 #[cfg(test)]
 mod tests {
@@ -186,6 +280,7 @@ mod tests {
                     id: DocId::new("b").unwrap(),
                 },
             ],
+            generation: Generation(5),
         };
         assert_eq!(DocBatch::decode(&batch.encode()).unwrap(), batch);
         let events = EventBatch {
@@ -195,6 +290,7 @@ mod tests {
                 id: DocId::new("b").unwrap(),
                 seq: Seq(9),
             }],
+            generation: Generation(5),
         };
         assert_eq!(EventBatch::decode(&events.encode()).unwrap(), events);
         assert!(DocBatch::decode(b"\xff\xff").is_err());
@@ -215,7 +311,42 @@ mod tests {
             collection: CollectionName::new("c").unwrap(),
             partition: Partition(0),
             ops: vec![once],
+            generation: Generation(1),
         };
         assert_eq!(DocBatch::decode(&batch.encode()).unwrap(), batch);
+    }
+
+    /// Messages written before generations existed still decode, as generation 0.
+    #[derive(Serialize)]
+    struct OlderDocBatch<'a> {
+        collection: &'a CollectionName,
+        partition: Partition,
+        ops: &'a [DocOp],
+    }
+
+    #[test]
+    fn messages_without_a_generation_decode_as_generation_zero() {
+        let c = CollectionName::new("c").unwrap();
+        let ops = vec![DocOp::Delete {
+            id: DocId::new("b").unwrap(),
+        }];
+        let older = postcard::to_stdvec(&OlderDocBatch {
+            collection: &c,
+            partition: Partition(3),
+            ops: &ops,
+        })
+        .unwrap();
+        let decoded = DocBatch::decode(&older).unwrap();
+        assert_eq!(decoded.generation, Generation(0));
+        assert_eq!((decoded.partition, decoded.ops), (Partition(3), ops));
+        // And a damaged newer message is still refused, not read as an older one.
+        let newer = DocBatch {
+            collection: c,
+            partition: Partition(3),
+            ops: vec![],
+            generation: Generation(u64::MAX),
+        }
+        .encode();
+        assert!(DocBatch::decode(&newer[..newer.len() - 1]).is_err());
     }
 }

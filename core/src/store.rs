@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::document::ContentHash;
-use crate::ids::{CollectionName, DocId, Seq};
+use crate::ids::{CollectionName, DocId, Generation, Seq};
 use crate::schema::Schema;
 
 /// A failure of the store: each variant names what happened, and [`StoreError::kind`]
@@ -136,6 +136,9 @@ pub enum WriteOutcome {
     /// Ignored: the store already holds a version with a sequence at or above it.
     /// Stores that cannot tell (blind last-writer-wins writes) report `Applied`.
     Stale,
+    /// Dropped: the write was for an incarnation of the collection that is being or has
+    /// been deleted (see [`Store::apply`]).
+    Discarded,
 }
 
 /// Which tombstones [`Store::compact_tombstones`] may remove: those deleted before
@@ -177,9 +180,43 @@ pub struct CollectionMeta {
     pub schema_version: u64,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// The incarnation (see [`Generation`]); 0 for collections created before
+    /// generations were recorded.
+    #[serde(default)]
+    pub generation: Generation,
+    /// Whether the collection is live, being deleted or deleted.
+    #[serde(default)]
+    pub state: CollectionState,
+}
+
+/// Where a collection is in its life. Deleting is an operation in the DOCS log
+/// (`sluice_core::op::CollectionDrop`), applied by a worker in steps that can each be
+/// repeated after a crash; the catalog entry records how far it got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectionState {
+    /// Live: ingest, search and reads see it.
+    #[default]
+    Active,
+    /// A deletion was accepted: the collection is gone for every reader and writer,
+    /// writes of its generation are discarded, and a worker is dropping its documents
+    /// and log messages. A new incarnation cannot be created until it is `Retired`.
+    Deleting,
+    /// Deleted: nothing of it is left but this entry, which keeps later writes of its
+    /// generation from landing. A new incarnation replaces it; the tombstone pass removes
+    /// it once it is older than the tombstone retention.
+    Retired {
+        /// When the deletion finished, milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
 }
 
 impl CollectionMeta {
+    /// Whether readers and writers see the collection (it is not being or been deleted).
+    pub fn is_active(&self) -> bool {
+        self.state == CollectionState::Active
+    }
+
     /// Number of shards (= log partitions) of the collection.
     pub fn shards(&self) -> u32 {
         self.schema.shards.unwrap_or(1)
@@ -191,9 +228,18 @@ impl CollectionMeta {
 pub trait Store: Send + Sync + 'static {
     /// Applies writes last-writer-wins, one outcome per write, in order. The batch is
     /// durable when this returns `Ok`. Several writes to one id in a batch are allowed.
+    ///
+    /// The writes are for incarnation `generation` of the collection. When the catalog
+    /// holds the collection with another generation, or in a state other than
+    /// [`CollectionState::Active`], every write is [`WriteOutcome::Discarded`]; that
+    /// check and the writes are atomic with respect to catalog updates
+    /// ([`Store::put_collection`]), so no write of a deleted incarnation lands after its
+    /// deletion began. A collection the catalog does not hold at all takes writes of any
+    /// generation (stores used without a catalog).
     async fn apply(
         &self,
         collection: &CollectionName,
+        generation: Generation,
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError>;
 

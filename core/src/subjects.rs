@@ -1,7 +1,8 @@
 //! Log subject names, shared by the embedded log and JetStream.
 //!
-//! `sluice.docs.{collection}.{partition}` carries batches of ops, `sluice.events.{c}.{p}`
-//! the changes workers applied, `sluice.dlq.{c}` ops that could not be applied.
+//! `sluice.docs.{collection}.{partition}` carries batches of ops and
+//! `sluice.docs.{collection}.drop` a collection's deletion, `sluice.events.{c}.{p}` the
+//! changes workers applied, `sluice.dlq.{c}` ops that could not be applied.
 
 use crate::ids::{CollectionName, Partition};
 
@@ -48,6 +49,23 @@ pub fn docs(collection: &CollectionName, partition: Partition) -> String {
 pub fn docs_of_collection(collection: &CollectionName) -> String {
     format!("sluice.docs.{collection}.>")
 }
+
+/// `sluice.docs.{c}.drop`: the [`crate::op::CollectionDrop`] messages deleting the
+/// collection, ordered in the DOCS log with its writes.
+pub fn docs_drop(collection: &CollectionName) -> String {
+    format!("sluice.docs.{collection}.{DROP_TOKEN}")
+}
+
+/// Whether a DOCS subject is a collection's drop subject ([`docs_drop`]).
+pub fn is_docs_drop(subject: &str) -> bool {
+    subject
+        .strip_prefix("sluice.docs.")
+        .and_then(|rest| rest.rsplit_once('.'))
+        .is_some_and(|(_, last)| last == DROP_TOKEN)
+}
+
+/// The last token of a drop subject (never a partition number).
+const DROP_TOKEN: &str = "drop";
 
 /// `sluice.events.{c}.{p}`
 pub fn events(collection: &CollectionName, partition: Partition) -> String {
@@ -107,5 +125,11 @@ mod tests {
         assert_eq!(docs(&c, Partition(2)), "sluice.docs.books.2");
         assert_eq!(events(&c, Partition(0)), "sluice.events.books.0");
         assert_eq!(dlq(&c), "sluice.dlq.books");
+        assert_eq!(docs_drop(&c), "sluice.docs.books.drop");
+        assert!(is_docs_drop(&docs_drop(&c)));
+        assert!(matches(&docs_of_collection(&c), &docs_drop(&c)));
+        let named_drop = CollectionName::new("drop").unwrap();
+        assert!(!is_docs_drop(&docs(&named_drop, Partition(0))));
+        assert!(!is_docs_drop("sluice.events.books.drop"));
     }
 }

@@ -24,7 +24,7 @@ use sluice_core::op::Event;
 use sluice_core::resilience::Breakers;
 use sluice_core::store::{CollectionMeta, Store};
 use sluice_core::subjects::StreamKind;
-use sluice_core::Partition;
+use sluice_core::{Generation, Partition};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -198,6 +198,7 @@ impl CollectionIndex {
             running.tasks.spawn(
                 consume::run(
                     shard.clone(),
+                    self.meta.generation,
                     log.clone(),
                     config.clone(),
                     breakers.clone(),
@@ -238,6 +239,16 @@ impl CollectionIndex {
     }
 }
 
+/// What the collection directory's marker file holds: the creation time of a
+/// collection created before generations were recorded, else its generation.
+fn incarnation_marker(meta: &CollectionMeta) -> String {
+    if meta.generation == Generation(0) {
+        meta.created_at_ms.to_string()
+    } else {
+        format!("generation {}", meta.generation)
+    }
+}
+
 /// Resets directories that do not belong to this collection incarnation, and tells
 /// whether the version directory holds a finished build.
 fn prepare_dirs(
@@ -246,7 +257,7 @@ fn prepare_dirs(
     meta: &CollectionMeta,
 ) -> Result<bool, IndexerError> {
     let created_marker = collection_dir.join(CREATED_MARKER);
-    let created = meta.created_at_ms.to_string();
+    let created = incarnation_marker(meta);
     match std::fs::read_to_string(&created_marker) {
         Ok(found) if found == created => {}
         Ok(_) => remove_dir(collection_dir)?,

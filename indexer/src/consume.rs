@@ -16,7 +16,8 @@
 //! - The loop applies events only while it holds a writer slot, and gives the slot back
 //!   when its writer is closed.
 //! - A message that cannot be decoded can never succeed: it is logged and acked with the
-//!   next commit rather than redelivered forever.
+//!   next commit rather than redelivered forever. So is one of another incarnation of
+//!   the collection (its generation differs from the shard's): it can never apply.
 //!
 //! Breakers: fetches and acks go through `log_consume`; commits are recorded in
 //! `index_commit` (a commit slower than its timeout counts as a failure). While either is
@@ -31,6 +32,7 @@ use sluice_core::log::{Consumer, ConsumerConfig, Delivery, Log};
 use sluice_core::op::EventBatch;
 use sluice_core::resilience::{Breaker, Breakers};
 use sluice_core::subjects::{self, StreamKind};
+use sluice_core::Generation;
 use tokio_util::sync::CancellationToken;
 
 use crate::commit_policy::CommitPolicy;
@@ -78,6 +80,7 @@ where
 /// Consumes the shard's events until `cancel` fires, then commits and acks what it holds.
 pub(crate) async fn run(
     shard: Arc<ShardIndex>,
+    generation: Generation,
     log: Arc<dyn Log>,
     config: IndexerConfig,
     breakers: Breakers,
@@ -134,7 +137,7 @@ pub(crate) async fn run(
                     };
                     slot = Some(acquired);
                 }
-                let events = decode(&shard, &deliveries);
+                let events = decode(&shard, generation, &deliveries);
                 let apply_shard = shard.clone();
                 match blocking(move || apply_shard.apply(events)).await {
                     Ok(outcome) => {
@@ -233,11 +236,21 @@ async fn open_consumer(
     }
 }
 
-fn decode(shard: &ShardIndex, deliveries: &[Delivery]) -> Vec<sluice_core::op::Event> {
+/// The events of `deliveries` that belong to incarnation `generation` of the shard's
+/// collection. Events of another (a deleted incarnation's, still on their way) are
+/// skipped, and acked with the rest.
+fn decode(
+    shard: &ShardIndex,
+    generation: Generation,
+    deliveries: &[Delivery],
+) -> Vec<sluice_core::op::Event> {
     let mut events = Vec::new();
     for delivery in deliveries {
         match EventBatch::decode(&delivery.payload) {
-            Ok(batch) => events.extend(batch.events),
+            Ok(batch) if batch.generation == generation => events.extend(batch.events),
+            Ok(batch) => {
+                tracing::debug!(seq = delivery.seq.0, collection = %shard.collection(), events_generation = %batch.generation, %generation, "events of another incarnation skipped");
+            }
             Err(error) => {
                 tracing::error!(%error, seq = delivery.seq.0, collection = %shard.collection(), shard = shard.partition().0, "undecodable events message skipped");
             }

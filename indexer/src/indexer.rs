@@ -413,6 +413,7 @@ impl Indexer {
         if let Some(current) = &current {
             if current.meta.schema_version >= meta.schema_version
                 && current.meta.created_at_ms == meta.created_at_ms
+                && current.meta.generation == meta.generation
             {
                 return;
             }
@@ -611,7 +612,7 @@ mod tests {
         let catalog = Arc::new(Catalog::load(store.clone(), 2).await.unwrap());
         let books = CollectionName::new("books").unwrap();
         let schema = Schema::from_json(br#"{"fields":[{"name":"title","type":"text"}]}"#).unwrap();
-        catalog.put_schema(&books, schema).await.unwrap();
+        let (meta, _) = catalog.put_schema(&books, schema).await.unwrap();
         let doc = |id: &str, seq: u64| {
             let source = serde_json::json!({"id": id, "title": "cached words"}).to_string();
             (
@@ -625,6 +626,7 @@ mod tests {
         store
             .apply(
                 &books,
+                meta.generation,
                 vec![StoreWrite::Upsert {
                     id,
                     seq,
@@ -678,6 +680,7 @@ mod tests {
         let batch = EventBatch {
             collection: books.clone(),
             partition,
+            generation: meta.generation,
             events: vec![Event::Upserted {
                 id,
                 seq,

@@ -18,7 +18,7 @@ use sluice_core::op::{Event, EventBatch};
 use sluice_core::schema::Schema;
 use sluice_core::store::{Store, StoreWrite};
 use sluice_core::subjects::{self, StreamKind};
-use sluice_core::{CollectionName, DocId, Seq};
+use sluice_core::{CollectionName, DocId, Generation, Seq};
 use sluice_indexer::{Indexer, SearchError, SearchRequest, SearchResponse};
 use sluice_queue::EmbeddedLog;
 use sluice_store::EmbeddedStore;
@@ -105,12 +105,20 @@ impl Env {
         self.dir.path().join("index").join("books")
     }
 
+    /// The generation of the collection's current incarnation, as workers write with.
+    fn generation(&self) -> Generation {
+        self.catalog
+            .get(&self.books)
+            .map_or(Generation::default(), |meta| meta.generation)
+    }
+
     /// Writes the store only (as if the events had been consumed long ago).
     async fn store_only(&self, id: &str, seq: u64, title: &str) {
         let source = source(id, title);
         self.store
             .apply(
                 &self.books,
+                self.generation(),
                 vec![StoreWrite::Upsert {
                     id: DocId::new(id).unwrap(),
                     seq: Seq(seq),
@@ -141,11 +149,15 @@ impl Env {
                 seq: *seq,
             },
         };
-        self.store.apply(&self.books, vec![write]).await.unwrap();
+        self.store
+            .apply(&self.books, self.generation(), vec![write])
+            .await
+            .unwrap();
         let partition = event.id().partition(SHARDS);
         let batch = EventBatch {
             collection: self.books.clone(),
             partition,
+            generation: self.generation(),
             events: vec![event],
         };
         let n = self
@@ -416,7 +428,7 @@ async fn follows_creation_schema_changes_and_deletion() {
     .await;
 
     // Deletion drops shards, consumers and files.
-    env.catalog.delete(&env.books).await.unwrap();
+    env.catalog.begin_delete(&env.books).await.unwrap();
     eventually("the collection is gone", || async {
         matches!(
             search(&indexer, SearchRequest::default()).await,

@@ -41,7 +41,7 @@ use sluice_core::op::{DocBatch, DocOp};
 use sluice_core::schema::Schema;
 use sluice_core::store::CollectionMeta;
 use sluice_core::subjects::{self, StreamKind};
-use sluice_core::{CollectionName, DocId, ErrorCode, Partition, Seq};
+use sluice_core::{CollectionName, DocId, ErrorCode, Generation, Partition, Seq};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{check_ndjson_content_type, read_limited, require_documents};
@@ -384,14 +384,13 @@ pub struct RequestLimits {
 /// fresh UUIDv7s, or, under an idempotency key, derived from the key and the line so
 /// that every retry of the request assigns the same ones.
 pub fn prepare(
-    collection: &CollectionName,
-    schema: &Schema,
-    shards: u32,
+    meta: &CollectionMeta,
     body: &[u8],
     limits: BatchLimits,
     request: RequestLimits,
     idempotency_key: Option<&str>,
 ) -> PreparedIngest {
+    let (schema, shards) = (&meta.schema, meta.shards());
     let mut response = IngestResponse::new();
     let mut by_partition: BTreeMap<Partition, Vec<(usize, DocOp)>> = BTreeMap::new();
     for (index, line) in lines(body).enumerate() {
@@ -433,7 +432,8 @@ pub fn prepare(
             ),
         }
     }
-    let (batches, batch_lines) = group_into_batches(collection, by_partition, limits);
+    let (batches, batch_lines) =
+        group_into_batches(&meta.name, meta.generation, by_partition, limits);
     PreparedIngest {
         batches,
         batch_lines,
@@ -446,6 +446,7 @@ pub fn prepare(
 /// on an id get later sequences. Returns the batches and, for each, its ops' lines.
 pub(crate) fn group_into_batches(
     collection: &CollectionName,
+    generation: Generation,
     by_partition: BTreeMap<Partition, Vec<(usize, DocOp)>>,
     limits: BatchLimits,
 ) -> (Vec<DocBatch>, Vec<Vec<usize>>) {
@@ -468,6 +469,7 @@ pub(crate) fn group_into_batches(
                     collection: collection.clone(),
                     partition,
                     ops: std::mem::take(&mut ops_of_batch),
+                    generation,
                 });
                 bytes_of_batch = 0;
             }
@@ -481,6 +483,7 @@ pub(crate) fn group_into_batches(
                 collection: collection.clone(),
                 partition,
                 ops: ops_of_batch,
+                generation,
             });
         }
     }
@@ -730,9 +733,7 @@ pub async fn ingest_documents(
     let prepare_key = idempotency_key.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         prepare(
-            &prepare_meta.name,
-            &prepare_meta.schema,
-            prepare_meta.shards(),
+            &prepare_meta,
             &body,
             batch_limits,
             request_limits,
@@ -801,6 +802,20 @@ mod tests {
         Schema::from_json(br#"{"fields":[{"name":"n","type":"i64"}]}"#).unwrap()
     }
 
+    fn meta_of(collection: &CollectionName, shards: u32) -> CollectionMeta {
+        let mut schema = schema();
+        schema.shards = Some(shards);
+        CollectionMeta {
+            name: collection.clone(),
+            schema,
+            dynamic: false,
+            schema_version: 1,
+            created_at_ms: 0,
+            generation: Generation(1),
+            state: sluice_core::store::CollectionState::Active,
+        }
+    }
+
     const REQUEST: RequestLimits = RequestLimits {
         line: LineLimits {
             max_line_bytes: 1 << 20,
@@ -827,9 +842,7 @@ mod tests {
         }
         body.push_str("{\"id\":\"bad\",\"n\":\"x\"}\n\nnot json\n");
         let prepared = prepare(
-            &c,
-            &schema(),
-            3,
+            &meta_of(&c, 3),
             body.as_bytes(),
             BatchLimits {
                 max_docs: 2,
@@ -854,9 +867,7 @@ mod tests {
         let ops: usize = prepared.batches.iter().map(|b| b.ops.len()).sum();
         let keyed = |key| {
             prepare(
-                &c,
-                &schema(),
-                3,
+                &meta_of(&c, 3),
                 b"{\"n\":1}\n{\"n\":2}\n",
                 BatchLimits {
                     max_docs: 2,
@@ -883,9 +894,7 @@ mod tests {
             }
         }
         let small = prepare(
-            &c,
-            &schema(),
-            1,
+            &meta_of(&c, 1),
             body.as_bytes(),
             BatchLimits {
                 max_docs: 100,
@@ -998,7 +1007,7 @@ mod tests {
                 max_reported_errors: 3,
                 max_fields: 50,
             };
-            let prepared = prepare(&c, &schema(), 4, &body, limits, request, None);
+            let prepared = prepare(&meta_of(&c, 4), &body, limits, request, None);
             let r = &prepared.response;
             // A body without a trailing newline still ends its last line; an empty last
             // line after a final newline is no line.

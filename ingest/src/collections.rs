@@ -1,8 +1,9 @@
 //! The collection catalog routes: create or update from a schema document, list, show,
 //! delete.
 //!
-//! Deleting a collection removes its catalog entry (index shards follow the catalog's
-//! change feed and drop themselves) and its stored documents.
+//! Deleting a collection is an operation in the DOCS log (see `sluice_core::catalog`,
+//! "Incarnations and deletion"): this route begins it and waits for a worker to finish
+//! it; index shards follow the catalog's change feed and drop themselves.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,10 +11,13 @@ use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sluice_core::catalog::{CatalogError, PutOutcome};
+use sluice_core::crash_point::{self, CrashPoint};
+use sluice_core::op::CollectionDrop;
 use sluice_core::schema::Schema;
 use sluice_core::store::CollectionMeta;
-use sluice_core::subjects::{self, StreamKind};
+use sluice_core::subjects::StreamKind;
 use sluice_core::{CollectionName, ErrorCode};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::bulk::wait_error;
 use crate::documents::collection_meta;
@@ -28,6 +32,7 @@ fn view(meta: &CollectionMeta) -> Value {
         "dynamic": meta.dynamic,
         "schema_version": meta.schema_version,
         "created_at_ms": meta.created_at_ms,
+        "generation": meta.generation,
     })
 }
 
@@ -136,35 +141,56 @@ pub async fn get_collection(
     Ok(Json(view(&meta)))
 }
 
-/// `DELETE /v1/collections/{c}`
+/// `DELETE /v1/collections/{c}`: marks the collection `Deleting` (from then on it is
+/// gone for every reader and writer), appends its drop to the DOCS log, and waits up to
+/// `ingest.visibility_timeout` for a worker to apply it: `200 {"result":"deleted"}` once
+/// it has, `202 {"result":"deleting"}` if it is still under way (it finishes on its own,
+/// after a restart too). A `DELETE` of a collection being deleted appends the drop again
+/// and waits the same way, so a client can retry one that failed.
 pub async fn delete_collection(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (name, _) = collection_meta(&state, name)?;
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = CollectionName::new(name).map_err(|e| ApiError::new(e.code, e.message))?;
+    let catalog = &state.inner.catalog;
+    let Some(meta) = catalog.begin_delete(&name).await.map_err(catalog_error)? else {
+        return Err(ApiError::new(
+            ErrorCode::CollectionNotFound,
+            format!("no collection named \"{name}\""),
+        ));
+    };
+    // Crash tests: the entry is `Deleting`, the drop is not in the log yet.
+    crash_point::reached(CrashPoint::DropMarked);
+    let mut changes = catalog.subscribe();
+    let drop = CollectionDrop {
+        collection: name.clone(),
+        generation: meta.generation,
+    };
     state
         .inner
-        .catalog
-        .delete(&name)
+        .log
+        .append(StreamKind::Docs, vec![drop.to_outgoing()])
         .await
-        .map_err(catalog_error)?;
-    // Old ops and events must not replay into a collection re-created under this name.
-    for (stream, filter) in [
-        (StreamKind::Docs, subjects::docs_of_collection(&name)),
-        (StreamKind::Events, subjects::events_of_collection(&name)),
-    ] {
-        state
-            .inner
-            .log
-            .purge(stream, &filter)
-            .await
-            .map_err(|e| ApiError::unavailable("log", e))?;
-    }
-    state
-        .inner
-        .store
-        .drop_documents(&name)
-        .await
-        .map_err(|e| ApiError::unavailable("store", e))?;
-    Ok(Json(json!({"name": name, "result": "deleted"})))
+        .map_err(|e| ApiError::unavailable("log", e))?;
+    let finished = tokio::time::timeout(state.inner.config.visibility_timeout, async {
+        while catalog.is_being_deleted(&name) {
+            if let Err(RecvError::Closed) = changes.recv().await {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false);
+    Ok(if finished {
+        (
+            StatusCode::OK,
+            Json(json!({"name": name, "result": "deleted"})),
+        )
+    } else {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"name": name, "result": "deleting"})),
+        )
+    })
 }

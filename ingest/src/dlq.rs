@@ -194,7 +194,7 @@ pub async fn replay_dlq(
         .dlq
         .replay(
             &selection,
-            &|c| catalog.get(c).map(|meta| meta.shards()),
+            &|c| catalog.get(c).map(|meta| (meta.shards(), meta.generation)),
             limits,
         )
         .await

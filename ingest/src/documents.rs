@@ -39,7 +39,7 @@ pub(crate) fn collection_meta(
     let meta = state.inner.catalog.get(&name).ok_or_else(|| {
         ApiError::new(
             ErrorCode::CollectionNotFound,
-            format!("no collection named {name:?}"),
+            format!("no collection named \"{name}\""),
         )
     })?;
     Ok((name, meta))
@@ -169,6 +169,7 @@ pub async fn delete_document(
         collection: name,
         partition: id.partition(meta.shards()),
         ops: vec![DocOp::Delete { id: id.clone() }],
+        generation: meta.generation,
     };
     let written = all_appended(append_batches(&state, std::slice::from_ref(&batch), None).await)?;
     if params.wait == WaitFor::Searchable && !written.is_empty() {

@@ -74,7 +74,7 @@ async fn run(
         SearchError::QueryTooComplex(message) => ApiError::new(ErrorCode::QueryTooComplex, message),
         SearchError::CollectionNotFound => ApiError::new(
             ErrorCode::CollectionNotFound,
-            format!("no collection named {name:?}"),
+            format!("no collection named \"{name}\""),
         ),
         SearchError::Unavailable(cause) => ApiError::unavailable("index", cause),
         other => ApiError::internal(other),

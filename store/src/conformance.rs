@@ -23,10 +23,10 @@ use bytes::Bytes;
 use sluice_core::document::ContentHash;
 use sluice_core::schema::Schema;
 use sluice_core::store::{
-    CollectionMeta, CompactionPage, DocVersion, Store, StoreWrite, StoredDoc, TombstoneHorizon,
-    WriteOutcome,
+    CollectionMeta, CollectionState, CompactionPage, DocVersion, Store, StoreWrite, StoredDoc,
+    TombstoneHorizon, WriteOutcome,
 };
-use sluice_core::{CollectionName, DocId, Seq};
+use sluice_core::{CollectionName, DocId, Generation, Seq};
 use tokio::task::JoinSet;
 
 /// What an adapter can promise beyond the minimum contract.
@@ -71,6 +71,7 @@ where
     drop_documents_empties_one_collection(store.as_ref()).await;
     tombstones_past_the_horizon_are_compacted(store.as_ref(), expect).await;
     catalog_crud(store.as_ref()).await;
+    writes_land_only_in_the_active_incarnation(store.as_ref()).await;
     concurrent_appliers_keep_the_highest_seq(Arc::clone(&store)).await;
     drop(store);
     data_survives_reopen(expect, &open).await;
@@ -113,7 +114,7 @@ async fn apply(
 ) -> Vec<WriteOutcome> {
     let count = writes.len();
     let outcomes = store
-        .apply(c, writes)
+        .apply(c, Generation(0), writes)
         .await
         .unwrap_or_else(|e| panic!("apply to {c} failed: {e}"));
     assert_eq!(
@@ -632,6 +633,8 @@ fn meta(name: &str, schema_version: u64) -> CollectionMeta {
         dynamic: schema_version > 1,
         schema_version,
         created_at_ms: 1_767_225_600_000,
+        generation: Generation(schema_version),
+        state: CollectionState::Active,
     }
 }
 
@@ -707,7 +710,7 @@ pub async fn concurrent_appliers_keep_the_highest_seq(store: Arc<dyn Store>) {
                     .map(|i| upsert(&format!("r{i}"), seq, &seq.to_string()))
                     .collect();
                 let outcomes = store
-                    .apply(&c, writes)
+                    .apply(&c, Generation(0), writes)
                     .await
                     .unwrap_or_else(|e| panic!("concurrent apply failed: {e}"));
                 applied += outcomes
@@ -767,4 +770,80 @@ where
         .await
         .unwrap_or_else(|e| panic!("get_collection failed: {e}"));
     assert_eq!(catalog_entry, Some(meta("conf-reopen", 7)));
+}
+
+/// The incarnation fence of [`Store::apply`]: with a catalog entry, only writes of its
+/// generation land, and none while it is being deleted or after; without one, any.
+pub async fn writes_land_only_in_the_active_incarnation(store: &dyn Store) {
+    let mut entry = meta("conf-fence", 1);
+    let c = entry.name.clone();
+    let put = |entry: CollectionMeta| async move {
+        store
+            .put_collection(&entry)
+            .await
+            .unwrap_or_else(|e| panic!("put_collection failed: {e}"));
+    };
+    let try_write = |generation: u64, seq: u64| {
+        let c = c.clone();
+        async move {
+            store
+                .apply(
+                    &c,
+                    Generation(generation),
+                    vec![upsert("f", seq, &seq.to_string())],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("apply failed: {e}"))
+        }
+    };
+    assert_eq!(
+        try_write(7, 1).await,
+        vec![WriteOutcome::Applied],
+        "without a catalog entry any generation lands"
+    );
+    entry.generation = Generation(8);
+    put(entry.clone()).await;
+    assert_eq!(
+        try_write(7, 2).await,
+        vec![WriteOutcome::Discarded],
+        "a write of an earlier incarnation is discarded"
+    );
+    assert_eq!(try_write(8, 3).await, vec![WriteOutcome::Applied]);
+    entry.state = CollectionState::Deleting;
+    put(entry.clone()).await;
+    assert_eq!(
+        try_write(8, 4).await,
+        vec![WriteOutcome::Discarded],
+        "nothing lands while the collection is being deleted"
+    );
+    entry.state = CollectionState::Retired { at_ms: 1 };
+    put(entry.clone()).await;
+    assert_eq!(
+        try_write(8, 5).await,
+        vec![WriteOutcome::Discarded],
+        "nothing lands in a retired incarnation"
+    );
+    let stored = store
+        .get(&c, &doc_id("f"))
+        .await
+        .unwrap_or_else(|e| panic!("get failed: {e}"))
+        .expect("the admitted write is stored");
+    assert_eq!(
+        stored.seq,
+        Seq(3),
+        "only admitted writes changed the document"
+    );
+    entry.generation = Generation(9);
+    entry.state = CollectionState::Active;
+    put(entry).await;
+    assert_eq!(try_write(9, 6).await, vec![WriteOutcome::Applied]);
+    store
+        .delete_collection(&c)
+        .await
+        .unwrap_or_else(|e| panic!("delete_collection failed: {e}"));
+    assert_eq!(
+        try_write(1, 7).await,
+        vec![WriteOutcome::Applied],
+        "with the entry removed, writes land again"
+    );
 }

@@ -16,6 +16,13 @@
 //! document key instead would buy nothing here: a batch of a hundred ids would need
 //! most stripes anyway.
 //!
+//! # Incarnation fence
+//! `apply` takes the generation its writes were accepted for and, under the collection's
+//! apply lock, checks it against the catalog entry (cached per collection in
+//! [`Inner::fences`]); catalog writes take the same lock and update that cache, so a
+//! batch either lands before a deletion begins or is discarded. A collection with no
+//! catalog entry takes writes of any generation.
+//!
 //! # Durability
 //! Under the lock the batch is committed to fjall's journal and memtables (flushed to
 //! the OS, not yet synced), which is enough for the next applier to see it. The fsync
@@ -63,7 +70,7 @@ use sluice_core::store::{
     CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
     TombstoneHorizon, WriteOutcome,
 };
-use sluice_core::{CollectionName, DocId, Seq};
+use sluice_core::{CollectionName, DocId, Generation, Seq};
 
 use crate::record::{collection_end, collection_prefix, doc_key, id_from_key, Record};
 
@@ -96,6 +103,38 @@ struct Inner {
     documents: Keyspace,
     catalog: Keyspace,
     apply_locks: [Mutex<()>; APPLY_LOCK_STRIPES],
+    /// Per collection, what `apply` checks batches against, read from the catalog on
+    /// first use and kept current by catalog writes (under the apply lock).
+    fences: Mutex<HashMap<CollectionName, Fence>>,
+}
+
+/// Which writes a collection takes (see [`Store::apply`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fence {
+    /// No catalog entry: writes of any generation.
+    Open,
+    /// An active incarnation: writes of this generation only.
+    Generation(Generation),
+    /// Being deleted or deleted: none.
+    Closed,
+}
+
+impl Fence {
+    fn of(meta: Option<&CollectionMeta>) -> Fence {
+        match meta {
+            None => Fence::Open,
+            Some(meta) if meta.is_active() => Fence::Generation(meta.generation),
+            Some(_) => Fence::Closed,
+        }
+    }
+
+    fn admits(self, generation: Generation) -> bool {
+        match self {
+            Fence::Open => true,
+            Fence::Generation(current) => current == generation,
+            Fence::Closed => false,
+        }
+    }
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -150,6 +189,7 @@ impl EmbeddedStore {
                 documents,
                 catalog,
                 apply_locks: std::array::from_fn(|_| Mutex::new(())),
+                fences: Mutex::new(HashMap::new()),
             }),
         }))
     }
@@ -190,12 +230,36 @@ impl Inner {
         }
     }
 
-    /// Decides every write against the stored (or earlier in-batch) sequence, commits
-    /// the winners as one batch, then syncs. Returns the outcomes and how many
-    /// documents were written.
+    /// The collection's fence. Called under its apply lock.
+    fn fence(&self, collection: &CollectionName) -> Result<Fence, StoreError> {
+        let cached = self
+            .fences
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(collection)
+            .copied();
+        if let Some(fence) = cached {
+            return Ok(fence);
+        }
+        let fence = Fence::of(self.get_collection(collection)?.as_ref());
+        self.set_fence(collection, fence);
+        Ok(fence)
+    }
+
+    fn set_fence(&self, collection: &CollectionName, fence: Fence) {
+        self.fences
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(collection.clone(), fence);
+    }
+
+    /// Checks the batch's generation against the fence, decides every write against the
+    /// stored (or earlier in-batch) sequence, commits the winners as one batch, then
+    /// syncs. Returns the outcomes and how many documents were written.
     fn apply(
         &self,
         collection: &CollectionName,
+        generation: Generation,
         writes: &[StoreWrite],
     ) -> Result<(Vec<WriteOutcome>, usize), StoreError> {
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -206,6 +270,9 @@ impl Inner {
                 .apply_lock(collection)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            if !self.fence(collection)?.admits(generation) {
+                return Ok((vec![WriteOutcome::Discarded; writes.len()], 0));
+            }
             // Per key: the sequence to beat and the index of the write that wins so far.
             let mut winners: HashMap<Vec<u8>, (Seq, usize)> = HashMap::with_capacity(writes.len());
             for (index, write) in writes.iter().enumerate() {
@@ -396,9 +463,9 @@ impl Inner {
     }
 
     /// Removes every key of the collection in bounded batches, then syncs once. The
-    /// iterator reads a snapshot, so its own deletions do not disturb it; writes applied
-    /// concurrently may survive (the catalog removes the collection first, so none
-    /// should arrive).
+    /// iterator reads a snapshot, so its own deletions do not disturb it. Writes applied
+    /// concurrently may survive; a deletion drops documents only once the catalog entry
+    /// is `Deleting`, whose fence admits none.
     fn drop_documents(&self, collection: &CollectionName) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
         for entry in self.documents.prefix(collection_prefix(collection)) {
@@ -416,15 +483,23 @@ impl Inner {
             .map_err(storage_error)
     }
 
+    /// Writes the entry and moves the collection's fence, under its apply lock (see the
+    /// module docs).
     fn put_collection(&self, meta: &CollectionMeta) -> Result<(), StoreError> {
         let json = serde_json::to_vec(meta)
             .map_err(|e| StoreError::Rejected(format!("cannot encode catalog entry: {e}")))?;
+        let _guard = self
+            .apply_lock(&meta.name)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.catalog
             .insert(meta.name.as_str(), json)
             .map_err(storage_error)?;
         self.db
             .persist(PersistMode::SyncData)
-            .map_err(storage_error)
+            .map_err(storage_error)?;
+        self.set_fence(&meta.name, Fence::of(Some(meta)));
+        Ok(())
     }
 
     fn get_collection(
@@ -452,12 +527,21 @@ impl Inner {
     }
 
     fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError> {
+        let _guard = self
+            .apply_lock(collection)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.catalog
             .remove(collection.as_str())
             .map_err(storage_error)?;
         self.db
             .persist(PersistMode::SyncData)
-            .map_err(storage_error)
+            .map_err(storage_error)?;
+        self.fences
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(collection);
+        Ok(())
     }
 }
 
@@ -470,6 +554,7 @@ impl Store for EmbeddedStore {
     async fn apply(
         &self,
         collection: &CollectionName,
+        generation: Generation,
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         if writes.is_empty() {
@@ -477,7 +562,7 @@ impl Store for EmbeddedStore {
         }
         let owned_collection = collection.clone();
         let (outcomes, written) = self
-            .run_blocking(move |inner| inner.apply(&owned_collection, &writes))
+            .run_blocking(move |inner| inner.apply(&owned_collection, generation, &writes))
             .await?;
         metrics::counter!(STORE_WRITES_TOTAL, "collection" => collection.to_string())
             .increment(written as u64);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sluice_core::faults::{FaultKind, FaultPoint, Faults};
-use sluice_core::ids::{CollectionName, DocId};
+use sluice_core::ids::{CollectionName, DocId, Generation};
 use sluice_core::store::{
     CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
     TombstoneHorizon, WriteOutcome,
@@ -53,10 +53,11 @@ impl Store for FaultInjectingStore {
     async fn apply(
         &self,
         collection: &CollectionName,
+        generation: Generation,
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         self.inject().await?;
-        self.inner.apply(collection, writes).await
+        self.inner.apply(collection, generation, writes).await
     }
 
     async fn get(

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sluice_core::ids::{CollectionName, DocId};
+use sluice_core::ids::{CollectionName, DocId, Generation};
 use sluice_core::resilience::Breaker;
 use sluice_core::store::{
     CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
@@ -38,10 +38,11 @@ impl Store for GuardedStore {
     async fn apply(
         &self,
         collection: &CollectionName,
+        generation: Generation,
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         self.breaker
-            .call(self.inner.apply(collection, writes))
+            .call(self.inner.apply(collection, generation, writes))
             .await
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_core::document::ContentHash;
 use sluice_core::store::{Store, StoreError, StoreWrite};
-use sluice_core::{CollectionName, DocId, Seq};
+use sluice_core::{CollectionName, DocId, Generation, Seq};
 use sluice_store::{conformance, EmbeddedStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -110,7 +110,7 @@ fn crash_child_applies_batches_until_killed() {
         let mut stdout = std::io::stdout().lock();
         for batch in 0.. {
             store
-                .apply(&collection, crash_batch(batch))
+                .apply(&collection, Generation(0), crash_batch(batch))
                 .await
                 .expect("child apply");
             writeln!(stdout, "{ACK_MARKER}{batch}").expect("write ack");

@@ -11,6 +11,10 @@
 //!    delivery already applied, whose event may never have made it).
 //! 4. Ack only once the store write and the event append succeeded.
 //!
+//! Writes carry the batch's generation; the store discards those of an incarnation
+//! that is being or has been deleted (counted as `discarded`, no event). A message on a
+//! collection's drop subject is a deletion, applied by [`crate::collection_drop`].
+//!
 //! Failures (classified by [`crate::retry`]): a transient one re-runs steps 2–3 in place
 //! with backoff (they are idempotent: ops already written come back as "already
 //! applied"), then naks the message with a delay; when a breaker reports the store or the
@@ -32,6 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
+use sluice_core::catalog::Catalog;
 use sluice_core::config::WorkersConfig;
 use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::ids::{CollectionName, Partition, Seq, MAX_OPS_PER_BATCH};
@@ -39,13 +44,14 @@ use sluice_core::log::{Consumer, Delivery, Log, OutgoingMessage};
 use sluice_core::metrics::{
     DLQ_MESSAGES_TOTAL, WORKER_BATCH_DURATION_SECONDS, WORKER_DEDUP_SKIPS_TOTAL, WORKER_OPS_TOTAL,
 };
-use sluice_core::op::{DocBatch, DocOp, Event, EventBatch};
+use sluice_core::op::{CollectionDrop, DocBatch, DocOp, Event, EventBatch};
 use sluice_core::resilience::{BreakerState, Breakers, Classify};
 use sluice_core::store::{Store, StoreError, StoreWrite, WriteOutcome};
 use sluice_core::subjects::{self, StreamKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::collection_drop;
 use crate::dedup::{self, Decision, DedupCache};
 use crate::dlq::{now_ms, DeadLetter, DeadLetterCode, FailureHistory, UNROUTABLE_COLLECTION};
 use crate::outage::{Dependencies, ExcusedDeliveries};
@@ -70,6 +76,8 @@ struct OpCounts {
     unchanged: u64,
     deduplicated: u64,
     stale: u64,
+    /// For an incarnation of the collection that is being or has been deleted.
+    discarded: u64,
 }
 
 /// What one successful attempt at a message did.
@@ -107,6 +115,7 @@ pub(crate) struct BatchHandler {
     policy: RetryPolicy,
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
     dedup: DedupCache,
     partition_locks: PartitionLocks,
     /// op sequence (or message sequence for a malformed message) → first failure time.
@@ -133,6 +142,7 @@ impl BatchHandler {
         config: &WorkersConfig,
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
         breakers: Breakers,
         shutdown: CancellationToken,
     ) -> Self {
@@ -143,6 +153,7 @@ impl BatchHandler {
             policy: RetryPolicy::from_config(config),
             log,
             store,
+            catalog,
             dedup: DedupCache::new(config.dedup_cache_entries),
             partition_locks: PartitionLocks::default(),
             first_failures: moka::sync::Cache::new(FAILURE_HISTORY_ENTRIES),
@@ -202,6 +213,9 @@ impl BatchHandler {
     }
 
     async fn process(&self, delivery: &Delivery) -> Disposition {
+        if subjects::is_docs_drop(&delivery.subject) {
+            return self.process_drop(delivery).await;
+        }
         let batch = match DocBatch::decode(&delivery.payload) {
             Ok(batch) if batch.ops.len() <= MAX_OPS_PER_BATCH => batch,
             Ok(batch) => {
@@ -299,6 +313,36 @@ impl BatchHandler {
         .await
     }
 
+    /// Applies a collection drop ([`crate::collection_drop`]), retrying in place, then
+    /// naks it while it keeps failing (it is never dead-lettered: a deletion must
+    /// finish).
+    async fn process_drop(&self, delivery: &Delivery) -> Disposition {
+        let drop = match CollectionDrop::decode(&delivery.payload) {
+            Ok(drop) => drop,
+            Err(error) => {
+                return self
+                    .dead_letter_malformed(delivery, error.to_string())
+                    .await
+            }
+        };
+        let give_up = || self.deps.in_outage();
+        let applied = with_retries(&self.policy, &self.shutdown, "drop", give_up, || {
+            collection_drop::apply(&self.catalog, self.store.as_ref(), self.log.as_ref(), &drop)
+        })
+        .await;
+        match applied {
+            Ok(_) => {
+                self.dedup.forget_collection(&drop.collection);
+                Disposition::Ack
+            }
+            Err(error) => {
+                warn!(%error, collection = %drop.collection, "collection drop not applied, will be redelivered");
+                let deliveries = self.excused.counted(delivery);
+                Disposition::Nak(self.policy.nak_delay(deliveries))
+            }
+        }
+    }
+
     /// One try at steps 2–3 (see module docs). Idempotent.
     async fn attempt(
         &self,
@@ -329,7 +373,11 @@ impl BatchHandler {
         let mut write_outcomes: HashMap<usize, WriteOutcome> = HashMap::new();
         let mut failed: Vec<(usize, StoreError)> = Vec::new();
         if !writes.is_empty() {
-            match self.store.apply(collection, writes.clone()).await {
+            match self
+                .store
+                .apply(collection, batch.generation, writes.clone())
+                .await
+            {
                 Ok(outcomes) => {
                     // Crash tests: the store has the writes, the EVENTS log not yet.
                     crash_point::reached(CrashPoint::AfterStoreWrite);
@@ -345,7 +393,11 @@ impl BatchHandler {
                 Err(error) => {
                     debug!(%error, %collection, seq = message_seq.0, "batch write refused, applying ops one by one");
                     for (&i, write) in to_write.iter().zip(writes) {
-                        match self.store.apply(collection, vec![write]).await {
+                        match self
+                            .store
+                            .apply(collection, batch.generation, vec![write])
+                            .await
+                        {
                             Ok(outcomes) => {
                                 let outcome =
                                     outcomes.first().copied().unwrap_or(WriteOutcome::Applied);
@@ -366,7 +418,9 @@ impl BatchHandler {
         unpredictable.extend(
             write_outcomes
                 .iter()
-                .filter(|(_, outcome)| **outcome == WriteOutcome::Stale)
+                .filter(|(_, outcome)| {
+                    matches!(**outcome, WriteOutcome::Stale | WriteOutcome::Discarded)
+                })
                 .map(|(i, _)| *i),
         );
         let forget: HashSet<_> = unpredictable.iter().map(|&i| batch.ops[i].id()).collect();
@@ -391,6 +445,10 @@ impl BatchHandler {
                     }
                     Some(WriteOutcome::Stale) => {
                         counts.stale += 1;
+                        false
+                    }
+                    Some(WriteOutcome::Discarded) => {
+                        counts.discarded += 1;
                         false
                     }
                     None => false, // failed, reported separately
@@ -576,6 +634,7 @@ fn events_message(
         collection: batch.collection.clone(),
         partition: batch.partition,
         events,
+        generation: batch.generation,
     }
     .encode();
     OutgoingMessage {
@@ -607,6 +666,7 @@ fn report_counts(collection: &CollectionName, counts: &OpCounts) {
     count_ops(collection, "applied", counts.applied);
     count_ops(collection, "unchanged", counts.unchanged);
     count_ops(collection, "stale", counts.stale);
+    count_ops(collection, "discarded", counts.discarded);
     if counts.deduplicated > 0 {
         counter!(WORKER_DEDUP_SKIPS_TOTAL, "collection" => collection.to_string())
             .increment(counts.deduplicated);
@@ -636,6 +696,7 @@ mod tests {
         let batch = DocBatch {
             collection: CollectionName::new("books").unwrap(),
             partition: Partition(1),
+            generation: Default::default(),
             ops: vec![],
         };
         let event = || Event::Deleted {

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use metrics::{counter, gauge};
 use sluice_core::document::ContentHash;
-use sluice_core::ids::{CollectionName, Partition, Seq};
+use sluice_core::ids::{CollectionName, Generation, Partition, Seq};
 use sluice_core::log::{Log, LogError, OutgoingMessage, StoredMessage};
 use sluice_core::metrics::{DLQ_DEPTH, DLQ_PURGED_TOTAL, DLQ_REPLAYED_TOTAL};
 use sluice_core::op::{DocBatch, DocOp};
@@ -118,7 +118,7 @@ impl DeadLetterQueue {
     pub async fn replay(
         &self,
         selection: &DlqSelection,
-        shards_of: &(dyn for<'c> Fn(&'c CollectionName) -> Option<u32> + Send + Sync),
+        shards_of: &(dyn for<'c> Fn(&'c CollectionName) -> Option<(u32, Generation)> + Send + Sync),
         limits: ReplayLimits,
     ) -> Result<ReplayReport, LogError> {
         let mut depth = self.depth.lock().await;
@@ -126,12 +126,12 @@ impl DeadLetterQueue {
         let mut report = ReplayReport::default();
         let mut pages = Pages::new(selection);
         while let Some(page) = pages.next(self.log.as_ref(), &mut report.not_found).await? {
-            let mut groups: BTreeMap<(CollectionName, Partition), Vec<(&DlqEntry, DocOp)>> =
-                BTreeMap::new();
+            type Group = (CollectionName, Partition, Generation);
+            let mut groups: BTreeMap<Group, Vec<(&DlqEntry, DocOp)>> = BTreeMap::new();
             for entry in &page {
                 match replayable_op(entry, shards_of) {
-                    Ok((partition, op)) => groups
-                        .entry((entry.record.collection.clone(), partition))
+                    Ok((partition, generation, op)) => groups
+                        .entry((entry.record.collection.clone(), partition, generation))
                         .or_default()
                         .push((entry, op)),
                     Err((code, message)) => {
@@ -148,7 +148,7 @@ impl DeadLetterQueue {
             }
             let mut messages = Vec::new();
             let mut replayed: Vec<&DlqEntry> = Vec::new();
-            for ((collection, partition), ops) in groups {
+            for ((collection, partition, generation), ops) in groups {
                 for chunk in chunks(ops, limits) {
                     let ids: Vec<u8> = chunk
                         .iter()
@@ -159,6 +159,7 @@ impl DeadLetterQueue {
                         collection: collection.clone(),
                         partition,
                         ops: chunk.into_iter().map(|(_, op)| op).collect(),
+                        generation,
                     };
                     messages.push(OutgoingMessage {
                         subject: subjects::docs(&collection, partition),
@@ -316,7 +317,7 @@ impl DeadLetterAdmin for DeadLetterQueue {
     async fn replay(
         &self,
         selection: &DlqSelection,
-        shards_of: &(dyn for<'c> Fn(&'c CollectionName) -> Option<u32> + Send + Sync),
+        shards_of: &(dyn for<'c> Fn(&'c CollectionName) -> Option<(u32, Generation)> + Send + Sync),
         limits: ReplayLimits,
     ) -> Result<ReplayReport, LogError> {
         DeadLetterQueue::replay(self, selection, shards_of, limits).await
@@ -409,11 +410,11 @@ fn entry_of(message: &StoredMessage) -> DlqEntry {
     }
 }
 
-/// The op to replay and its partition, or why the entry cannot be replayed.
+/// The op to replay, its partition and generation, or why the entry cannot be replayed.
 fn replayable_op(
     entry: &DlqEntry,
-    shards_of: &dyn Fn(&CollectionName) -> Option<u32>,
-) -> Result<(Partition, DocOp), (ErrorCode, String)> {
+    shards_of: &dyn Fn(&CollectionName) -> Option<(u32, Generation)>,
+) -> Result<(Partition, Generation, DocOp), (ErrorCode, String)> {
     let record = &entry.record;
     let not_replayable = |message: &str| (ErrorCode::NotReplayable, message.to_owned());
     let Some(id) = record.id.clone() else {
@@ -421,7 +422,7 @@ fn replayable_op(
             "the entry is an undecodable message, not an op; purge it",
         ));
     };
-    let Some(shards) = shards_of(&record.collection) else {
+    let Some((shards, generation)) = shards_of(&record.collection) else {
         return Err(not_replayable(
             "its collection does not exist (any more); recreate it or purge the entry",
         ));
@@ -441,7 +442,11 @@ fn replayable_op(
         serde_json::Value::String(s) if s == DELETE_OP => DocOp::Delete { id: id.clone() },
         _ => return Err(not_replayable("the entry carries no replayable op")),
     };
-    Ok((id.partition(shards), DocOp::replayed(op, record.seq)))
+    Ok((
+        id.partition(shards),
+        generation,
+        DocOp::replayed(op, record.seq),
+    ))
 }
 
 /// Splits ops into DOCS messages within `limits`.

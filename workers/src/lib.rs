@@ -19,6 +19,7 @@
 //! # Layout
 //! - [`pool`]: the pool, its workers' fetch loop, shutdown.
 //! - `batch`: handling one DOCS message, from decode to ack or nak.
+//! - [`collection_drop`]: applying a collection's deletion, and resuming unfinished ones.
 //! - `dedup`: the version cache in front of the store and the per-op decisions.
 //! - `retry`: failures (classified by the ports' `Classify`) and backoff.
 //! - `outage`: pausing while a dependency is down; deliveries an outage does not count.
@@ -29,6 +30,7 @@
 //!   once the workers have acked every message that could race them.
 
 mod batch;
+pub mod collection_drop;
 mod dedup;
 pub mod dlq;
 pub mod dlq_admin;
@@ -55,4 +57,7 @@ pub enum WorkerError {
     /// The log refused to open the shared DOCS consumer; check that the log is reachable.
     #[error("cannot open the DOCS consumer: {0}")]
     Consumer(#[source] LogError),
+    /// The log refused the drops of collections whose deletion a stop interrupted.
+    #[error("cannot resume interrupted collection deletions: {0}")]
+    ResumeDeletions(#[source] LogError),
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_core::catalog::CatalogChange;
+use sluice_core::catalog::{Catalog, CatalogChange};
 use sluice_core::config::WorkersConfig;
 use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::log::{Consumer, ConsumerConfig, Delivery, Log};
@@ -65,6 +65,7 @@ impl WorkerPool {
         ack_wait: Duration,
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
         breakers: Breakers,
         shutdown: CancellationToken,
     ) -> Result<WorkerPool, WorkerError> {
@@ -95,10 +96,15 @@ impl WorkerPool {
                     .map_err(WorkerError::Consumer)?,
             );
         }
+        // Deletions a crash interrupted go on once the workers run.
+        crate::collection_drop::resume(&catalog, log.as_ref())
+            .await
+            .map_err(WorkerError::ResumeDeletions)?;
         let handler = Arc::new(BatchHandler::new(
             &config,
             log,
             store,
+            catalog,
             breakers,
             shutdown.clone(),
         ));

@@ -30,6 +30,12 @@
 //! `store.tombstone_retention` is therefore not refused by later deletes any more: purge
 //! it instead, or check (and delete again) its document after replaying.
 //!
+//! # Entries of deleted collections
+//! A deleted collection leaves a `Retired` catalog entry, whose fence keeps writes of
+//! its generation out of the store (see `sluice_core::catalog`). A pass removes the
+//! entries retired more than `store.tombstone_retention` ago, by the same wall-clock
+//! rule: by then no DOCS message of that incarnation is left to deliver.
+//!
 //! # Tombstones of unknown time
 //! Tombstones written before the store recorded deletion times have none; the first pass
 //! that sees one gives it the pass's time instead of removing it, so it goes one
@@ -48,6 +54,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sluice_core::catalog::{Catalog, CatalogError};
 use sluice_core::config::StoreConfig;
 use sluice_core::ids::{CollectionName, DocId, Seq, OP_INDEX_BITS};
 use sluice_core::log::Log;
@@ -70,6 +77,8 @@ pub struct PassReport {
     pub removed: u64,
     /// Tombstones of unknown time given the pass's time.
     pub stamped: u64,
+    /// Catalog entries of deleted collections removed.
+    pub retired_removed: usize,
 }
 
 /// The horizon of a pass at `now`: deleted more than `retention` ago, and in a DOCS
@@ -95,17 +104,24 @@ pub fn horizon(now: SystemTime, retention: Duration, docs_ack_floor: Seq) -> Tom
 /// The periodic compaction pass of one node.
 pub struct TombstoneCompactor {
     store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
     log: Arc<dyn Log>,
     retention: Duration,
     interval: Duration,
 }
 
 impl TombstoneCompactor {
-    /// Compaction of `store`, judged against the workers' consumer on `log`, with the
-    /// retention and interval of `config`.
-    pub fn new(store: Arc<dyn Store>, log: Arc<dyn Log>, config: &StoreConfig) -> Self {
+    /// Compaction of `store` and of `catalog`'s retired entries, judged against the
+    /// workers' consumer on `log`, with the retention and interval of `config`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        log: Arc<dyn Log>,
+        config: &StoreConfig,
+    ) -> Self {
         Self {
             store,
+            catalog,
             log,
             retention: config.tombstone_retention,
             interval: config.tombstone_compaction_interval,
@@ -125,7 +141,13 @@ impl TombstoneCompactor {
             return Ok(report);
         };
         let horizon = horizon(now, self.retention, floor);
-        for meta in self.store.list_collections().await? {
+        report.retired_removed = self
+            .catalog
+            .remove_retired(horizon.deleted_before_ms)
+            .await
+            .map_err(CatalogError::into_store_error)?;
+        let collections = self.store.list_collections().await?;
+        for meta in collections.iter().filter(|meta| meta.is_active()) {
             let (removed, stamped) = self.compact_collection(&meta.name, horizon).await?;
             if removed > 0 {
                 metrics::counter!(

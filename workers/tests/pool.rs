@@ -21,9 +21,10 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use sluice_core::catalog::Catalog;
 use sluice_core::config::{LogConfig, ResilienceConfig, StoreConfig, WorkersConfig};
 use sluice_core::document::ContentHash;
-use sluice_core::ids::{CollectionName, DocId, Partition, Seq};
+use sluice_core::ids::{CollectionName, DocId, Generation, Partition, Seq};
 use sluice_core::log::{Consumer, ConsumerConfig, Log, LogError, OutgoingMessage, StoredMessage};
 use sluice_core::metrics::{
     DLQ_MESSAGES_TOTAL, STORE_TOMBSTONES_COMPACTED_TOTAL, WORKER_DEDUP_SKIPS_TOTAL,
@@ -169,6 +170,7 @@ impl Store for FaultyStore {
     async fn apply(
         &self,
         collection: &CollectionName,
+        generation: Generation,
         writes: Vec<StoreWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         self.fault.check_down()?;
@@ -208,7 +210,7 @@ impl Store for FaultyStore {
             }
             _ => false,
         };
-        let outcomes = self.inner.apply(collection, writes).await?;
+        let outcomes = self.inner.apply(collection, generation, writes).await?;
         self.applies.fetch_add(1, Ordering::SeqCst);
         if let (true, Fault::HoldUntilApplied { released, .. }) = (releases, &self.fault) {
             released.store(true, Ordering::SeqCst);
@@ -492,6 +494,7 @@ impl Fixture {
         let batch = DocBatch {
             collection: self.collection.clone(),
             partition: Partition(partition),
+            generation: Default::default(),
             ops,
         };
         self.append_raw(partition, batch.encode()).await
@@ -616,7 +619,9 @@ async fn start_pool(
         breakers.log_publish.clone(),
         breakers.log_consume.clone(),
     );
-    WorkerPool::start(config, ack_wait, log, store, breakers, shutdown)
+    let catalog_store: Arc<dyn Store> = store.clone();
+    let catalog = Arc::new(Catalog::load(catalog_store, 1).await.unwrap());
+    WorkerPool::start(config, ack_wait, log, store, catalog, breakers, shutdown)
         .await
         .unwrap()
 }
@@ -1272,6 +1277,8 @@ async fn tombstones_past_their_retention_are_compacted_and_live_documents_stay(b
             dynamic: false,
             schema_version: 1,
             created_at_ms: 0,
+            generation: Default::default(),
+            state: Default::default(),
         })
         .await
         .unwrap();
@@ -1280,7 +1287,8 @@ async fn tombstones_past_their_retention_are_compacted_and_live_documents_stay(b
         tombstone_retention: Duration::from_millis(300),
         tombstone_compaction_interval: Duration::from_millis(25),
     };
-    let compactor = TombstoneCompactor::new(store.clone(), fx.log.clone(), &compaction);
+    let catalog = Arc::new(Catalog::load(store.clone(), 1).await.unwrap());
+    let compactor = TombstoneCompactor::new(store.clone(), catalog, fx.log.clone(), &compaction);
 
     // A tombstone written before any worker ran: with no workers' consumer on the log,
     // nothing is known to be acked, so not even a pass an hour ahead removes it.
@@ -1288,7 +1296,10 @@ async fn tombstones_past_their_retention_are_compacted_and_live_documents_stay(b
         id: DocId::new("early").unwrap(),
         seq: Seq(1).for_op(0),
     };
-    store.apply(&fx.collection, vec![early]).await.unwrap();
+    store
+        .apply(&fx.collection, Default::default(), vec![early])
+        .await
+        .unwrap();
     let an_hour_ahead = SystemTime::now() + Duration::from_secs(3600);
     let report = compactor.pass(an_hour_ahead).await.unwrap();
     assert_eq!(report.removed, 0, "no ack floor, no compaction");

@@ -50,7 +50,7 @@ use sluice_core::document::{
 use sluice_core::metrics as m;
 use sluice_core::op::DocOp;
 use sluice_core::store::CollectionMeta;
-use sluice_core::{CollectionName, DocId, ErrorCode, Partition};
+use sluice_core::{CollectionName, DocId, ErrorCode, Generation, Partition};
 
 use crate::body::{check_ndjson_content_type, read_limited, require_documents};
 use crate::bulk::{
@@ -245,10 +245,14 @@ async fn run(
     let mut batch_items = Vec::new();
     let mut collections = HashMap::new();
     for (collection, by_partition) in ops_by_collection {
-        let (b, lines) = group_into_batches(&collection, by_partition, batch_limits);
+        let meta = state.inner.catalog.get(&collection);
+        // A collection deleted since its items were checked: generation 0 matches no
+        // current incarnation, so the store discards the writes.
+        let generation = meta.as_ref().map_or(Generation(0), |meta| meta.generation);
+        let (b, lines) = group_into_batches(&collection, generation, by_partition, batch_limits);
         batches.extend(b);
         batch_items.extend(lines);
-        if let Some(meta) = state.inner.catalog.get(&collection) {
+        if let Some(meta) = meta {
             collections.insert(collection, meta);
         }
     }
@@ -676,6 +680,8 @@ mod tests {
             dynamic: false,
             schema_version: 1,
             created_at_ms: 0,
+            generation: Default::default(),
+            state: Default::default(),
         })
     }
 
