@@ -243,13 +243,14 @@ impl CollectionDrop {
     pub fn to_outgoing(&self) -> OutgoingMessage {
         static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let append = APPENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
         OutgoingMessage {
             subject: crate::subjects::docs_drop(&self.collection),
             msg_id: format!(
-                "drop-{}-{}-{}-{append}",
-                self.collection,
-                self.generation,
-                Generation::next(None)
+                "drop-{}-{}-{now_ns}-{append}",
+                self.collection, self.generation
             ),
             payload: self.encode(),
         }

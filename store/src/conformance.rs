@@ -633,7 +633,7 @@ fn meta(name: &str, schema_version: u64) -> CollectionMeta {
         dynamic: schema_version > 1,
         schema_version,
         created_at_ms: 1_767_225_600_000,
-        generation: Generation(schema_version),
+        generation: Generation(0),
         state: CollectionState::Active,
     }
 }
@@ -765,6 +765,16 @@ where
         "a tombstone still blocks older upserts after a reopen",
     );
     assert_tombstone(store.as_ref(), &c, "gone", 42).await;
+    let other_incarnation = store
+        .apply(&c, Generation(5), vec![upsert("kept", 50, "v50")])
+        .await
+        .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    assert_eq!(
+        other_incarnation,
+        vec![WriteOutcome::Discarded],
+        "the catalog entry's generation still fences writes after a reopen"
+    );
+    assert_live(store.as_ref(), &c, "kept", 40, "v40").await;
     let catalog_entry = store
         .get_collection(&c)
         .await

@@ -612,6 +612,9 @@ async fn start_pool(
     shutdown: CancellationToken,
 ) -> WorkerPool {
     let breakers = test_breakers();
+    // The catalog loads from the store before any fault applies.
+    let catalog_store: Arc<dyn Store> = store.inner.clone();
+    let catalog = Arc::new(Catalog::load(catalog_store, 1).await.unwrap());
     // Wired as the binary wires a node: log and store behind the node's breakers.
     let store = sluice_store::GuardedStore::new(store, breakers.store.clone());
     let log = sluice_queue::GuardedLog::new(
@@ -619,8 +622,6 @@ async fn start_pool(
         breakers.log_publish.clone(),
         breakers.log_consume.clone(),
     );
-    let catalog_store: Arc<dyn Store> = store.clone();
-    let catalog = Arc::new(Catalog::load(catalog_store, 1).await.unwrap());
     WorkerPool::start(config, ack_wait, log, store, catalog, breakers, shutdown)
         .await
         .unwrap()

@@ -193,6 +193,15 @@ async fn run(
                                       ingest.max_auto_created_collections)"
                             .to_owned(),
                     }),
+                    // So does an index whose deletion is under way.
+                    Err(error) if error.code() == ErrorCode::CollectionBeingDeleted => {
+                        Err(LineError {
+                            code: ErrorCode::CollectionBeingDeleted,
+                            message: "this index is being deleted; write to it again once \
+                                      that has finished"
+                                .to_owned(),
+                        })
+                    }
                     Err(error) => return Err(error),
                 }
             }
