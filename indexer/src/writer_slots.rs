@@ -25,7 +25,8 @@ pub(crate) struct WriterSlots {
 
 /// The right to keep one index writer open; given back on drop.
 pub(crate) struct WriterSlot {
-    _permit: OwnedSemaphorePermit,
+    /// Held until the slot is dropped (`None` only inside `drop`).
+    permit: Option<OwnedSemaphorePermit>,
     slots: Arc<WriterSlots>,
 }
 
@@ -62,7 +63,7 @@ impl WriterSlots {
         };
         self.publish();
         Some(WriterSlot {
-            _permit: permit,
+            permit: Some(permit),
             slots: Arc::clone(self),
         })
     }
@@ -84,8 +85,9 @@ impl WriterSlots {
 
 impl Drop for WriterSlot {
     fn drop(&mut self) {
-        // The permit is released after this body; count it as gone already.
-        metrics::gauge!(INDEXER_OPEN_WRITERS).set(self.slots.taken().saturating_sub(1) as f64);
+        // Give the slot back first, so the gauge counts what is taken after it.
+        drop(self.permit.take());
+        self.slots.publish();
     }
 }
 

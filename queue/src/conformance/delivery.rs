@@ -14,14 +14,8 @@ where
         let subject = self.subject(StreamKind::Docs, "shared");
         let name = self.consumer_name("shared");
         let config = consumer_config(&name, &subject, SHORT_ACK_WAIT, 1000);
-        let first = log
-            .consumer(StreamKind::Docs, config.clone())
-            .await
-            .expect("consumer failed");
-        let second = log
-            .consumer(StreamKind::Docs, config)
-            .await
-            .expect("consumer failed");
+        let first = open_consumer(&*log, StreamKind::Docs, config.clone()).await;
+        let second = open_consumer(&*log, StreamKind::Docs, config).await;
         let mut appended = BTreeSet::new();
         for i in 0..20 {
             appended.insert(
@@ -67,9 +61,7 @@ where
         )
         .await;
         drop((first, second));
-        log.delete_consumer(StreamKind::Docs, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Docs, &name).await;
     }
 
     pub(super) async fn filter_selects_subjects(&self) {
@@ -135,12 +127,8 @@ where
         tail.ack(&got).await.expect("ack failed");
         expect_nothing(&*tail, "non-matching subjects are never delivered").await;
         drop((star, tail));
-        log.delete_consumer(StreamKind::Events, &star_name)
-            .await
-            .expect("delete_consumer failed");
-        log.delete_consumer(StreamKind::Events, &tail_name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Events, &star_name).await;
+        remove_consumer(&*log, StreamKind::Events, &tail_name).await;
     }
 
     pub(super) async fn in_progress_holds_off_redelivery(&self) {
@@ -148,13 +136,12 @@ where
         let subject = self.subject(StreamKind::Docs, "progress");
         let name = self.consumer_name("progress");
         let ack_wait = Duration::from_millis(500);
-        let consumer = log
-            .consumer(
-                StreamKind::Docs,
-                consumer_config(&name, &subject, ack_wait, 100),
-            )
-            .await
-            .expect("consumer failed");
+        let consumer = open_consumer(
+            &*log,
+            StreamKind::Docs,
+            consumer_config(&name, &subject, ack_wait, 100),
+        )
+        .await;
         let seq = self.append(&*log, StreamKind::Docs, &subject, "slow").await;
         let first = fetch_n(&*consumer, 1).await;
         assert_eq!(seqs_of(&first), vec![seq]);
@@ -194,9 +181,7 @@ where
         );
         consumer.ack(&again).await.expect("ack failed");
         drop(consumer);
-        log.delete_consumer(StreamKind::Docs, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Docs, &name).await;
     }
 
     pub(super) async fn unacked_message_is_redelivered_after_ack_wait(&self) {
@@ -204,13 +189,12 @@ where
         let subject = self.subject(StreamKind::Docs, "ackwait");
         let name = self.consumer_name("ackwait");
         let ack_wait = Duration::from_millis(500);
-        let consumer = log
-            .consumer(
-                StreamKind::Docs,
-                consumer_config(&name, &subject, ack_wait, 100),
-            )
-            .await
-            .expect("consumer failed");
+        let consumer = open_consumer(
+            &*log,
+            StreamKind::Docs,
+            consumer_config(&name, &subject, ack_wait, 100),
+        )
+        .await;
         let seq = self.append(&*log, StreamKind::Docs, &subject, "late").await;
         let first = fetch_n(&*consumer, 1).await;
         assert_eq!(seqs_of(&first), vec![seq]);
@@ -240,22 +224,19 @@ where
             seqs_of(&quiet)
         );
         drop(consumer);
-        log.delete_consumer(StreamKind::Docs, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Docs, &name).await;
     }
 
     pub(super) async fn nak_redelivers_after_delay(&self) {
         let log = self.open().await;
         let subject = self.subject(StreamKind::Docs, "nak");
         let name = self.consumer_name("nak");
-        let consumer = log
-            .consumer(
-                StreamKind::Docs,
-                consumer_config(&name, &subject, SHORT_ACK_WAIT, 100),
-            )
-            .await
-            .expect("consumer failed");
+        let consumer = open_consumer(
+            &*log,
+            StreamKind::Docs,
+            consumer_config(&name, &subject, SHORT_ACK_WAIT, 100),
+        )
+        .await;
         let seq = self
             .append(&*log, StreamKind::Docs, &subject, "retry")
             .await;
@@ -288,9 +269,7 @@ where
         )
         .await;
         drop(consumer);
-        log.delete_consumer(StreamKind::Docs, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Docs, &name).await;
     }
 
     pub(super) async fn max_ack_pending_bounds_deliveries(&self) {
@@ -298,14 +277,8 @@ where
         let subject = self.subject(StreamKind::Docs, "pending");
         let name = self.consumer_name("pending");
         let config = consumer_config(&name, &subject, Duration::from_secs(30), 3);
-        let first = log
-            .consumer(StreamKind::Docs, config.clone())
-            .await
-            .expect("consumer failed");
-        let second = log
-            .consumer(StreamKind::Docs, config)
-            .await
-            .expect("consumer failed");
+        let first = open_consumer(&*log, StreamKind::Docs, config.clone()).await;
+        let second = open_consumer(&*log, StreamKind::Docs, config).await;
         for i in 0..6 {
             self.append(&*log, StreamKind::Docs, &subject, &format!("p{i}"))
                 .await;
@@ -334,9 +307,7 @@ where
         assert_eq!(rest.len(), 2, "the remaining messages flow once acked");
         second.ack(&rest).await.expect("ack failed");
         drop((first, second));
-        log.delete_consumer(StreamKind::Docs, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Docs, &name).await;
     }
 
     pub(super) async fn restart_redelivers_only_unacked(&self) {
@@ -344,10 +315,7 @@ where
         let name = self.consumer_name("restart");
         let config = consumer_config(&name, &subject, Duration::from_secs(1), 100);
         let log = self.open().await;
-        let consumer = log
-            .consumer(StreamKind::Events, config.clone())
-            .await
-            .expect("consumer failed");
+        let consumer = open_consumer(&*log, StreamKind::Events, config.clone()).await;
         for i in 0..6 {
             self.append(&*log, StreamKind::Events, &subject, &format!("r{i}"))
                 .await;
@@ -368,10 +336,7 @@ where
         drop(log);
 
         let log = self.open().await;
-        let consumer = log
-            .consumer(StreamKind::Events, config.clone())
-            .await
-            .expect("consumer failed");
+        let consumer = open_consumer(&*log, StreamKind::Events, config.clone()).await;
         let expected: BTreeSet<Seq> = unacked.iter().map(|d| d.seq).collect();
         let again = fetch_until(&*consumer, 10, |got| {
             got.iter().map(|d| d.seq).collect::<BTreeSet<_>>() == expected
@@ -395,10 +360,7 @@ where
         drop(log);
 
         let log = self.open().await;
-        let consumer = log
-            .consumer(StreamKind::Events, config)
-            .await
-            .expect("consumer failed");
+        let consumer = open_consumer(&*log, StreamKind::Events, config).await;
         let quiet = consumer
             .fetch(10, Duration::from_millis(1500))
             .await
@@ -417,8 +379,6 @@ where
         )
         .await;
         drop(consumer);
-        log.delete_consumer(StreamKind::Events, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Events, &name).await;
     }
 }

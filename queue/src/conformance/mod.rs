@@ -96,6 +96,23 @@ fn consumer_config(
     }
 }
 
+/// A handle on the durable consumer `config` names on `stream`; the case fails when the
+/// log refuses it.
+async fn open_consumer(
+    log: &dyn Log,
+    stream: StreamKind,
+    config: ConsumerConfig,
+) -> Box<dyn Consumer> {
+    log.consumer(stream, config).await.expect("consumer failed")
+}
+
+/// Deletes a consumer a case created, once the case is done with it.
+async fn remove_consumer(log: &dyn Log, stream: StreamKind, name: &str) {
+    log.delete_consumer(stream, name)
+        .await
+        .expect("delete_consumer failed");
+}
+
 fn seqs_of(deliveries: &[Delivery]) -> Vec<Seq> {
     deliveries.iter().map(|delivery| delivery.seq).collect()
 }

@@ -93,9 +93,7 @@ where
         )
         .await;
         drop(consumer);
-        log.delete_consumer(StreamKind::Events, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Events, &name).await;
         assert!(
             log.ack_floor(StreamKind::Events, &name)
                 .await
@@ -110,10 +108,7 @@ where
         let subject = self.subject(StreamKind::Events, "delete");
         let name = self.consumer_name("delete");
         let config = consumer_config(&name, &subject, Duration::from_secs(30), 100);
-        let consumer = log
-            .consumer(StreamKind::Events, config.clone())
-            .await
-            .expect("consumer failed");
+        let consumer = open_consumer(&*log, StreamKind::Events, config.clone()).await;
         for i in 0..3 {
             self.append(&*log, StreamKind::Events, &subject, &format!("d{i}"))
                 .await;
@@ -122,9 +117,7 @@ where
         assert_eq!(got.len(), 3);
         consumer.ack(&got[..1]).await.expect("ack failed");
         drop(consumer);
-        log.delete_consumer(StreamKind::Events, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Events, &name).await;
         assert!(
             log.ack_floor(StreamKind::Events, &name)
                 .await
@@ -140,10 +133,7 @@ where
             "deleting a missing consumer reports it"
         );
 
-        let consumer = log
-            .consumer(StreamKind::Events, config)
-            .await
-            .expect("consumer failed");
+        let consumer = open_consumer(&*log, StreamKind::Events, config).await;
         let wanted: BTreeSet<Seq> = seqs_of(&got[1..]).into_iter().collect();
         let again = fetch_until(&*consumer, 10, |got| {
             wanted.iter().all(|seq| got.iter().any(|d| d.seq == *seq))
@@ -159,8 +149,6 @@ where
         }
         consumer.ack(&again).await.expect("ack failed");
         drop(consumer);
-        log.delete_consumer(StreamKind::Events, &name)
-            .await
-            .expect("delete_consumer failed");
+        remove_consumer(&*log, StreamKind::Events, &name).await;
     }
 }
