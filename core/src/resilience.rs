@@ -228,37 +228,53 @@ impl Instrument for Reporter {
     }
 }
 
-/// How long an opened breaker stays open: doubling from `breaker_open_initial` to
-/// `breaker_open_max` with ±30 % jitter, so the breakers of many nodes do not probe a
-/// recovering dependency in step. failsafe asks for the next delay each time a probe
-/// fails and starts again from the first once the breaker closes.
+/// Jittered exponential delays: doubling from `initial` up to `max`, each randomized by
+/// ±`jitter` (a fraction), ending once `budget` (if any) has elapsed since the first.
+/// The one place the `backoff` crate is used: the breakers' open delays and the workers'
+/// in-place retries both draw their delays from here. (The crate is flagged unmaintained
+/// by RustSec; it stays, behind this type, so replacing it touches this type only.)
 #[derive(Clone, Debug)]
-struct OpenDelays(ExponentialBackoff);
+pub struct Delays(ExponentialBackoff);
 
-impl OpenDelays {
-    fn new(config: &ResilienceConfig) -> Self {
-        let initial = config.breaker_open_initial.max(Duration::from_millis(1));
+impl Delays {
+    /// Delays from `initial` to `max` (at least `initial`, and at least 1 ms), ±`jitter`.
+    pub fn new(initial: Duration, max: Duration, jitter: f64, budget: Option<Duration>) -> Self {
+        let initial = initial.max(Duration::from_millis(1));
         Self(
             ExponentialBackoffBuilder::new()
                 .with_initial_interval(initial)
-                .with_max_interval(config.breaker_open_max.max(initial))
+                .with_max_interval(max.max(initial))
                 .with_multiplier(2.0)
-                .with_randomization_factor(0.3)
-                .with_max_elapsed_time(None)
+                .with_randomization_factor(jitter)
+                .with_max_elapsed_time(budget)
                 .build(),
         )
     }
 }
 
-impl Iterator for OpenDelays {
+impl Iterator for Delays {
     type Item = Duration;
 
+    /// The next delay; `None` once the budget is spent.
     fn next(&mut self) -> Option<Duration> {
         self.0.next_backoff()
     }
 }
 
-type Machine = StateMachine<ConsecutiveFailures<OpenDelays>, Reporter>;
+/// How long an opened breaker stays open: doubling from `breaker_open_initial` to
+/// `breaker_open_max` with ±30 % jitter, so the breakers of many nodes do not probe a
+/// recovering dependency in step. failsafe asks for the next delay each time a probe
+/// fails and starts again from the first once the breaker closes.
+fn open_delays(config: &ResilienceConfig) -> Delays {
+    Delays::new(
+        config.breaker_open_initial,
+        config.breaker_open_max,
+        0.3,
+        None,
+    )
+}
+
+type Machine = StateMachine<ConsecutiveFailures<Delays>, Reporter>;
 
 /// The circuit breaker and call timeout of one dependency. Clones share state.
 #[derive(Clone, Debug)]
@@ -278,7 +294,7 @@ impl Breaker {
         });
         let policy = failsafe::failure_policy::consecutive_failures(
             config.breaker_failures.max(1),
-            OpenDelays::new(config),
+            open_delays(config),
         );
         let machine = StateMachine::new(policy, Reporter(reporter.clone()));
         Self {

@@ -15,11 +15,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
-use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
 use sluice_core::config::WorkersConfig;
 use sluice_core::log::LogError;
-use sluice_core::resilience::{Classify, ErrorKind};
+use sluice_core::resilience::{Classify, Delays, ErrorKind};
 use sluice_core::store::StoreError;
 use tokio_util::sync::CancellationToken;
 
@@ -74,14 +72,8 @@ impl RetryPolicy {
 
     /// A fresh in-place backoff: doubling from `initial` up to `max`, with jitter,
     /// giving up once the retry budget (at most [`MAX_RETRY_ELAPSED`]) is spent.
-    pub(crate) fn backoff(&self) -> ExponentialBackoff {
-        ExponentialBackoffBuilder::new()
-            .with_initial_interval(self.initial)
-            .with_max_interval(self.max)
-            .with_multiplier(2.0)
-            .with_randomization_factor(JITTER)
-            .with_max_elapsed_time(Some(self.budget))
-            .build()
+    pub(crate) fn backoff(&self) -> Delays {
+        Delays::new(self.initial, self.max, JITTER, Some(self.budget))
     }
 
     /// How long the log should wait before delivering a nak'ed message again: grows
@@ -89,11 +81,6 @@ impl RetryPolicy {
     pub(crate) fn nak_delay(&self, delivery_count: u32) -> Duration {
         let doublings = delivery_count.saturating_sub(1).min(16);
         self.initial.saturating_mul(1u32 << doublings).min(self.max)
-    }
-
-    /// The delay before the next in-place retry, or `None` when the budget is spent.
-    pub(crate) fn next_delay(backoff: &mut ExponentialBackoff) -> Option<Duration> {
-        backoff.next_backoff()
     }
 }
 
@@ -119,7 +106,7 @@ where
             Err(failure) => failure,
         };
         let delay = if failure.is_transient() && !shutdown.is_cancelled() && !give_up() {
-            RetryPolicy::next_delay(&mut backoff)
+            backoff.next()
         } else {
             None
         };
@@ -271,7 +258,7 @@ mod tests {
         let policy = policy();
         let mut backoff = policy.backoff();
         for _ in 0..3 {
-            let delay = RetryPolicy::next_delay(&mut backoff).expect("budget not spent yet");
+            let delay = backoff.next().expect("budget not spent yet");
             assert!(delay >= Duration::from_millis(7), "{delay:?}");
             assert!(delay <= Duration::from_millis(260), "{delay:?}");
         }
