@@ -893,9 +893,19 @@ async fn nats_restart_mid_ingest_gives_503s_never_a_false_2xx_and_loses_nothing(
     let mut sentinel: Value = serde_json::from_str(&lines[0]).unwrap();
     sentinel["id"] = json!("sentinel");
     let (status, result) = server
-        .ingest("corpus", sentinel.to_string(), "searchable")
+        .ingest("corpus", sentinel.to_string(), "durable")
         .await;
     assert_eq!(status, 200, "{result}");
+    // The backlog of the outage may take longer than one visibility timeout to index on
+    // a busy machine: wait for it, bounded, rather than for one request.
+    assert!(
+        eventually(Duration::from_secs(120), || async {
+            server.total("corpus", "*").await >= 50_001
+        })
+        .await,
+        "the backlog never became searchable: {}",
+        server.total("corpus", "*").await
+    );
     assert_eq!(server.total("corpus", "*").await, 50_001);
     assert_eq!(server.breaker_state("log_consume").await, Some(0.0));
     for i in (0..50_000).step_by(4_999) {

@@ -32,9 +32,12 @@ use crate::error::ApiError;
 
 /// Content types accepted for NDJSON bodies (parameters such as `charset` are ignored).
 /// `application/x-www-form-urlencoded` is what `curl --data-binary` sends unless told
-/// otherwise; its body is taken as NDJSON all the same.
-const NDJSON_TYPES: [&str; 7] = [
+/// otherwise; its body is taken as NDJSON all the same. The `vnd.elasticsearch` types are
+/// what the Elasticsearch clients send (with a `compatible-with` parameter).
+const NDJSON_TYPES: [&str; 9] = [
     "application/x-ndjson",
+    "application/vnd.elasticsearch+x-ndjson",
+    "application/vnd.elasticsearch+json",
     "application/ndjson",
     "application/jsonl",
     "application/json",
@@ -234,6 +237,12 @@ mod tests {
             HeaderValue::from_static("application/xml"),
         );
         let err = check_ndjson_content_type(&headers).unwrap_err();
+        let mut vendor = HeaderMap::new();
+        vendor.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.elasticsearch+x-ndjson; compatible-with=9"),
+        );
+        assert!(check_ndjson_content_type(&vendor).is_ok());
         assert_eq!(err.code(), ErrorCode::UnsupportedMediaType);
     }
 

@@ -13,8 +13,10 @@
 //! - [`body`]: reading request bodies: content types, decompression, size limits, the
 //!   body read deadline.
 //! - [`bulk`]: `POST /v1/collections/{c}/documents`: NDJSON in, durable batches out.
-//! - [`es_bulk`]: `POST /_bulk`, `POST /{index}/_bulk`: the Elasticsearch bulk API on the
+//! - [`es_bulk`]: `POST|PUT /_bulk`, `POST|PUT /{index}/_bulk`: the Elasticsearch bulk API on the
 //!   same ingest path; [`es_bulk::reader`] pairs its action and source lines.
+//! - [`es_compat`]: what Elasticsearch clients check first: the product header, the
+//!   versioned media types, `GET /`, `GET /_cluster/health`, `HEAD /{index}`.
 //! - [`documents`]: `GET`/`DELETE` of one document.
 //! - [`collections`]: the collection catalog routes.
 //! - [`search`]: search routes.
@@ -36,6 +38,7 @@ pub mod dlq;
 pub mod documents;
 pub mod error;
 pub mod es_bulk;
+pub mod es_compat;
 pub mod faults;
 pub mod ops;
 pub mod routes;

@@ -76,7 +76,7 @@ fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-/// `POST /_bulk` or `POST /{index}/_bulk`.
+/// `POST|PUT /_bulk` or `POST|PUT /{index}/_bulk`.
 fn es_bulk_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value) -> Value {
     let mut parameters: Vec<Value> = index.into_iter().cloned().collect();
     parameters.extend([
@@ -91,6 +91,7 @@ fn es_bulk_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value
            "parameters": parameters,
            "requestBody": {"required": true, "content": {
                "application/x-ndjson": {"schema": {"type": "string", "example": "{\"index\":{\"_id\":\"es-1\"}}\n{\"title\":\"red fox\"}\n"}},
+               "application/vnd.elasticsearch+x-ndjson": {"schema": {"type": "string"}},
                "application/json": {"schema": {"type": "string"}}}},
            "responses": with_errors(json!({
                "200": json_response("Per-item outcome, Elasticsearch-shaped", json!({"$ref": "#/components/schemas/BulkResponse"})),
@@ -208,11 +209,29 @@ pub fn openapi_document(max_result_window: usize) -> Value {
                          "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DlqSelection"}}}},
                          "responses": with_errors(json!({"200": json_response("Outcome", json!({"$ref": "#/components/schemas/ReplayReport"}))}))}
             },
+            "/": {
+                "get": {"summary": "Elasticsearch-style node info (what clients check first: version, tagline)",
+                        "responses": {"200": json_response("Node info", json!({"type": "object", "properties": {
+                            "name": {"type": "string"}, "cluster_name": {"type": "string"},
+                            "version": {"type": "object", "properties": {"number": {"type": "string"}}},
+                            "tagline": {"type": "string"}}}))}}
+            },
+            "/_cluster/health": {
+                "get": {"summary": "Elasticsearch-style cluster health: one node, green",
+                        "responses": {"200": json_response("Health", json!({"type": "object", "properties": {"status": {"type": "string"}}}))}}
+            },
+            "/{index}": {
+                "head": {"summary": "Whether a collection exists (Elasticsearch indices.exists): 200 or 404, no body",
+                         "parameters": [index.clone()],
+                         "responses": {"200": {"description": "It exists"}, "404": {"description": "It does not"}}}
+            },
             "/_bulk": {
-                "post": es_bulk_operation(None, &with_errors)
+                "post": es_bulk_operation(None, &with_errors),
+                "put": es_bulk_operation(None, &with_errors)
             },
             "/{index}/_bulk": {
-                "post": es_bulk_operation(Some(&index), &with_errors)
+                "post": es_bulk_operation(Some(&index), &with_errors),
+                "put": es_bulk_operation(Some(&index), &with_errors)
             },
             "/_internal_/healthcheck": {
                 "get": {"summary": "Health", "responses": {

@@ -12,14 +12,16 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put, MethodRouter};
+use axum::routing::{get, head, on, post, put, MethodFilter, MethodRouter};
 use axum::Router;
 use sluice_core::metrics as m;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::state::AppState;
-use crate::{body, bulk, collections, dlq, documents, error, es_bulk, faults, ops, search};
+use crate::{
+    body, bulk, collections, dlq, documents, error, es_bulk, es_compat, faults, ops, search,
+};
 
 /// The whole API. A request body must arrive within `body_read_timeout`.
 pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
@@ -47,8 +49,11 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         )
         .route("/v1/dlq", get(dlq::list_dlq).delete(dlq::purge_dlq))
         .route("/v1/dlq/replay", control(post(dlq::replay_dlq)))
-        .route("/_bulk", ingest(es_bulk::bulk))
-        .route("/{index}/_bulk", ingest(es_bulk::bulk_for_index))
+        .route("/", get(es_compat::info))
+        .route("/_cluster/health", get(es_compat::cluster_health))
+        .route("/{index}", head(es_compat::index_exists))
+        .route("/_bulk", es_ingest(es_bulk::bulk))
+        .route("/{index}/_bulk", es_ingest(es_bulk::bulk_for_index))
         .route("/_internal_/healthcheck", get(ops::healthcheck))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi));
@@ -90,7 +95,25 @@ where
     H: Handler<T, AppState>,
     T: 'static,
 {
-    post(handler)
+    ingest_on(MethodFilter::POST, handler)
+}
+
+/// An Elasticsearch ingest route: like [`ingest`], for `PUT` as well, which the official
+/// clients send to `_bulk`.
+fn es_ingest<H, T>(handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    ingest_on(MethodFilter::POST.or(MethodFilter::PUT), handler)
+}
+
+fn ingest_on<H, T>(methods: MethodFilter, handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    on(methods, handler)
         .layer::<_, std::convert::Infallible>(RequestDecompressionLayer::new())
         .layer(DefaultBodyLimit::disable())
 }

@@ -44,6 +44,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::admission::{self, ClientTable};
 use crate::body::MinBodyRate;
 use crate::error::{self, ApiError};
+use crate::es_compat;
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting and
 /// lets in-flight requests finish. `app` is the API (see [`crate::router`]), or the
@@ -66,7 +67,9 @@ pub async fn serve(
         }))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::from_fn(error::uniform_errors))
-        .layer(middleware::from_fn(error::trace_requests));
+        .layer(middleware::from_fn(error::trace_requests))
+        // Outermost: every answer, refusals and the starting gate's included.
+        .layer(middleware::from_fn(es_compat::elastic_product));
     let clients = ClientTable::new(
         config.max_connections_per_client,
         config.max_in_flight_per_client,

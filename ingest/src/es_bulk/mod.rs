@@ -1,5 +1,5 @@
-//! `POST /_bulk` and `POST /{index}/_bulk`: the Elasticsearch bulk API, on the native
-//! ingest path.
+//! `POST /_bulk` and `POST /{index}/_bulk` (and `PUT`, which the official clients send):
+//! the Elasticsearch bulk API, on the native ingest path.
 //!
 //! One request goes through the same stages as `POST /v1/collections/{c}/documents`
 //! ([`crate::bulk`]): admission, size-limited body read, per-item validation on a blocking
