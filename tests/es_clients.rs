@@ -1,7 +1,8 @@
 //! The official Elasticsearch clients against a real `sluice serve`, unchanged and with
 //! their default settings.
 //!
-//! The Python client (PyPI `elasticsearch`, 9.x) is the first: `./scripts/test` installs
+//! The Python client (PyPI `elasticsearch`, 9.x) is the first (`info`, the bulk helpers,
+//! `get`, `exists`, `count`, `indices.exists`, `cluster.health`): `./scripts/test` installs
 //! it into `.tools/venv` and names its interpreter in `SLUICE_ES_PYTHON`. Without it the
 //! test fails and says how to get it; it never passes by skipping. The client sends
 //! `PUT /_bulk` with `application/vnd.elasticsearch+x-ndjson; compatible-with=9` and
@@ -26,7 +27,7 @@ const DOCS: usize = 2_000;
 
 /// What the script does with the client; prints one JSON summary line.
 const CLIENT_SCRIPT: &str = r#"
-import json, sys
+import json, sys, time
 from elasticsearch import Elasticsearch, helpers
 
 url, corpus_path = sys.argv[1], sys.argv[2]
@@ -37,7 +38,20 @@ half = len(docs) // 2
 actions = lambda part: ({"_index": "esclient", "_id": d["id"], "_source": d} for d in part)
 bulk_ok, bulk_errors = helpers.bulk(es, actions(docs[:half]), chunk_size=250)
 streamed_ok = sum(1 for ok, _ in helpers.streaming_bulk(es, actions(docs[half:]), chunk_size=250) if ok)
+probe = docs[len(docs) // 3]
+got = es.get(index="esclient", id=probe["id"])
+deadline = time.time() + 60
+while es.count(index="esclient")["count"] < len(docs) and time.time() < deadline:
+    time.sleep(0.2)
+word = probe["title"].split()[0]
 print(json.dumps({
+    "get_found": got["found"],
+    "get_source_matches": got["_source"] == probe,
+    "doc_exists": bool(es.exists(index="esclient", id=probe["id"])),
+    "doc_missing": bool(es.exists(index="esclient", id="no-such-id")),
+    "count": es.count(index="esclient")["count"],
+    "count_q": es.count(index="esclient", q="title:" + word)["count"],
+    "word": word,
     "version": info["version"]["number"],
     "tagline": info["tagline"],
     "bulk_ok": bulk_ok,
@@ -118,6 +132,24 @@ async fn the_official_python_client_bulk_helpers_write_the_corpus() {
     assert_eq!(summary["exists"], true, "{summary}");
     assert_eq!(summary["missing"], false, "{summary}");
     assert_eq!(summary["health"], "green", "{summary}");
+    assert_eq!(summary["get_found"], true, "{summary}");
+    assert_eq!(summary["get_source_matches"], true, "{summary}");
+    assert_eq!(summary["doc_exists"], true, "{summary}");
+    assert_eq!(summary["doc_missing"], false, "{summary}");
+    assert_eq!(summary["count"], DOCS as u64, "{summary}");
+    // The count of a word, against the corpus itself.
+    let word = summary["word"].as_str().unwrap().to_lowercase();
+    let with_word = docs
+        .iter()
+        .filter(|doc| {
+            doc["title"]
+                .as_str()
+                .unwrap()
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|token| token.to_lowercase() == word)
+        })
+        .count();
+    assert_eq!(summary["count_q"], with_word as u64, "{summary}");
 
     // Everything the client wrote is stored and searchable, once.
     assert!(

@@ -45,7 +45,7 @@ pub(crate) fn collection_meta(
     Ok((name, meta))
 }
 
-fn document_id(id: String) -> Result<DocId, ApiError> {
+pub(crate) fn document_id(id: String) -> Result<DocId, ApiError> {
     DocId::new(id).map_err(|e| ApiError::new(e.code, e.message))
 }
 
@@ -83,48 +83,55 @@ async fn until_open(breaker: &Breaker) {
     }
 }
 
-/// The store could not answer (`cause`): the index's copy, flagged, or a 503.
+/// A document as a read finds it: its source and content hash, or `None` when absent or
+/// deleted; `from_index` when the store could not answer and the index's copy was used.
+pub(crate) struct DocumentRead {
+    pub(crate) found: Option<(Bytes, ContentHash)>,
+    pub(crate) from_index: bool,
+}
+
+/// The store could not answer (`cause`): the index's copy, or a 503.
 async fn read_from_index(
     state: &AppState,
     name: &CollectionName,
     id: &DocId,
     cause: StoreError,
-) -> Result<Response, ApiError> {
-    match state.inner.search.indexed_copy(name, id).await {
+) -> Result<DocumentRead, ApiError> {
+    let found = match state.inner.search.indexed_copy(name, id).await {
         Ok(Some(IndexedCopy::Live { source, .. })) => {
             tracing::debug!(error = %cause, "store unavailable; document read from the index");
             let hash = ContentHash::of(&source);
-            Ok(flagged(document_response(source, hash)))
+            Some((source, hash))
         }
-        Ok(Some(IndexedCopy::Deleted { .. })) => Ok(flagged(
-            ApiError::new(
-                ErrorCode::DocumentNotFound,
-                format!("no document with this id in {name:?}"),
-            )
-            .into_response(),
-        )),
-        Ok(None) => Err(ApiError::unavailable("store", cause)),
-        Err(error) => Err(ApiError::unavailable(
-            "store",
-            format!("{cause}; index fallback: {error}"),
-        )),
-    }
+        Ok(Some(IndexedCopy::Deleted { .. })) => None,
+        Ok(None) => return Err(ApiError::unavailable("store", cause)),
+        Err(error) => {
+            return Err(ApiError::unavailable(
+                "store",
+                format!("{cause}; index fallback: {error}"),
+            ))
+        }
+    };
+    Ok(DocumentRead {
+        found,
+        from_index: true,
+    })
 }
 
-/// `GET /v1/collections/{c}/documents/{id}`
-pub async fn get_document(
-    State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let (name, _) = collection_meta(&state, collection)?;
-    let id = document_id(id)?;
+/// Reads one document after every earlier write is applied (read-your-writes), from the
+/// store, or from the index while the store is down.
+pub(crate) async fn read_document(
+    state: &AppState,
+    name: &CollectionName,
+    id: &DocId,
+) -> Result<DocumentRead, ApiError> {
     // While the store's breaker is open the workers are paused: waiting for them would
     // only time out, so the read goes to the index as soon as the breaker is open.
     let applied = tokio::select! {
         applied = state.inner.visibility.wait_all_applied() => applied,
         () = until_open(&state.inner.breakers.store) => {
             let cause = StoreError::Unavailable("its circuit breaker is open".into());
-            return read_from_index(&state, &name, &id, cause).await;
+            return read_from_index(state, name, id, cause).await;
         }
     };
     match applied {
@@ -138,20 +145,45 @@ pub async fn get_document(
         }
         Err(WaitError::Log(e)) => return Err(ApiError::unavailable("log", e)),
     }
-    let stored = match state.inner.store.get(&name, &id).await {
+    let stored = match state.inner.store.get(name, id).await {
         Ok(stored) => stored,
         Err(error) if error.is_infrastructure() => {
-            return read_from_index(&state, &name, &id, error).await
+            return read_from_index(state, name, id, error).await
         }
         Err(error) => return Err(ApiError::unavailable("store", error)),
     };
-    let Some((source, hash)) = stored.and_then(|doc| doc.source.map(|s| (s, doc.hash))) else {
-        return Err(ApiError::new(
-            ErrorCode::DocumentNotFound,
-            format!("no document with this id in {name:?}"),
-        ));
+    Ok(DocumentRead {
+        found: stored.and_then(|doc| doc.source.map(|source| (source, doc.hash))),
+        from_index: false,
+    })
+}
+
+/// `GET /v1/collections/{c}/documents/{id}`
+pub async fn get_document(
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (name, _) = collection_meta(&state, collection)?;
+    let id = document_id(id)?;
+    let read = read_document(&state, &name, &id).await?;
+    let response = match read.found {
+        Some((source, hash)) => document_response(source, hash),
+        None => {
+            let missing = ApiError::new(
+                ErrorCode::DocumentNotFound,
+                format!("no document with this id in \"{name}\""),
+            );
+            if !read.from_index {
+                return Err(missing);
+            }
+            missing.into_response()
+        }
     };
-    Ok(document_response(source, hash))
+    Ok(if read.from_index {
+        flagged(response)
+    } else {
+        response
+    })
 }
 
 /// `DELETE /v1/collections/{c}/documents/{id}`

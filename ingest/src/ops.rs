@@ -76,6 +76,14 @@ fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
+/// `GET|POST /{index}/_count`.
+fn es_count_operation(index: &Value, with_errors: &dyn Fn(Value) -> Value) -> Value {
+    json!({"summary": "Elasticsearch count: documents matching q (Tantivy syntax), or all; a body may only be a match_all query",
+           "parameters": [index, {"name": "q", "in": "query", "schema": {"type": "string"}}],
+           "responses": with_errors(json!({
+               "200": json_response("Count", json!({"type": "object", "properties": {"count": {"type": "integer"}}}))}))})
+}
+
 /// `POST|PUT /_bulk` or `POST|PUT /{index}/_bulk`.
 fn es_bulk_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value) -> Value {
     let mut parameters: Vec<Value> = index.into_iter().cloned().collect();
@@ -121,6 +129,8 @@ pub fn openapi_document(max_result_window: usize) -> Value {
     let collection =
         json!({"name": "c", "in": "path", "required": true, "schema": collection_name});
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": MAX_DOC_ID_BYTES, "example": "doc-1"}});
+    // An Elasticsearch index path parameter that names a collection (`_doc`, `_count`).
+    let es_index = json!({"name": "index", "in": "path", "required": true, "schema": collection_name});
     let wait = json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable", "example": "durable"}});
     let window = json!(max_result_window);
     let window_note = format!("limit + offset must not exceed {max_result_window}");
@@ -224,6 +234,17 @@ pub fn openapi_document(max_result_window: usize) -> Value {
                 "head": {"summary": "Whether a collection exists (Elasticsearch indices.exists): 200 or 404, no body",
                          "parameters": [index.clone()],
                          "responses": {"200": {"description": "It exists"}, "404": {"description": "It does not"}}}
+            },
+            "/{index}/_doc/{id}": {
+                "get": {"summary": "One document, Elasticsearch-shaped (`found`, `_source`); read-your-writes",
+                        "parameters": [es_index.clone(), id.clone()],
+                        "responses": with_errors(json!({
+                            "200": json_response("Found", json!({"type": "object", "properties": {"found": {"type": "boolean"}, "_source": {"type": "object"}}})),
+                            "404": json_response("Not found", json!({"type": "object", "properties": {"found": {"type": "boolean"}}}))}))}
+            },
+            "/{index}/_count": {
+                "get": es_count_operation(&es_index, &with_errors),
+                "post": es_count_operation(&es_index, &with_errors)
             },
             "/_bulk": {
                 "post": es_bulk_operation(None, &with_errors),

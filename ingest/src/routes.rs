@@ -52,6 +52,11 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/", get(es_compat::info))
         .route("/_cluster/health", get(es_compat::cluster_health))
         .route("/{index}", head(es_compat::index_exists))
+        .route("/{index}/_doc/{id}", get(es_compat::get_doc))
+        .route(
+            "/{index}/_count",
+            control(get(es_compat::count).post(es_compat::count)),
+        )
         .route("/_bulk", es_ingest(es_bulk::bulk))
         .route("/{index}/_bulk", es_ingest(es_bulk::bulk_for_index))
         .route("/_internal_/healthcheck", get(ops::healthcheck))

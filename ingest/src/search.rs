@@ -60,7 +60,8 @@ pub fn request_from_query(query: &str) -> Result<SearchRequest, ApiError> {
     Ok(request)
 }
 
-async fn run(
+/// Runs one search on `collection` (a name from the path) and times it.
+pub(crate) async fn run(
     state: &AppState,
     collection: String,
     request: SearchRequest,
