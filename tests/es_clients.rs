@@ -1,6 +1,8 @@
 //! The official Elasticsearch clients against a real `sluice serve`, unchanged and with
 //! their default settings.
 //!
+//! The Node.js client (npm `@elastic/elasticsearch`, 9.x) runs too: `./scripts/test`
+//! installs it into `.tools/node` (`SLUICE_ES_NODE_CLIENT` names another directory).
 //! The Python client (PyPI `elasticsearch`, 9.x) is the first (`info`, the bulk helpers,
 //! `get`, `exists`, `count`, `indices.exists`, `cluster.health`): `./scripts/test` installs
 //! it into `.tools/venv` and names its interpreter in `SLUICE_ES_PYTHON`. Without it the
@@ -63,6 +65,87 @@ print(json.dumps({
 }))
 "#;
 
+/// Names a directory whose `node_modules` holds `@elastic/elasticsearch`.
+const NODE_CLIENT_ENV: &str = "SLUICE_ES_NODE_CLIENT";
+
+/// What the Node.js script does with the client; prints one JSON summary line.
+const NODE_CLIENT_SCRIPT: &str = r#"
+const { Client } = require('@elastic/elasticsearch');
+const fs = require('fs');
+(async () => {
+  const [url, corpusPath] = process.argv.slice(1);
+  const client = new Client({ node: url });
+  const info = await client.info();
+  const docs = fs.readFileSync(corpusPath, 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l));
+  const result = await client.helpers.bulk({
+    datasource: docs,
+    onDocument: (doc) => ({ index: { _index: 'esnode', _id: doc.id } }),
+  });
+  const probe = docs[Math.floor(docs.length / 3)];
+  const got = await client.get({ index: 'esnode', id: probe.id });
+  console.log(JSON.stringify({
+    version: info.version.number,
+    total: result.total,
+    successful: result.successful,
+    failed: result.failed,
+    found: got.found,
+    source_matches: require('util').isDeepStrictEqual(got._source, probe),
+    exists: await client.indices.exists({ index: 'esnode' }),
+  }));
+})().catch((error) => { console.error(error); process.exit(1); });
+"#;
+
+/// The `node_modules` directory with the Node.js client: [`NODE_CLIENT_ENV`]'s, else the
+/// repository's `.tools/node`.
+fn node_client_modules() -> PathBuf {
+    let dir = std::env::var_os(NODE_CLIENT_ENV)
+        .filter(|path| !path.is_empty())
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/node"),
+            PathBuf::from,
+        );
+    let modules = dir.join("node_modules");
+    let resolvable = Command::new("node")
+        .args(["-e", "require('@elastic/elasticsearch')"])
+        .env("NODE_PATH", &modules)
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        resolvable,
+        "node cannot load @elastic/elasticsearch from {}: run ./scripts/test (it installs it \
+         into .tools/node), or set {NODE_CLIENT_ENV} to a directory whose node_modules has it",
+        modules.display()
+    );
+    modules
+}
+
+/// Runs `program` with `args`, the server URL and the corpus file; its last stdout line
+/// parsed as JSON, or a failure with its stderr.
+async fn run_client(mut command: Command, url: String, corpus_path: PathBuf) -> Value {
+    let output = tokio::task::spawn_blocking(move || {
+        command
+            .arg(url.trim_end_matches('/'))
+            .arg(&corpus_path)
+            .output()
+            .expect("run the client")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "the client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(
+        output
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|line| !line.is_empty())
+            .expect("a summary line"),
+    )
+    .expect("a JSON summary")
+}
+
 /// The interpreter with the client: [`PYTHON_ENV`], else the repository's tools venv.
 fn python_with_client() -> PathBuf {
     let python = std::env::var_os(PYTHON_ENV)
@@ -93,30 +176,9 @@ async fn the_official_python_client_bulk_helpers_write_the_corpus() {
     let corpus_path = dir.path().join("corpus.ndjson");
     std::fs::write(&corpus_path, lines.join("\n")).unwrap();
 
-    let url = server.url("");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(["-c", CLIENT_SCRIPT])
-            .arg(url.trim_end_matches('/'))
-            .arg(&corpus_path)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "the client failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value = serde_json::from_slice(
-        output
-            .stdout
-            .split(|b| *b == b'\n')
-            .rfind(|line| !line.is_empty())
-            .expect("a summary line"),
-    )
-    .expect("a JSON summary");
+    let mut command = Command::new(python);
+    command.args(["-c", CLIENT_SCRIPT]);
+    let summary = run_client(command, server.url(""), corpus_path).await;
     assert!(
         summary["version"].as_str().unwrap().starts_with("8."),
         "{summary}"
@@ -165,6 +227,41 @@ async fn the_official_python_client_bulk_helpers_write_the_corpus() {
         .get_json(&format!("/v1/collections/esclient/documents/{some_id}"))
         .await;
     assert_eq!(stored, docs[DOCS / 3]);
+}
+
+/// The official Node.js client (`@elastic/elasticsearch` 9) with its defaults:
+/// `info()`, `helpers.bulk` of the corpus, `get`, `indices.exists`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_node_client_bulk_helper_writes_the_corpus() {
+    let modules = node_client_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None).await;
+    let (lines, docs) = corpus(DOCS);
+    let corpus_path = dir.path().join("corpus.ndjson");
+    std::fs::write(&corpus_path, lines.join("\n")).unwrap();
+    let mut command = Command::new("node");
+    command
+        .args(["-e", NODE_CLIENT_SCRIPT])
+        .env("NODE_PATH", modules);
+    let summary = run_client(command, server.url(""), corpus_path).await;
+    assert!(
+        summary["version"].as_str().unwrap().starts_with("8."),
+        "{summary}"
+    );
+    assert_eq!(summary["total"], DOCS as u64, "{summary}");
+    assert_eq!(summary["successful"], DOCS as u64, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["found"], true, "{summary}");
+    assert_eq!(summary["source_matches"], true, "{summary}");
+    assert_eq!(summary["exists"], true, "{summary}");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            server.total("esnode", "*").await == docs.len() as u64
+        })
+        .await,
+        "searchable: {} of {DOCS}",
+        server.total("esnode", "*").await
+    );
 }
 
 /// What the clients check, seen on the wire: the product header on every answer (errors

@@ -130,7 +130,8 @@ pub fn openapi_document(max_result_window: usize) -> Value {
         json!({"name": "c", "in": "path", "required": true, "schema": collection_name});
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": MAX_DOC_ID_BYTES, "example": "doc-1"}});
     // An Elasticsearch index path parameter that names a collection (`_doc`, `_count`).
-    let es_index = json!({"name": "index", "in": "path", "required": true, "schema": collection_name});
+    let es_index =
+        json!({"name": "index", "in": "path", "required": true, "schema": collection_name});
     let wait = json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable", "example": "durable"}});
     let window = json!(max_result_window);
     let window_note = format!("limit + offset must not exceed {max_result_window}");
