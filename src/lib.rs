@@ -170,6 +170,7 @@ async fn start_node(config: &Config, metrics: Option<PrometheusHandle>) -> anyho
     tokio::spawn(workers.forget_deleted_collections(catalog.subscribe()));
     let indexer = Indexer::start(
         config.indexer.clone(),
+        config.store.tombstone_schedule(),
         data_dir,
         log.clone(),
         store.clone(),

@@ -641,6 +641,27 @@ async fn a_node_compacts_tombstones_past_their_retention() {
             )
             .await
     );
+    // The index shards forget the three deletes too.
+    let index_compacted = eventually(DEADLINE, || async {
+        server
+            .series(
+                "sluice_indexer_tombstones_compacted_total",
+                "collection=\"trash\"",
+            )
+            .await
+            == Some(3.0)
+    })
+    .await;
+    assert!(
+        index_compacted,
+        "three index tombstones compacted, the counter shows {:?}",
+        server
+            .series(
+                "sluice_indexer_tombstones_compacted_total",
+                "collection=\"trash\"",
+            )
+            .await
+    );
     let logged = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         logged

@@ -313,6 +313,26 @@ impl Default for StoreConfig {
     }
 }
 
+/// When tombstones may be compacted: one schedule for the store's pass and the index
+/// shards' (`sluice_indexer::tombstones`), so both forget a delete after the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TombstoneSchedule {
+    /// `store.tombstone_retention`.
+    pub retention: Duration,
+    /// `store.tombstone_compaction_interval`.
+    pub interval: Duration,
+}
+
+impl StoreConfig {
+    /// The compaction schedule these settings give.
+    pub fn tombstone_schedule(&self) -> TombstoneSchedule {
+        TombstoneSchedule {
+            retention: self.tombstone_retention,
+            interval: self.tombstone_compaction_interval,
+        }
+    }
+}
+
 /// Longest `indexer.max_query_length` may allow: the query parser's thread stack is
 /// sized for the deepest nesting a query this long could hold (see the indexer's
 /// `query_limits`).

@@ -171,6 +171,16 @@ impl Seq {
     pub fn message(self) -> Seq {
         Seq(self.0 >> OP_INDEX_BITS)
     }
+
+    /// For a message sequence: the first op sequence of the message after it, so every
+    /// op of this message and of earlier ones is below it (`Seq(u64::MAX)` when the next
+    /// message's ops would not fit).
+    pub fn ops_below_next_message(self) -> Seq {
+        self.0
+            .checked_add(1)
+            .filter(|next| next.leading_zeros() >= OP_INDEX_BITS)
+            .map_or(Seq(u64::MAX), |next| Seq(next).for_op(0))
+    }
 }
 
 impl fmt::Display for Seq {

@@ -54,6 +54,9 @@ pub const INDEXER_COMMITS_TOTAL: &str = "sluice_indexer_commits_total";
 pub const INDEXER_COMMIT_DURATION_SECONDS: &str = "sluice_indexer_commit_duration_seconds";
 /// Searchable documents. Labels: `collection`.
 pub const INDEXER_DOCUMENTS: &str = "sluice_indexer_documents";
+/// Tombstone documents removed from index shards by compaction (see
+/// `sluice_indexer::tombstones`). Labels: `collection`.
+pub const INDEXER_TOMBSTONES_COMPACTED_TOTAL: &str = "sluice_indexer_tombstones_compacted_total";
 /// Index writers open now, node-wide (at most `indexer.max_open_writers`).
 pub const INDEXER_OPEN_WRITERS: &str = "sluice_indexer_open_writers";
 /// Times a shard had to wait for a free writer slot (all `max_open_writers` were taken).
@@ -165,6 +168,10 @@ pub fn describe() {
         "Latency of one index commit"
     );
     describe_gauge!(INDEXER_DOCUMENTS, "Searchable documents");
+    describe_counter!(
+        INDEXER_TOMBSTONES_COMPACTED_TOTAL,
+        "Tombstone documents removed from index shards by compaction"
+    );
     describe_gauge!(INDEXER_OPEN_WRITERS, "Index writers open now");
     describe_counter!(
         INDEXER_WRITER_SLOT_WAITS_TOTAL,

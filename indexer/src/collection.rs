@@ -21,7 +21,6 @@ use std::time::Duration;
 use sluice_core::config::IndexerConfig;
 use sluice_core::log::Log;
 use sluice_core::op::Event;
-use sluice_core::resilience::Breakers;
 use sluice_core::store::{CollectionMeta, Store};
 use sluice_core::subjects::StreamKind;
 use sluice_core::{Generation, Partition};
@@ -29,11 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::consume::{self, blocking};
+use crate::consume::{self, blocking, LoopContext};
 use crate::error::{IndexerError, ShardError};
 use crate::index_schema::IndexSchema;
 use crate::shard::ShardIndex;
-use crate::writer_slots::WriterSlots;
 
 /// Documents read from the store per scan page during a build.
 const SCAN_PAGE: usize = 1000;
@@ -178,13 +176,7 @@ impl CollectionIndex {
     }
 
     /// Starts one consume loop per shard (no-op when they run already).
-    pub fn start_loops(
-        &self,
-        log: &Arc<dyn Log>,
-        config: &IndexerConfig,
-        breakers: &Breakers,
-        slots: &Arc<WriterSlots>,
-    ) {
+    pub fn start_loops(&self, context: &LoopContext) {
         let mut loops = self.lock_loops();
         if loops.is_some() {
             return;
@@ -199,10 +191,7 @@ impl CollectionIndex {
                 consume::run(
                     shard.clone(),
                     self.meta.generation,
-                    log.clone(),
-                    config.clone(),
-                    breakers.clone(),
-                    slots.clone(),
+                    context.clone(),
                     running.cancel.clone(),
                 )
                 .instrument(span),

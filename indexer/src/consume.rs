@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_core::config::IndexerConfig;
+use sluice_core::config::{IndexerConfig, TombstoneSchedule};
 use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::log::{Consumer, ConsumerConfig, Delivery, Log};
 use sluice_core::op::EventBatch;
@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commit_policy::CommitPolicy;
 use crate::error::ShardError;
 use crate::shard::ShardIndex;
+use crate::tombstones::TombstoneCompaction;
 use crate::writer_slots::{WriterSlot, WriterSlots};
 
 /// Most event messages delivered and unacked per shard (backpressure on the log).
@@ -77,19 +78,37 @@ where
         .map_err(|e| ShardError::Task(e.to_string()))?
 }
 
+/// What every shard loop of a node shares.
+#[derive(Clone)]
+pub(crate) struct LoopContext {
+    pub log: Arc<dyn Log>,
+    pub config: IndexerConfig,
+    /// When tombstones may be compacted ([`crate::tombstones`]).
+    pub tombstones: TombstoneSchedule,
+    pub breakers: Breakers,
+    /// The node-wide bound on open index writers.
+    pub slots: Arc<WriterSlots>,
+}
+
 /// Consumes the shard's events until `cancel` fires, then commits and acks what it holds.
 pub(crate) async fn run(
     shard: Arc<ShardIndex>,
     generation: Generation,
-    log: Arc<dyn Log>,
-    config: IndexerConfig,
-    breakers: Breakers,
-    slots: Arc<WriterSlots>,
+    context: LoopContext,
     cancel: CancellationToken,
 ) {
+    let LoopContext {
+        log,
+        config,
+        tombstones,
+        breakers,
+        slots,
+    } = context;
     let Some(consumer) = open_consumer(&shard, log.as_ref(), config.ack_wait, &cancel).await else {
         return;
     };
+    let shard_consumer = consumer_name(&shard);
+    let mut compaction = TombstoneCompaction::new(tombstones, Instant::now());
     let mut policy = CommitPolicy::new(
         config.commit_max_docs,
         config.commit_interval,
@@ -156,6 +175,28 @@ pub(crate) async fn run(
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     () = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+            }
+        }
+        if let Some(seq_below) = compaction
+            .turn(log.as_ref(), &shard_consumer, Instant::now())
+            .await
+        {
+            if shard.tombstones() > 0 {
+                if slot.is_none() {
+                    let Some(acquired) = slots.acquire(&cancel).await else {
+                        break;
+                    };
+                    slot = Some(acquired);
+                }
+                let compact_shard = shard.clone();
+                match blocking(move || compact_shard.compact_tombstones(seq_below)).await {
+                    Ok(0) => {}
+                    // Committed with the next commit, like any change.
+                    Ok(removed) => policy.record(removed as usize, Instant::now()),
+                    Err(error) => {
+                        tracing::warn!(%error, collection = %shard.collection(), shard = shard.partition().0, "compacting tombstones failed")
+                    }
                 }
             }
         }

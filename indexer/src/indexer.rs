@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use moka::sync::Cache;
 use sluice_core::catalog::{Catalog, CatalogChange};
-use sluice_core::config::IndexerConfig;
+use sluice_core::config::{IndexerConfig, TombstoneSchedule};
 use sluice_core::faults::{FaultPoint, Faults};
 use sluice_core::log::Log;
 use sluice_core::metrics::{
@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::collection::{self, CollectionIndex};
+use crate::consume::LoopContext;
 use crate::error::{IndexerError, SearchError};
 use crate::lookup;
 use crate::search::{self, NormalizedRequest, SearchSettings, ShardTop};
@@ -99,6 +100,8 @@ pub struct Indexer {
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
     breakers: Breakers,
+    /// When the shards may compact their tombstones.
+    tombstones: TombstoneSchedule,
     /// The node-wide bound on open index writers, shared by every shard's loop.
     writer_slots: Arc<WriterSlots>,
     collections: RwLock<HashMap<CollectionName, Arc<CollectionIndex>>>,
@@ -127,6 +130,7 @@ impl Indexer {
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: IndexerConfig,
+        tombstones: TombstoneSchedule,
         data_dir: &Path,
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
@@ -152,6 +156,7 @@ impl Indexer {
             search_settings: SearchSettings::from_config(&config),
             writer_slots: WriterSlots::new(config.max_open_writers),
             config,
+            tombstones,
             root,
             log,
             store,
@@ -312,6 +317,24 @@ impl Indexer {
         })
     }
 
+    /// Tombstone documents the collection's shards held at their last commits (deletes
+    /// not compacted yet, [`crate::tombstones`]); `None` for an unknown collection.
+    pub fn tombstones(&self, name: &CollectionName) -> Option<u64> {
+        self.collection(name)
+            .map(|index| index.shards.iter().map(|shard| shard.tombstones()).sum())
+    }
+
+    /// What the shard loops this indexer starts share.
+    fn loop_context(&self) -> LoopContext {
+        LoopContext {
+            log: self.log.clone(),
+            config: self.config.clone(),
+            tombstones: self.tombstones,
+            breakers: self.breakers.clone(),
+            slots: self.writer_slots.clone(),
+        }
+    }
+
     fn collection(&self, name: &CollectionName) -> Option<Arc<CollectionIndex>> {
         self.collections
             .read()
@@ -322,7 +345,7 @@ impl Indexer {
 
     /// Makes `index` the served one and starts its loops; returns the one it replaces.
     fn install(&self, index: CollectionIndex) -> Option<Arc<CollectionIndex>> {
-        index.start_loops(&self.log, &self.config, &self.breakers, &self.writer_slots);
+        index.start_loops(&self.loop_context());
         let index = Arc::new(index);
         self.collections
             .write()
@@ -447,7 +470,7 @@ impl Indexer {
         // Give the previous version its loops back rather than leave it frozen.
         if let Some(current) = current {
             tracing::error!(collection = %meta.name, "keeping the previous index version");
-            current.start_loops(&self.log, &self.config, &self.breakers, &self.writer_slots);
+            current.start_loops(&self.loop_context());
         }
     }
 
@@ -637,8 +660,10 @@ mod tests {
             .await
             .unwrap();
         let shutdown = CancellationToken::new();
+        let config = Config::for_test(dir.path());
         let indexer = Indexer::start(
-            Config::for_test(dir.path()).indexer,
+            config.indexer,
+            config.store.tombstone_schedule(),
             dir.path(),
             log.clone(),
             store,

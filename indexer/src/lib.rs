@@ -15,6 +15,7 @@
 //! - `commit_policy`: when a shard commits.
 //! - `writer_slots`: the node-wide bound on open index writers.
 //! - `shard`: one Tantivy index, its writer, the sequence guard, commits and generations.
+//! - `tombstones`: when a shard may forget a delete (tombstone compaction).
 //! - [`lookup`]: one document by id from the index (the store-down fallback of `GET`).
 //! - [`index_schema`]: the Tantivy schema of a collection and document mapping (public so
 //!   that raw Tantivy benchmarks index exactly the documents a shard indexes).
@@ -33,6 +34,7 @@ pub mod lookup;
 mod query_limits;
 pub mod search;
 mod shard;
+mod tombstones;
 mod writer_slots;
 
 pub use error::{IndexerError, SearchError};

@@ -24,33 +24,12 @@
 //!   keyed by generation never caches an older searcher's results under a newer number.
 //!   Generations come from one process-wide counter: a rebuilt shard never reuses one.
 //!
-//! Tombstones are not compacted here (the store's are: `sluice_workers::tombstones`).
-//! A shard keeps one small tombstone document (`_id`, `_seq`, `_tombstone`) per deleted
-//! id until a rebuild from the store, which has none (its scan skips tombstones). Taking
-//! them out is one `delete_query` of `_tombstone = 1 AND _seq < bound` per pass (a live
-//! re-upsert of the id carries no `_tombstone`, and a tombstone added later in the same
-//! uncommitted batch has a later opstamp, so neither is touched; no new field, no
-//! reindex), then merges reclaim the space. The hard part is the bound: a tombstone of
-//! sequence `S` may go only once no event older than `S` for its id can still reach
-//! this shard, and such events come from three places:
-//! 1. EVENTS messages this shard has not acked yet (redelivery);
-//! 2. an older op's event appended *after* the delete's: two workers applying the two
-//!    ops at once may publish them in either order; a worker appends an event before it
-//!    acks its DOCS message, so once the workers' DOCS ack floor has passed the
-//!    delete's message every such event is in EVENTS;
-//! 3. EVENTS replayed from an earlier position (a consumer recreated, another
-//!    subscriber): JetStream keeps EVENTS for `log.events_max_age`.
-//!
-//! A sound bound: at time `T0` read the workers' DOCS ack floor `F` and the last EVENTS
-//! sequence `E`; once this shard's EVENTS ack floor has reached `E` and `T0` is more than
-//! `log.events_max_age` ago, every tombstone with a sequence below the first op of
-//! message `F + 1` may go. That needs a checkpoint list `(T0, F, E)` kept per shard
-//! (in memory is enough: losing it only delays compaction) and a test that holds an
-//! older op's event back behind its delete's, neither of which exists yet. Until then a
-//! dead-letter replay of an old upsert whose store tombstone was compacted is applied in
-//! the store but refused here (see the README's "Deletes and tombstones").
+//! Tombstones are compacted by the consume loop (see [`crate::tombstones`] for when a
+//! delete may be forgotten): [`ShardIndex::compact_tombstones`] removes those below a
+//! sequence bound, and a rebuild from the store has none (its scan skips tombstones).
 
 use std::collections::hash_map::Entry;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,7 +38,8 @@ use std::time::{Duration, Instant};
 use foldhash::{HashMap, HashMapExt};
 use sluice_core::crash_point::{self, CrashPoint};
 use sluice_core::metrics::{
-    INDEXER_COMMITS_TOTAL, INDEXER_COMMIT_DURATION_SECONDS, INDEXER_DOCUMENTS, INDEXER_EVENTS_TOTAL,
+    INDEXER_COMMITS_TOTAL, INDEXER_COMMIT_DURATION_SECONDS, INDEXER_DOCUMENTS,
+    INDEXER_EVENTS_TOTAL, INDEXER_TOMBSTONES_COMPACTED_TOTAL,
 };
 use sluice_core::op::Event;
 use sluice_core::{CollectionName, DocId, Partition, Seq};
@@ -67,7 +47,7 @@ use tantivy::collector::Count;
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::IndexWriterOptions;
-use tantivy::query::TermQuery;
+use tantivy::query::{BooleanQuery, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term, TERMINATED};
 
@@ -116,6 +96,9 @@ struct WriterState {
     pending: HashMap<DocId, Seq>,
     /// When the last apply that changed something happened.
     last_write: Instant,
+    /// A tombstone compaction is staged and not committed yet (the committed searcher
+    /// still shows what it removes).
+    compaction_staged: bool,
 }
 
 /// One shard of one collection.
@@ -131,6 +114,8 @@ pub(crate) struct ShardIndex {
     generation: AtomicU64,
     /// Searchable (non-tombstone) documents at the last commit, for the gauge.
     live_docs: AtomicU64,
+    /// Tombstone documents at the last commit.
+    tombstones: AtomicU64,
 }
 
 impl ShardIndex {
@@ -160,10 +145,12 @@ impl ShardIndex {
                 writer: None,
                 pending: HashMap::new(),
                 last_write: Instant::now(),
+                compaction_staged: false,
             }),
             writer_budget,
             generation: AtomicU64::new(next_generation()),
             live_docs: AtomicU64::new(0),
+            tombstones: AtomicU64::new(0),
         };
         shard.update_live_docs()?;
         Ok(shard)
@@ -205,6 +192,44 @@ impl ShardIndex {
         self.live_docs.load(Ordering::Relaxed)
     }
 
+    /// Tombstone documents as of the last commit.
+    pub fn tombstones(&self) -> u64 {
+        self.tombstones.load(Ordering::Relaxed)
+    }
+
+    /// Removes the tombstones of sequences below `seq_below` (uncommitted until
+    /// [`ShardIndex::commit`]). Documents of live versions carry no `_tombstone` and are
+    /// never touched; tombstones added after this call neither (later opstamps).
+    /// Returns how many committed tombstones that removes.
+    pub fn compact_tombstones(&self, seq_below: Seq) -> Result<u64, ShardError> {
+        let tombstones: Box<dyn Query> = Box::new(TermQuery::new(
+            Term::from_field_u64(self.schema.tombstone, 1),
+            IndexRecordOption::Basic,
+        ));
+        let older: Box<dyn Query> = Box::new(RangeQuery::new(
+            Bound::Included(Term::from_field_u64(self.schema.seq, 0)),
+            Bound::Excluded(Term::from_field_u64(self.schema.seq, seq_below.0)),
+        ));
+        let expired = BooleanQuery::intersection(vec![tombstones, older]);
+        let mut guard = self.lock_writer();
+        let state = &mut *guard;
+        if state.compaction_staged {
+            // The next commit publishes it first; counting again would count twice.
+            return Ok(0);
+        }
+        let removed = self.searcher().search(&expired, &Count)? as u64;
+        if removed == 0 {
+            return Ok(0);
+        }
+        let writer = self.open_writer(&mut state.writer)?;
+        writer.delete_query(Box::new(expired))?;
+        state.compaction_staged = true;
+        state.last_write = Instant::now();
+        metrics::counter!(INDEXER_TOMBSTONES_COMPACTED_TOTAL, "collection" => self.collection.to_string())
+            .increment(removed);
+        Ok(removed)
+    }
+
     fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
         // A panic while applying leaves the writer usable; the uncommitted state is
         // rolled back or redelivered anyway, so a poisoned lock is taken over.
@@ -222,14 +247,20 @@ impl ShardIndex {
     /// (what [`ShardIndex::close_writer_if_idle`] closes).
     pub fn writer_is_idle(&self, idle: Duration) -> bool {
         let state = self.lock_writer();
-        state.writer.is_some() && state.pending.is_empty() && state.last_write.elapsed() >= idle
+        state.writer.is_some()
+            && state.pending.is_empty()
+            && !state.compaction_staged
+            && state.last_write.elapsed() >= idle
     }
 
     /// Closes the index writer when nothing is pending and nothing was applied for
     /// `idle`; merges it started finish first. Returns whether it closed.
     pub fn close_writer_if_idle(&self, idle: Duration) -> Result<bool, ShardError> {
         let mut state = self.lock_writer();
-        if state.writer.is_none() || !state.pending.is_empty() || state.last_write.elapsed() < idle
+        if state.writer.is_none()
+            || !state.pending.is_empty()
+            || state.compaction_staged
+            || state.last_write.elapsed() < idle
         {
             return Ok(false);
         }
@@ -352,6 +383,7 @@ impl ShardIndex {
         self.reader.reload()?;
         // Only now may the pending map go: lookups fall back to the reloaded searcher.
         state.pending.clear();
+        state.compaction_staged = false;
         drop(state);
         self.generation.store(next_generation(), Ordering::Release);
         self.update_live_docs()?;
@@ -370,6 +402,7 @@ impl ShardIndex {
             writer.rollback()?;
         }
         state.pending.clear();
+        state.compaction_staged = false;
         Ok(())
     }
 
@@ -383,6 +416,7 @@ impl ShardIndex {
             ),
             &Count,
         )? as u64;
+        self.tombstones.store(tombstones, Ordering::Relaxed);
         let live = searcher.num_docs().saturating_sub(tombstones);
         let previous = self.live_docs.swap(live, Ordering::Relaxed);
         metrics::gauge!(INDEXER_DOCUMENTS, "collection" => self.collection.to_string())
@@ -597,6 +631,42 @@ pub(crate) mod tests {
         for (id, seq) in [("a", 6), ("b", 7), ("c", 3), ("d", 8)] {
             assert_eq!(indexed_seq(&shard, id), Some(seq), "{id}");
         }
+    }
+
+    #[test]
+    fn compaction_removes_only_tombstones_below_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 0);
+        shard
+            .apply(vec![
+                upsert("live", 1, r#"{"id":"live","title":"x"}"#),
+                delete("old", 10),
+                delete("recent", 30),
+            ])
+            .unwrap();
+        shard.commit().unwrap();
+        assert_eq!(shard.tombstones(), 2);
+        // A tombstone added in the same uncommitted batch after the compaction is kept
+        // even below the bound (later opstamp); so is a live document below it.
+        assert_eq!(shard.compact_tombstones(Seq(20)).unwrap(), 1);
+        assert_eq!(
+            shard.compact_tombstones(Seq(20)).unwrap(),
+            0,
+            "staged once until the commit"
+        );
+        shard.apply(vec![delete("same-batch", 15)]).unwrap();
+        shard.commit().unwrap();
+        assert_eq!(shard.tombstones(), 2, "recent and same-batch");
+        assert_eq!(shard.live_docs(), 1);
+        assert_eq!(indexed_seq(&shard, "old"), None, "forgotten");
+        assert_eq!(indexed_seq(&shard, "recent"), Some(30));
+        assert_eq!(indexed_seq(&shard, "same-batch"), Some(15));
+        assert_eq!(indexed_seq(&shard, "live"), Some(1));
+        // With the tombstone gone, an older upsert of the id is indexed again.
+        let outcome = shard
+            .apply(vec![upsert("old", 5, r#"{"id":"old","title":"x"}"#)])
+            .unwrap();
+        assert_eq!(outcome.indexed, 1);
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_core::catalog::Catalog;
-use sluice_core::config::{Config, IndexerConfig, LogConfig};
+use sluice_core::config::{Config, IndexerConfig, LogConfig, TombstoneSchedule};
 use sluice_core::document::ContentHash;
 use sluice_core::faults::{FaultPlan, FaultPoint, Faults};
-use sluice_core::log::{Log, OutgoingMessage};
+use sluice_core::log::{ConsumerConfig, Log, OutgoingMessage};
 use sluice_core::op::{Event, EventBatch};
 use sluice_core::schema::Schema;
 use sluice_core::store::{Store, StoreWrite};
@@ -33,6 +33,8 @@ struct Env {
     catalog: Arc<Catalog>,
     books: CollectionName,
     next_msg: std::sync::atomic::AtomicU64,
+    /// The compaction schedule the indexer starts with (the defaults unless a test sets it).
+    tombstones: TombstoneSchedule,
 }
 
 fn schema(extra_field: bool) -> Schema {
@@ -66,6 +68,7 @@ impl Env {
             catalog,
             books: CollectionName::new("books").unwrap(),
             next_msg: std::sync::atomic::AtomicU64::new(0),
+            tombstones: Config::for_test("unused").store.tombstone_schedule(),
         }
     }
 
@@ -86,6 +89,7 @@ impl Env {
     ) -> Arc<Indexer> {
         Indexer::start(
             config,
+            self.tombstones,
             self.dir.path(),
             self.log.clone(),
             self.store.clone(),
@@ -318,6 +322,115 @@ async fn builds_from_the_store_consumes_events_and_survives_a_restart() {
 /// idle: each shard gets its turn because a holder gives its slot back as soon as its
 /// changes are committed while the other waits. Every round of writes to both shards
 /// becomes searchable.
+/// Appends one DOCS message per name (payloads are never decoded here: only the workers'
+/// ack floor over them matters); returns their sequences.
+async fn docs_messages(env: &Env, names: &[&str]) -> Vec<Seq> {
+    let messages = names
+        .iter()
+        .map(|name| OutgoingMessage {
+            subject: subjects::docs(&env.books, sluice_core::Partition(0)),
+            msg_id: format!("docs-{name}"),
+            payload: Bytes::from_static(b"{}"),
+        })
+        .collect();
+    env.log.append(StreamKind::Docs, messages).await.unwrap()
+}
+
+/// A delete's tombstone stays in its shard while an older op of its id can still arrive
+/// (its DOCS message not yet acked by the workers, so its event may come after the
+/// delete's, and is refused), and goes about one retention after the workers' ack floor
+/// has passed the delete. Other documents are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_go_once_no_older_event_can_arrive() {
+    let mut env = Env::new().await;
+    env.tombstones = TombstoneSchedule {
+        retention: Duration::from_millis(300),
+        interval: Duration::from_millis(50),
+    };
+    env.catalog
+        .put_schema(&env.books, schema(false))
+        .await
+        .unwrap();
+    // The workers' view of DOCS: the first write of "gone" and of "kept", then an update
+    // of "gone" still being worked on, then the delete of "gone".
+    let docs = docs_messages(&env, &["first", "slow-update", "delete"]).await;
+    let (first, slow_update, delete) = (docs[0], docs[1], docs[2]);
+    let workers = env
+        .log
+        .consumer(
+            StreamKind::Docs,
+            ConsumerConfig {
+                durable_name: subjects::WORKERS_CONSUMER.to_owned(),
+                filter_subject: "sluice.docs.>".to_owned(),
+                ack_wait: Duration::from_secs(600),
+                max_ack_pending: 100,
+            },
+        )
+        .await
+        .unwrap();
+    let delivered = workers.fetch(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(delivered.len(), 3);
+    let settled: Vec<_> = delivered
+        .iter()
+        .filter(|delivery| delivery.seq != slow_update)
+        .cloned()
+        .collect();
+    workers.ack(&settled).await.unwrap();
+    let held_back: Vec<_> = delivered
+        .into_iter()
+        .filter(|delivery| delivery.seq == slow_update)
+        .collect();
+
+    let shutdown = CancellationToken::new();
+    let indexer = env.start(&shutdown).await;
+    env.publish(upsert("gone", first.for_op(0).0, "fresh original"))
+        .await;
+    env.publish(upsert("kept", first.for_op(1).0, "fresh survivor"))
+        .await;
+    let deleted = env
+        .publish(Event::Deleted {
+            id: DocId::new("gone").unwrap(),
+            seq: delete.for_op(0),
+        })
+        .await;
+    env.wait_acked("gone", deleted).await;
+    assert_eq!(indexer.tombstones(&env.books), Some(1));
+
+    // Many retentions later the tombstone is still there: the workers' floor is below
+    // the delete. The slow update's event, appended after the delete's, is refused.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(indexer.tombstones(&env.books), Some(1));
+    let late = env
+        .publish(upsert("gone", slow_update.for_op(0).0, "fresh late"))
+        .await;
+    env.wait_acked("gone", late).await;
+    assert_eq!(
+        total(&indexer, query("late")).await,
+        0,
+        "refused by the tombstone"
+    );
+
+    // The workers settle the slow update: nothing older than the delete can come any more.
+    workers.ack(&held_back).await.unwrap();
+    eventually("the tombstone is compacted", || async {
+        indexer.tombstones(&env.books) == Some(0)
+    })
+    .await;
+    assert_eq!(total(&indexer, query("survivor")).await, 1);
+    assert_eq!(total(&indexer, SearchRequest::default()).await, 1);
+    // The tombstone is really gone: an op older than the delete, handed in again (what
+    // only a dead-letter replay can still do, see the README), is indexed now.
+    let replayed = env
+        .publish(upsert("gone", slow_update.for_op(0).0, "fresh replayed"))
+        .await;
+    env.wait_acked("gone", replayed).await;
+    eventually("the replayed op is searchable", || async {
+        total(&indexer, query("replayed")).await == 1
+    })
+    .await;
+    stop(&indexer, &shutdown).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_take_turns_when_writers_are_scarce() {
     let env = Env::new().await;

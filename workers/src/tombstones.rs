@@ -22,11 +22,9 @@
 //! delete's tombstone was compacted finds the id absent in the store and is applied: the
 //! document is back in the store, with its old content (`GET` answers it). Unless the
 //! pool's dedup cache still remembers the delete (in memory, per process), which makes
-//! the replay stale as before compaction. The index shards do not compact their own
-//! tombstones (see `sluice_indexer::shard`), so the index still refuses the replayed
-//! upsert's older event: the document is not searchable until the id is written again
-//! or the shard is rebuilt from the store. A replayed delete just writes a new
-//! tombstone. Replaying a dead letter that has been in the queue longer than
+//! the replay stale as before compaction. The index shards forget deletes by the same
+//! schedule (`sluice_indexer::tombstones`), so once they have, the replayed upsert is
+//! searchable again too. A replayed delete just writes a new tombstone. Replaying a dead letter that has been in the queue longer than
 //! `store.tombstone_retention` is therefore not refused by later deletes any more: purge
 //! it instead, or check (and delete again) its document after replaying.
 //!
@@ -56,7 +54,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_core::catalog::{Catalog, CatalogError};
 use sluice_core::config::StoreConfig;
-use sluice_core::ids::{CollectionName, DocId, Seq, OP_INDEX_BITS};
+use sluice_core::ids::{CollectionName, DocId, Seq};
 use sluice_core::log::Log;
 use sluice_core::metrics::STORE_TOMBSTONES_COMPACTED_TOTAL;
 use sluice_core::store::{Store, StoreError, TombstoneHorizon};
@@ -88,16 +86,9 @@ pub fn horizon(now: SystemTime, retention: Duration, docs_ack_floor: Seq) -> Tom
         .checked_sub(retention)
         .and_then(|cutoff| cutoff.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |cutoff| cutoff.as_millis() as u64);
-    // The first op sequence of the message after the floor: every op of the floor's
-    // message and of earlier ones is below it.
-    let seq_below = docs_ack_floor
-        .0
-        .checked_add(1)
-        .filter(|next| next.leading_zeros() >= OP_INDEX_BITS)
-        .map_or(Seq(u64::MAX), |next| Seq(next).for_op(0));
     TombstoneHorizon {
         deleted_before_ms,
-        seq_below,
+        seq_below: docs_ack_floor.ops_below_next_message(),
     }
 }
 
@@ -236,6 +227,8 @@ pub enum CompactionError {
 
 #[cfg(test)]
 mod tests {
+    use sluice_core::ids::OP_INDEX_BITS;
+
     use super::*;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
