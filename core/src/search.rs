@@ -52,6 +52,13 @@ pub struct SearchRequest {
     pub offset: Option<usize>,
     /// Whether to compute highlights (default true).
     pub highlight: Option<bool>,
+    /// A query in the Elasticsearch query DSL (`{"match": {"title": "fox"}}`), ANDed
+    /// with `q` and `filter`; JSON body only.
+    pub query: Option<Value>,
+    /// Aggregations in Elasticsearch's request shape (`{"by_tag": {"terms": {"field":
+    /// "tags"}}}`), computed over every matching document; JSON body only.
+    #[serde(alias = "aggregations")]
+    pub aggs: Option<Value>,
 }
 
 /// A page of results.
@@ -74,6 +81,10 @@ pub struct SearchResponse {
     /// from the cache; newer writes may be missing. Present only when true.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stale: bool,
+    /// The results of the request's `aggs`, in Elasticsearch's response shape, under
+    /// the names the request gave them. Present only when the request asked for some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregations: Option<Value>,
 }
 
 impl SearchResponse {
@@ -84,6 +95,10 @@ impl SearchResponse {
         std::mem::size_of::<Self>()
             + self.failed_shards.len() * std::mem::size_of::<u32>()
             + self.hits.iter().map(Hit::estimated_size).sum::<usize>()
+            + self
+                .aggregations
+                .as_ref()
+                .map_or(0, |aggregations| aggregations.to_string().len())
     }
 
     /// No hits, no flags.
@@ -95,6 +110,7 @@ impl SearchResponse {
             partial: false,
             failed_shards: Vec::new(),
             stale: false,
+            aggregations: None,
         }
     }
 }

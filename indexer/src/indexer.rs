@@ -595,11 +595,14 @@ impl Indexer {
         }
         let (offset, limit) = (request.offset(), request.limit());
         tokio::task::spawn_blocking(move || {
+            let mut tops = tops;
             let (total, page) = search::merge(&tops, &plan, offset, limit);
+            let aggregations = search::merge_aggregations(&mut tops, &plan)?;
             let hits = search::load_hits(&index.shards, &tops, &plan, page)?;
             Ok(SearchResponse {
                 total,
                 hits,
+                aggregations,
                 partial: !failed_shards.is_empty(),
                 failed_shards,
                 ..SearchResponse::empty()

@@ -13,22 +13,17 @@
 //!   `GET /_cluster/health` answers a single green node; `HEAD /{index}` tells whether a
 //!   collection exists.
 //! - `GET|HEAD /{index}/_doc/{id}` answers a document in Elasticsearch's shape (with
-//!   `found`; read-your-writes, like the native `GET`), and `GET|POST /{index}/_count`
-//!   counts the documents matching `q` (Tantivy syntax), or all of them. The query DSL
-//!   is not read yet: a `_count` body other than `match_all` is refused with 400, never
-//!   answered with a different count.
+//!   `found`; read-your-writes, like the native `GET`). Searches and counts are
+//!   [`crate::es_search`]'s.
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Json;
-use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::{json, Value};
-use sluice_core::search::SearchRequest;
-use sluice_core::{CollectionName, ErrorCode};
+use sluice_core::CollectionName;
 
 use crate::documents::{collection_meta, document_id, read_document};
 use crate::error::ApiError;
@@ -170,60 +165,6 @@ pub async fn get_doc(
     })
 }
 
-/// The query string of `_count`.
-#[derive(Debug, Default, Deserialize)]
-pub struct CountParams {
-    /// Tantivy query syntax; all documents when absent.
-    q: Option<String>,
-}
-
-/// `GET|POST /{index}/_count`: `{"count", "_shards"}`.
-pub async fn count(
-    State(state): State<AppState>,
-    Path(index): Path<String>,
-    Query(params): Query<CountParams>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    check_count_body(&body)?;
-    let request = SearchRequest {
-        q: params.q,
-        limit: Some(0),
-        highlight: Some(false),
-        ..SearchRequest::default()
-    };
-    let Json(result) = crate::search::run(&state, index, request).await?;
-    Ok(Json(json!({
-        "count": result.total,
-        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-    })))
-}
-
-/// A `_count` body: none, `{}`, or a `match_all` query; anything else is refused.
-fn check_count_body(body: &[u8]) -> Result<(), ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    let query: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::MalformedJson,
-            format!("the _count body is not JSON: {e}"),
-        )
-    })?;
-    let match_all = query
-        .get("query")
-        .and_then(|q| q.get("match_all"))
-        .is_some_and(|m| m.as_object().is_some_and(serde_json::Map::is_empty));
-    let empty = query.as_object().is_some_and(serde_json::Map::is_empty);
-    if empty || (match_all && query.as_object().is_some_and(|o| o.len() == 1)) {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        ErrorCode::InvalidRequest,
-        "the query DSL is not supported on _count yet, only match_all; pass the query as q= \
-         (Tantivy syntax)",
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,29 +173,6 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(name, HeaderValue::from_static(value));
         headers
-    }
-
-    #[test]
-    fn a_count_body_is_match_all_or_refused() {
-        for ok in [&b""[..], b"  \n", b"{}", br#"{"query":{"match_all":{}}}"#] {
-            assert!(
-                check_count_body(ok).is_ok(),
-                "{}",
-                String::from_utf8_lossy(ok)
-            );
-        }
-        for refused in [
-            &br#"{"query":{"term":{"tags":"x"}}}"#[..],
-            br#"{"query":{"match_all":{"boost":2}}}"#,
-            br#"{"query":{"match_all":{}},"extra":1}"#,
-            b"not json",
-        ] {
-            assert!(
-                check_count_body(refused).is_err(),
-                "{}",
-                String::from_utf8_lossy(refused)
-            );
-        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod documents;
 pub mod error;
 pub mod es_bulk;
 pub mod es_compat;
+pub mod es_search;
 pub mod faults;
 pub mod ops;
 pub mod routes;

@@ -78,10 +78,51 @@ fn json_response(description: &str, schema: Value) -> Value {
 
 /// `GET|POST /{index}/_count`.
 fn es_count_operation(index: &Value, with_errors: &dyn Fn(Value) -> Value) -> Value {
-    json!({"summary": "Elasticsearch count: documents matching q (Tantivy syntax), or all; a body may only be a match_all query",
-           "parameters": [index, {"name": "q", "in": "query", "schema": {"type": "string"}}],
+    json!({"summary": "Elasticsearch count: documents matching the body's query (query DSL) and q (query_string), or all",
+           "parameters": [index, {"name": "q", "in": "query", "schema": {"type": "string", "example": "*"}}],
+           "requestBody": {"required": false, "content": {"application/json": {"schema": {
+               "type": "object", "additionalProperties": false,
+               "properties": {"query": {"type": "object", "example": {"match_all": {}}}},
+               "example": {"query": {"match_all": {}}}}}}},
            "responses": with_errors(json!({
                "200": json_response("Count", json!({"type": "object", "properties": {"count": {"type": "integer"}}}))}))})
+}
+
+/// `GET|POST /{index}/_search`.
+fn es_search_operation(index: &Value, with_errors: &dyn Fn(Value) -> Value) -> Value {
+    let count = json!({"type": "integer", "minimum": 0, "example": 10});
+    json!({"summary": "Elasticsearch search: the query DSL subset, from/size, one sort field, _source filtering, highlight and aggregations, answered in Elasticsearch's shape (see the README's Elasticsearch table)",
+           "parameters": [index,
+               {"name": "q", "in": "query", "schema": {"type": "string", "example": "*"}, "description": "a query_string clause ANDed with the body's query"},
+               {"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "overrides the body's size"},
+               {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "overrides the body's from"}],
+           "requestBody": {"required": false, "content": {"application/json": {"schema": {
+               "type": "object", "additionalProperties": false,
+               "properties": {
+                   "query": {"type": "object", "example": {"match_all": {}}},
+                   "aggs": {"type": "object", "example": {}},
+                   "aggregations": {"type": "object", "example": {}},
+                   "from": {"type": "integer", "minimum": 0, "example": 0},
+                   "size": count,
+                   "sort": {"type": "array", "example": ["_score"]},
+                   "_source": {"example": true},
+                   "highlight": {"type": "object", "example": {"fields": {"*": {}}}},
+                   "track_total_hits": {"example": true, "description": "accepted; totals are always exact"}},
+               "example": {"query": {"match_all": {}}, "size": 10}}}}},
+           "responses": with_errors(json!({
+               "200": json_response("Hits and aggregations, Elasticsearch-shaped", json!({"type": "object", "properties": {
+                   "took": {"type": "integer"}, "hits": {"type": "object"}, "aggregations": {"type": "object"}}}))}))})
+}
+
+/// `GET|POST /_msearch` or `/{index}/_msearch`.
+fn es_msearch_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value) -> Value {
+    let parameters: Vec<Value> = index.into_iter().cloned().collect();
+    json!({"summary": "Elasticsearch multi-search: NDJSON pairs of a header ({\"index\": name}, or {} for the path's) and a _search body; one answer per pair, each with its status",
+           "parameters": parameters,
+           "requestBody": {"required": true, "content": {
+               "application/x-ndjson": {"schema": {"type": "string", "example": "{\"index\":\"openapi_probe\"}\n{\"query\":{\"match_all\":{}}}\n"}}}},
+           "responses": with_errors(json!({
+               "200": json_response("One answer per search", json!({"type": "object", "properties": {"responses": {"type": "array"}}}))}))})
 }
 
 /// `POST|PUT /_bulk` or `POST|PUT /{index}/_bulk`.
@@ -247,6 +288,18 @@ pub fn openapi_document(max_result_window: usize) -> Value {
                 "get": es_count_operation(&es_index, &with_errors),
                 "post": es_count_operation(&es_index, &with_errors)
             },
+            "/{index}/_search": {
+                "get": es_search_operation(&es_index, &with_errors),
+                "post": es_search_operation(&es_index, &with_errors)
+            },
+            "/_msearch": {
+                "get": es_msearch_operation(None, &with_errors),
+                "post": es_msearch_operation(None, &with_errors)
+            },
+            "/{index}/_msearch": {
+                "get": es_msearch_operation(Some(&es_index), &with_errors),
+                "post": es_msearch_operation(Some(&es_index), &with_errors)
+            },
             "/_bulk": {
                 "post": es_bulk_operation(None, &with_errors),
                 "put": es_bulk_operation(None, &with_errors)
@@ -329,7 +382,10 @@ pub fn openapi_document(max_result_window: usize) -> Value {
                     "sort": {"type": "string", "description": "field:asc or field:desc"},
                     "limit": {"type": "integer", "minimum": 0, "maximum": window, "default": 10},
                     "offset": {"type": "integer", "minimum": 0, "maximum": window, "default": 0},
-                    "highlight": {"type": "boolean", "default": true}}},
+                    "highlight": {"type": "boolean", "default": true},
+                    "query": {"type": "object", "description": "the query DSL (Elasticsearch's JSON shape), ANDed with q and filter", "example": {"match": {"title": "fox"}}},
+                    "aggs": {"type": "object", "description": "aggregations in Elasticsearch's request shape", "example": {"by_tag": {"terms": {"field": "tags"}}}},
+                    "aggregations": {"type": "object", "description": "the same as aggs", "example": {}}}},
                 "SearchResponse": {"type": "object", "required": ["total", "hits", "took_ms"], "properties": {
                     "total": {"type": "integer"}, "took_ms": {"type": "integer"},
                     "hits": {"type": "array", "items": {"type": "object", "properties": {
@@ -337,7 +393,8 @@ pub fn openapi_document(max_result_window: usize) -> Value {
                         "doc": {"type": "object"}, "highlights": {"type": "object"}}}},
                     "partial": {"type": "boolean", "description": "present (true) when some shards failed or timed out; the results are those of the others"},
                     "failed_shards": {"type": "array", "items": {"type": "integer"}, "description": "the shards left out of a partial result"},
-                    "stale": {"type": "boolean", "description": "present (true) when every shard failed and this is the last complete result of the same request, from the cache"}}}
+                    "stale": {"type": "boolean", "description": "present (true) when every shard failed and this is the last complete result of the same request, from the cache"},
+                    "aggregations": {"type": "object", "description": "present when the request asked for aggs: their results in Elasticsearch's response shape"}}}
             }
         }
     })

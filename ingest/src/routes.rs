@@ -20,7 +20,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::state::AppState;
 use crate::{
-    body, bulk, collections, dlq, documents, error, es_bulk, es_compat, faults, ops, search,
+    body, bulk, collections, dlq, documents, error, es_bulk, es_compat, es_search, faults, ops,
+    search,
 };
 
 /// The whole API. A request body must arrive within `body_read_timeout`.
@@ -55,7 +56,19 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/{index}/_doc/{id}", get(es_compat::get_doc))
         .route(
             "/{index}/_count",
-            control(get(es_compat::count).post(es_compat::count)),
+            control(get(es_search::count).post(es_search::count)),
+        )
+        .route(
+            "/{index}/_search",
+            control(get(es_search::search).post(es_search::search)),
+        )
+        .route(
+            "/_msearch",
+            control(get(es_search::msearch_default).post(es_search::msearch_default)),
+        )
+        .route(
+            "/{index}/_msearch",
+            control(get(es_search::msearch_for_index).post(es_search::msearch_for_index)),
         )
         .route("/_bulk", es_ingest(es_bulk::bulk))
         .route("/{index}/_bulk", es_ingest(es_bulk::bulk_for_index))

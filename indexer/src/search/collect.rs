@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 
+use tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults;
 use tantivy::collector::sort_key::{SortBySimilarityScore, SortByString};
 use tantivy::collector::{Count, SegmentSortKeyComputer, SortKeyComputer, TopDocs};
 use tantivy::columnar::{Column, ColumnType};
@@ -14,6 +15,7 @@ use crate::error::internal;
 use crate::index_schema::{SortKind, ID_FIELD};
 use crate::shard::ShardIndex;
 
+use super::aggs::agg_error;
 use super::plan::QueryPlan;
 
 /// The sort key of one candidate hit.
@@ -39,6 +41,8 @@ pub(crate) struct ShardTop {
     pub(super) searcher: Searcher,
     pub(super) total: u64,
     pub(super) candidates: Vec<Candidate>,
+    /// The shard's share of the request's aggregations, before the merge.
+    pub(super) aggregations: Option<IntermediateAggregationResults>,
 }
 
 /// Counts the matches of one shard and collects its `top_k` best.
@@ -50,12 +54,18 @@ pub(crate) fn collect_shard(
 ) -> Result<ShardTop, SearchError> {
     let searcher = shard.searcher();
     let query = plan.query.as_ref();
+    let aggregations = plan
+        .aggs
+        .as_ref()
+        .map(|aggs| searcher.search(query, &aggs.collector()).map_err(agg_error))
+        .transpose()?;
     if top_k == 0 {
         let total = searcher.search(query, &Count).map_err(internal)? as u64;
         return Ok(ShardTop {
             searcher,
             total,
             candidates: Vec::new(),
+            aggregations,
         });
     }
     let top = TopDocs::with_limit(top_k);
@@ -118,6 +128,7 @@ pub(crate) fn collect_shard(
         searcher,
         total: total as u64,
         candidates,
+        aggregations,
     })
 }
 
@@ -161,6 +172,22 @@ pub(crate) fn merge(
     all.sort_by(|a, b| compare_candidates(a, b, descending));
     let page = all.into_iter().skip(offset).take(limit).collect();
     (total, page)
+}
+
+/// The request's aggregations over every shard that answered, merged; `None` when it
+/// asked for none. Takes the shards' intermediate results out of `tops`.
+pub(crate) fn merge_aggregations(
+    tops: &mut [Option<ShardTop>],
+    plan: &QueryPlan,
+) -> Result<Option<serde_json::Value>, SearchError> {
+    let Some(aggs) = &plan.aggs else {
+        return Ok(None);
+    };
+    let shards = tops
+        .iter_mut()
+        .flatten()
+        .filter_map(|top| top.aggregations.take());
+    aggs.finish(shards).map(Some)
 }
 
 /// Sorts by a numeric or date fast column through its monotonic u64 image. Unlike

@@ -23,9 +23,15 @@
 //! - this module: the configured bounds and the normalized request (defaults, window,
 //!   sort field checked against the schema);
 //! - [`plan`]: parsing the query and filters into one Tantivy query per request;
+//! - [`dsl`]: the query DSL (`query`, Elasticsearch's JSON shape) compiled into it;
+//! - [`aggs`]: aggregations (`aggs`) over the same matches, merged across shards;
 //! - [`collect`]: per-shard top-k collection, the total order and the cross-shard merge;
 //! - [`hits`]: loading the page's documents and their highlights.
 
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde_json::Value;
 use sluice_core::config::IndexerConfig;
 
 use sluice_core::search::{SearchError, SearchRequest};
@@ -33,11 +39,13 @@ use sluice_core::search::{SearchError, SearchRequest};
 use crate::index_schema::{IndexSchema, SortKind};
 use crate::query_limits::QueryLimits;
 
+mod aggs;
 mod collect;
+mod dsl;
 mod hits;
 mod plan;
 
-pub(crate) use collect::{collect_shard, merge, ShardTop};
+pub(crate) use collect::{collect_shard, merge, merge_aggregations, ShardTop};
 pub(crate) use hits::load_hits;
 pub(crate) use plan::plan_on_parse_stack;
 
@@ -78,12 +86,48 @@ pub(crate) struct SortSpec {
     descending: bool,
 }
 
+/// A JSON member of a request (`query`, `aggs`), compared and hashed by its compact text.
+#[derive(Clone, Debug)]
+pub(crate) struct CanonicalJson {
+    text: String,
+    value: Arc<Value>,
+}
+
+impl CanonicalJson {
+    fn new(value: &Value) -> Self {
+        Self {
+            text: value.to_string(),
+            value: Arc::new(value.clone()),
+        }
+    }
+
+    pub(crate) fn value(&self) -> &Value {
+        &self.value
+    }
+}
+
+impl PartialEq for CanonicalJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for CanonicalJson {}
+
+impl Hash for CanonicalJson {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
 /// A validated request with its defaults filled in: the cache key's request part, so
 /// equivalent spellings of a request share one cache entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct NormalizedRequest {
     q: Option<String>,
     filters: Vec<String>,
+    query: Option<CanonicalJson>,
+    aggs: Option<CanonicalJson>,
     sort: Option<SortSpec>,
     limit: usize,
     offset: usize,
@@ -141,9 +185,21 @@ impl NormalizedRequest {
                 "limit + offset must not exceed {max_result_window} (got {limit} + {offset})"
             )));
         }
+        let query = match &request.query {
+            None => None,
+            Some(Value::Object(clause)) if clause.is_empty() => None,
+            Some(query) => Some(CanonicalJson::new(query)),
+        };
+        let aggs = match &request.aggs {
+            None => None,
+            Some(Value::Object(aggs)) if aggs.is_empty() => None,
+            Some(aggs) => Some(CanonicalJson::new(aggs)),
+        };
         Ok(Self {
             q,
             filters,
+            query,
+            aggs,
             sort,
             limit,
             offset,
@@ -176,6 +232,11 @@ impl NormalizedRequest {
                 .map(|f| std::mem::size_of::<String>() + f.len())
                 .sum::<usize>()
             + self.sort.as_ref().map_or(0, |s| s.field.len())
+            + [&self.query, &self.aggs]
+                .iter()
+                .filter_map(|json| json.as_ref())
+                .map(|json| 2 * json.text.len())
+                .sum::<usize>()
     }
 }
 
@@ -296,16 +357,18 @@ mod tests {
     ) -> Result<SearchResponse, SearchError> {
         let normalized = NormalizedRequest::new(&request, shards[0].schema(), settings)?;
         let plan = plan_on_parse_stack(&shards[0], &normalized, settings)?;
-        let tops = shards
+        let mut tops = shards
             .iter()
             .enumerate()
             .map(|(i, shard)| collect_shard(i, shard, &plan, normalized.top_k()).map(Some))
             .collect::<Result<Vec<_>, _>>()?;
         let (total, page) = merge(&tops, &plan, normalized.offset(), normalized.limit());
+        let aggregations = merge_aggregations(&mut tops, &plan)?;
         let hits = load_hits(shards, &tops, &plan, page)?;
         Ok(SearchResponse {
             total,
             hits,
+            aggregations,
             took_ms: 0,
             ..SearchResponse::empty()
         })
@@ -334,6 +397,351 @@ mod tests {
 
     fn expected(predicate: impl Fn(usize) -> bool) -> u64 {
         (0..DOCS).filter(|i| predicate(*i)).count() as u64
+    }
+
+    fn dsl(query: Value) -> SearchRequest {
+        SearchRequest {
+            query: Some(query),
+            limit: Some(100),
+            ..SearchRequest::default()
+        }
+    }
+
+    fn dsl_total(shards: &[Arc<ShardIndex>], query: Value) -> u64 {
+        run(shards, dsl(query.clone()))
+            .unwrap_or_else(|error| panic!("{query}: {error}"))
+            .total
+    }
+
+    /// Hours past the first `ts` of the test corpus (`1_700_000_000` seconds).
+    fn ts_hours(i: usize) -> i64 {
+        i as i64 % 7
+    }
+
+    fn price(i: usize) -> Option<i64> {
+        (i % 10 != 9).then_some((i as i64 % 13) * 10)
+    }
+
+    #[test]
+    fn the_query_dsl_counts_what_the_corpus_holds() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().unwrap();
+        let shards = shards_with_corpus(dir.path(), 2);
+        let base = 1_700_000_000_i64 * 1000;
+        let cases: Vec<(Value, u64)> = vec![
+            (json!({"match_all": {}}), DOCS as u64),
+            (json!({"match_none": {}}), 0),
+            (json!({"match": {"title": "red"}}), expected(|i| i % 3 == 0)),
+            (
+                json!({"match": {"title": "Red Green"}}),
+                expected(|i| i % 3 != 2),
+            ),
+            (
+                json!({"match": {"title": {"query": "red book", "operator": "and"}}}),
+                expected(|i| i % 3 == 0),
+            ),
+            (
+                json!({"match": {"title": {"query": "red green number", "minimum_should_match": 2}}}),
+                expected(|i| i % 3 != 2),
+            ),
+            (
+                json!({"match_phrase": {"body": "quick brown"}}),
+                expected(|i| i % 2 == 0),
+            ),
+            (json!({"match_phrase": {"body": "brown quick"}}), 0),
+            (
+                json!({"match_phrase": {"body": {"query": "quick fox", "slop": 1}}}),
+                expected(|i| i % 2 == 0),
+            ),
+            (
+                json!({"multi_match": {"query": "lazy red", "fields": ["title", "body^2"]}}),
+                expected(|i| i % 3 == 0 || i % 2 == 1),
+            ),
+            (
+                json!({"multi_match": {"query": "quick brown", "type": "phrase"}}),
+                expected(|i| i % 2 == 0),
+            ),
+            (
+                json!({"query_string": {"query": "red AND body:lazy"}}),
+                expected(|i| i % 3 == 0 && i % 2 == 1),
+            ),
+            (
+                json!({"query_string": {"query": "red lazy", "default_operator": "AND"}}),
+                expected(|i| i % 3 == 0 && i % 2 == 1),
+            ),
+            (
+                json!({"simple_query_string": {"query": "red -lazy", "default_operator": "and"}}),
+                expected(|i| i % 3 == 0 && i % 2 == 0),
+            ),
+            (
+                json!({"simple_query_string": {"query": "red \"quick brown\""}}),
+                expected(|i| i % 3 == 0 || i % 2 == 0),
+            ),
+            (json!({"term": {"tags": "tag1"}}), expected(|i| i % 4 == 1)),
+            (json!({"term": {"tags": {"value": "TAG1"}}}), 0),
+            (
+                json!({"term": {"price": 30}}),
+                expected(|i| price(i) == Some(30)),
+            ),
+            (json!({"term": {"_id": "doc-07"}}), 1),
+            (
+                json!({"terms": {"tags": ["tag1", "tag2"]}}),
+                expected(|i| i % 4 == 1 || i % 4 == 2),
+            ),
+            (json!({"ids": {"values": ["doc-01", "doc-02", "nope"]}}), 2),
+            (
+                json!({"range": {"price": {"gte": 30, "lt": 70}}}),
+                expected(|i| price(i).is_some_and(|p| (30..70).contains(&p))),
+            ),
+            (
+                json!({"range": {"price": {"gt": 30}}}),
+                expected(|i| price(i).is_some_and(|p| p > 30)),
+            ),
+            (
+                json!({"range": {"score": {"lte": 1.0}}}),
+                expected(|i| (i % 5) as f64 / 2.0 <= 1.0),
+            ),
+            (
+                json!({"range": {"ts": {"gte": base + 2 * 3_600_000, "lt": base + 5 * 3_600_000}}}),
+                expected(|i| (2..5).contains(&ts_hours(i))),
+            ),
+            (
+                json!({"range": {"ts": {"gte": "2023-11-14T22:13:20Z||+2h", "lte": "2023-11-14T22:13:20Z||+4h"}}}),
+                expected(|i| (2..=4).contains(&ts_hours(i))),
+            ),
+            (
+                json!({"range": {"ts": {"gte": "2023-11-14T23:13:20+01:00"}}}),
+                DOCS as u64,
+            ),
+            (
+                json!({"range": {"ts": {"lt": "2023-11-15", "time_zone": "+01:00"}}}),
+                expected(|i| ts_hours(i) < 1),
+            ),
+            (json!({"range": {"ts": {"gte": "now-1h"}}}), 0),
+            (json!({"range": {"ts": {"lte": "now/d"}}}), DOCS as u64),
+            (
+                json!({"exists": {"field": "price"}}),
+                expected(|i| price(i).is_some()),
+            ),
+            (json!({"exists": {"field": "body"}}), DOCS as u64),
+            (json!({"prefix": {"tags": "tag"}}), DOCS as u64),
+            (json!({"prefix": {"_id": "doc-1"}}), 10),
+            (json!({"prefix": {"title": "gr"}}), expected(|i| i % 3 == 1)),
+            (
+                json!({"bool": {
+                    "must": [{"match": {"title": "red"}}],
+                    "filter": {"range": {"price": {"gte": 20}}},
+                    "must_not": [{"term": {"tags": "tag0"}}]
+                }}),
+                expected(|i| i % 3 == 0 && price(i).is_some_and(|p| p >= 20) && i % 4 != 0),
+            ),
+            (
+                json!({"bool": {"should": [{"term": {"tags": "tag1"}}, {"match": {"body": "lazy"}}]}}),
+                expected(|i| i % 4 == 1 || i % 2 == 1),
+            ),
+            (
+                json!({"bool": {
+                    "should": [{"term": {"tags": "tag1"}}, {"match": {"body": "lazy"}}, {"match": {"title": "red"}}],
+                    "minimum_should_match": 2
+                }}),
+                expected(|i| {
+                    [i % 4 == 1, i % 2 == 1, i % 3 == 0]
+                        .iter()
+                        .filter(|b| **b)
+                        .count()
+                        >= 2
+                }),
+            ),
+            (
+                json!({"bool": {"must": {"match": {"title": "red"}}, "should": {"term": {"tags": "tag1"}}}}),
+                expected(|i| i % 3 == 0),
+            ),
+            (
+                json!({"bool": {"must_not": {"match": {"title": "red"}}}}),
+                expected(|i| i % 3 != 0),
+            ),
+            (
+                json!({"constant_score": {"filter": {"term": {"tags": "tag3"}}}}),
+                expected(|i| i % 4 == 3),
+            ),
+            (json!({"match": {"color_code": "xyz"}}), 1),
+        ];
+        for (query, want) in cases {
+            assert_eq!(dsl_total(&shards, query.clone()), want, "{query}");
+        }
+        // The DSL query ANDs with q and filters.
+        let mut request = dsl(json!({"term": {"tags": "tag1"}}));
+        request.q = Some("red".into());
+        request.filter = vec!["price:[0 TO 60]".into()];
+        assert_eq!(
+            total(&shards, request),
+            expected(|i| i % 4 == 1 && i % 3 == 0 && price(i).is_some_and(|p| p <= 60))
+        );
+    }
+
+    #[test]
+    fn the_query_dsl_refuses_what_it_cannot_honour_by_name() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().unwrap();
+        let shards = shards_with_corpus(dir.path(), 1);
+        for (query, named) in [
+            (json!({"wildcard": {"tags": "t*"}}), "[wildcard]"),
+            (
+                json!({"match": {"title": {"query": "x", "fuzziness": 2}}}),
+                "[fuzziness]",
+            ),
+            (
+                json!({"match": {"title": "x"}, "term": {"tags": "y"}}),
+                "exactly one key",
+            ),
+            (json!({"term": {"price": "cheap"}}), "i64"),
+            (
+                json!({"range": {"ts": {"gte": "last tuesday"}}}),
+                "not a date",
+            ),
+            (
+                json!({"range": {"ts": {"gte": "now", "time_zone": "Europe/Paris"}}}),
+                "time_zone",
+            ),
+            (
+                json!({"range": {"nope": {"gte": 1}}}),
+                "declares no such field",
+            ),
+            (json!({"simple_query_string": {"query": "a | b"}}), "'|'"),
+            (
+                json!({"simple_query_string": {"query": "a -b"}}),
+                "-exclusion",
+            ),
+            (json!({"bool": {"must": {"bogus": {}}}}), "[bogus]"),
+            (
+                json!({"terms": {"tags": {"index": "other", "id": "1", "path": "tags"}}}),
+                "terms lookup",
+            ),
+        ] {
+            let error = run(&shards, dsl(query.clone())).unwrap_err();
+            assert!(
+                matches!(&error, SearchError::InvalidQuery(message) if message.contains(named)),
+                "{query}: {error}"
+            );
+        }
+        let mut deep = json!({"match_all": {}});
+        for _ in 0..100 {
+            deep = json!({"bool": {"must": deep}});
+        }
+        assert!(matches!(
+            run(&shards, dsl(deep)),
+            Err(SearchError::QueryTooComplex(_))
+        ));
+    }
+
+    #[test]
+    fn aggregations_merge_across_shards_into_the_corpus_counts() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().unwrap();
+        let shards = shards_with_corpus(dir.path(), 3);
+        // A deleted document is in no bucket.
+        shards[DocId::new("doc-00").unwrap().partition(3).0 as usize]
+            .apply(vec![delete("doc-00", 1_000)])
+            .unwrap();
+        for shard in &shards {
+            shard.commit().unwrap();
+        }
+        let live = |i: usize| i != 0;
+        let request = SearchRequest {
+            limit: Some(0),
+            aggs: Some(json!({
+                "by_tag": {"terms": {"field": "tags"}, "aggs": {"avg_price": {"avg": {"field": "price"}}}},
+                "prices": {"stats": {"field": "price"}},
+                "per_hour": {"date_histogram": {"field": "ts", "fixed_interval": "1h"}},
+                "cheap": {"range": {"field": "price", "ranges": [{"to": 50}, {"from": 50}]}},
+                "authors": {"cardinality": {"field": "tags"}},
+                "p": {"percentiles": {"field": "price", "percents": [50]}},
+                "per_day": {"date_histogram": {"field": "ts", "calendar_interval": "day"}},
+            })),
+            ..SearchRequest::default()
+        };
+        let response = run(&shards, request).unwrap();
+        assert_eq!(response.total, expected(live));
+        let aggs = response.aggregations.expect("aggregations");
+        for bucket in aggs["by_tag"]["buckets"].as_array().unwrap() {
+            let tag = bucket["key"].as_str().unwrap();
+            let n: usize = tag.trim_start_matches("tag").parse().unwrap();
+            let members: Vec<usize> = (0..DOCS).filter(|i| live(*i) && i % 4 == n).collect();
+            assert_eq!(bucket["doc_count"], members.len() as u64, "{tag}");
+            let prices: Vec<i64> = members.iter().filter_map(|i| price(*i)).collect();
+            let avg = prices.iter().sum::<i64>() as f64 / prices.len() as f64;
+            let got = bucket["avg_price"]["value"].as_f64().unwrap();
+            assert!((got - avg).abs() < 1e-9, "{tag}: {got} vs {avg}");
+        }
+        assert_eq!(aggs["by_tag"]["buckets"].as_array().unwrap().len(), 4);
+        let prices: Vec<i64> = (0..DOCS).filter(|i| live(*i)).filter_map(price).collect();
+        assert_eq!(aggs["prices"]["count"], prices.len() as u64);
+        assert_eq!(
+            aggs["prices"]["sum"].as_f64().unwrap(),
+            prices.iter().sum::<i64>() as f64
+        );
+        assert_eq!(
+            aggs["prices"]["max"].as_f64().unwrap(),
+            *prices.iter().max().unwrap() as f64
+        );
+        let hours = aggs["per_hour"]["buckets"].as_array().unwrap();
+        assert_eq!(hours.len(), 7);
+        let histogram_total: u64 = hours.iter().map(|b| b["doc_count"].as_u64().unwrap()).sum();
+        assert_eq!(histogram_total, expected(live));
+        let days = aggs["per_day"]["buckets"].as_array().unwrap();
+        let day_total: u64 = days.iter().map(|b| b["doc_count"].as_u64().unwrap()).sum();
+        assert_eq!(day_total, expected(live));
+        let ranges = aggs["cheap"]["buckets"].as_array().unwrap();
+        assert_eq!(
+            ranges[0]["doc_count"],
+            prices.iter().filter(|p| **p < 50).count() as u64
+        );
+        assert_eq!(
+            ranges[1]["doc_count"],
+            prices.iter().filter(|p| **p >= 50).count() as u64
+        );
+        assert_eq!(aggs["authors"]["value"], 4.0);
+        assert!(
+            aggs["p"]["values"]["50.0"].as_f64().is_some(),
+            "{}",
+            aggs["p"]
+        );
+
+        // Only the matches are aggregated.
+        let request = SearchRequest {
+            query: Some(json!({"match": {"title": "red"}})),
+            aggs: Some(json!({"by_tag": {"terms": {"field": "tags"}}})),
+            ..SearchRequest::default()
+        };
+        let aggs = run(&shards, request).unwrap().aggregations.unwrap();
+        for bucket in aggs["by_tag"]["buckets"].as_array().unwrap() {
+            let n: usize = bucket["key"].as_str().unwrap()[3..].parse().unwrap();
+            let want = expected(|i| live(i) && i % 3 == 0 && i % 4 == n);
+            assert_eq!(bucket["doc_count"], want, "{bucket}");
+        }
+
+        for (aggs, named) in [
+            (json!({"t": {"terms": {"field": "title"}}}), "text field"),
+            (
+                json!({"t": {"terms": {"field": "nope"}}}),
+                "declares no such field",
+            ),
+            (
+                json!({"t": {"date_histogram": {"field": "ts", "calendar_interval": "month"}}}),
+                "month",
+            ),
+            (
+                json!({"t": {"terms": {"field": "tags"}, "avg": {"field": "price"}}}),
+                "exactly one type",
+            ),
+        ] {
+            let request = SearchRequest {
+                aggs: Some(aggs.clone()),
+                ..SearchRequest::default()
+            };
+            let error = run(&shards, request).unwrap_err();
+            assert!(error.to_string().contains(named), "{aggs}: {error}");
+        }
     }
 
     #[test]
@@ -926,6 +1334,7 @@ mod tests {
                     limit: Some(limit),
                     offset: Some(offset),
                     highlight: Some(true),
+                    ..SearchRequest::default()
                 };
                 match run(&shards, request) {
                     Ok(response) => {

@@ -16,14 +16,18 @@ use crate::index_schema::IndexSchema;
 use crate::query_limits;
 use crate::shard::ShardIndex;
 
+use super::aggs::AggregationPlan;
+use super::dsl::{self, DslContext};
 use super::{NormalizedRequest, SearchSettings, SortSpec};
 
 /// The parsed queries of a request, shared by every shard of the collection.
 pub(crate) struct QueryPlan {
     /// What is collected: text query AND filters AND NOT tombstones.
     pub(super) query: Box<dyn Query>,
-    /// The scored text query alone, for highlights.
+    /// The scored text query alone (`q` and the DSL `query`), for highlights.
     pub(super) text_query: Option<Box<dyn Query>>,
+    /// The request's aggregations, if it asked for any.
+    pub(super) aggs: Option<AggregationPlan>,
     pub(super) sort: Option<SortSpec>,
     pub(super) highlight: bool,
     /// Hits of the page that get highlights (the first ones).
@@ -69,6 +73,30 @@ pub(super) fn plan(
             )
         }
     };
+    let dsl_query = match &request.query {
+        None => None,
+        Some(query) => {
+            let context = DslContext {
+                index: shard.index(),
+                schema,
+                limits,
+                now: time::OffsetDateTime::now_utc(),
+            };
+            Some(dsl::compile(query.value(), &context)?)
+        }
+    };
+    let text_query = match (text_query, dsl_query) {
+        (Some(q), Some(dsl)) => Some(Box::new(BooleanQuery::new(vec![
+            (Occur::Must, q),
+            (Occur::Must, dsl),
+        ])) as Box<dyn Query>),
+        (q, dsl) => q.or(dsl),
+    };
+    let aggs = request
+        .aggs
+        .as_ref()
+        .map(|aggs| AggregationPlan::new(aggs.value(), schema))
+        .transpose()?;
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
         Occur::Must,
         text_query
@@ -97,6 +125,7 @@ pub(super) fn plan(
     Ok(QueryPlan {
         query: Box::new(BooleanQuery::new(clauses)),
         text_query,
+        aggs,
         sort: request.sort.clone(),
         highlight: request.highlight,
         highlight_max_hits: settings.highlight_max_hits,
