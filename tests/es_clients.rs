@@ -317,3 +317,183 @@ async fn every_answer_says_elasticsearch_and_echoes_the_compatible_media_type() 
     let info = server.get_json("/").await;
     assert_eq!(info["tagline"], "You Know, for Search");
 }
+
+/// What the search script does: writes the corpus with the client, then runs each
+/// supported clause, `count`, `msearch` and aggregations, and prints, for each case,
+/// what sluice answered beside what the corpus itself says (computed in Python from the
+/// documents, never from sluice).
+const SEARCH_SCRIPT: &str = r#"
+import collections, datetime, json, re, sys
+from elasticsearch import Elasticsearch, helpers, BadRequestError
+
+url, corpus_path = sys.argv[1], sys.argv[2]
+es = Elasticsearch(url, request_timeout=120)
+docs = [json.loads(line) for line in open(corpus_path)]
+ok, errors = helpers.bulk(es, ({"_index": "essearch", "_id": d["id"], "_source": d} for d in docs),
+                          chunk_size=500, refresh="wait_for")
+assert ok == len(docs) and not errors, (ok, errors)
+
+tokens = lambda text: [t for t in re.split(r"[^0-9a-z]+", text.lower()) if t]
+words = {d["id"]: (set(tokens(d["title"])), tokens(d["body"])) for d in docs}
+probe = docs[len(docs) // 2]
+w1 = tokens(probe["title"])[0]
+w2 = tokens(probe["body"])[3]
+pair = tokens(probe["body"])[5:7]
+epoch = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+secs = lambda d: (datetime.datetime.fromisoformat(d["ts"].replace("Z", "+00:00")) - epoch).total_seconds()
+in_title = lambda d, w: w in words[d["id"]][0]
+in_body = lambda d, w: w in words[d["id"]][1]
+has_pair = lambda d: any(words[d["id"]][1][i:i + 2] == pair for i in range(len(words[d["id"]][1])))
+expected = lambda pred: sum(1 for d in docs if pred(d))
+tag = probe["tags"][0]
+
+cases = {
+    "match_all": ({"match_all": {}}, lambda d: True),
+    "match": ({"match": {"title": w1}}, lambda d: in_title(d, w1)),
+    "match_and": ({"match": {"body": {"query": f"{w1} {w2}", "operator": "and"}}},
+                  lambda d: in_body(d, w1) and in_body(d, w2)),
+    "match_phrase": ({"match_phrase": {"body": " ".join(pair)}}, has_pair),
+    "multi_match": ({"multi_match": {"query": w1, "fields": ["title", "body"]}},
+                    lambda d: in_title(d, w1) or in_body(d, w1)),
+    "query_string": ({"query_string": {"query": f"title:{w1} OR body:{w2}"}},
+                     lambda d: in_title(d, w1) or in_body(d, w2)),
+    "simple_query_string": ({"simple_query_string": {"query": f"{w1} {w2}", "fields": ["title"]}},
+                            lambda d: in_title(d, w1) or in_title(d, w2)),
+    "term": ({"term": {"tags": tag}}, lambda d: tag in d["tags"]),
+    "terms": ({"terms": {"author": [docs[0]["author"], docs[1]["author"]]}},
+              lambda d: d["author"] in (docs[0]["author"], docs[1]["author"])),
+    "range": ({"range": {"price": {"gte": 1000, "lt": 3000}}}, lambda d: 1000 <= d["price"] < 3000),
+    "range_date_math": ({"range": {"ts": {"gte": "2026-01-01||+100s", "lt": "2026-01-01T00:00:00Z||+10m"}}},
+                        lambda d: 100 <= secs(d) < 600),
+    "exists": ({"exists": {"field": "tags"}}, lambda d: bool(d.get("tags"))),
+    "prefix": ({"prefix": {"author": "author01"}}, lambda d: d["author"].startswith("author01")),
+    "bool": ({"bool": {"must": [{"match": {"body": w2}}], "filter": [{"range": {"price": {"gte": 2000}}}],
+                       "must_not": [{"term": {"tags": tag}}]}},
+             lambda d: in_body(d, w2) and d["price"] >= 2000 and tag not in d["tags"]),
+    "bool_should": ({"bool": {"should": [{"term": {"tags": tag}}, {"match": {"title": w1}}],
+                              "minimum_should_match": 1}},
+                    lambda d: tag in d["tags"] or in_title(d, w1)),
+}
+results = {}
+for name, (query, pred) in cases.items():
+    got = es.search(index="essearch", query=query, size=0, track_total_hits=True)["hits"]["total"]["value"]
+    results[name] = [got, expected(pred)]
+results["count"] = [es.count(index="essearch", query=cases["range"][0])["count"], expected(cases["range"][1])]
+
+page = es.search(index="essearch", query={"match_all": {}}, sort=[{"price": {"order": "desc"}}], size=5, from_=2)
+by_price = sorted(docs, key=lambda d: (-d["price"], d["id"]))[2:7]
+results["sorted_page"] = [[h["_id"] for h in page["hits"]["hits"]], [d["id"] for d in by_price]]
+results["sorted_sources"] = [[h["_source"] for h in page["hits"]["hits"]], by_price]
+results["sort_values"] = [[h["sort"][0] for h in page["hits"]["hits"]], [d["price"] for d in by_price]]
+filtered = es.search(index="essearch", query={"term": {"_id": probe["id"]}}, source=["title", "price"])
+results["source_filter"] = [filtered["hits"]["hits"][0]["_source"], {"title": probe["title"], "price": probe["price"]}]
+lit = es.search(index="essearch", query={"match": {"title": w1}}, highlight={"fields": {"title": {}}}, size=1)
+results["highlight"] = [f"<em>{w1}</em>" in lit["hits"]["hits"][0]["highlight"]["title"][0].lower(), True]
+multi = es.msearch(searches=[{"index": "essearch"}, {"query": cases["term"][0], "size": 0},
+                             {"index": "essearch"}, {"query": cases["match"][0], "size": 0}])
+results["msearch"] = [[r["hits"]["total"]["value"] for r in multi["responses"]],
+                      [expected(cases["term"][1]), expected(cases["match"][1])]]
+try:
+    es.search(index="essearch", query={"wildcard": {"author": "a*"}})
+    results["unsupported"] = ["answered", "refused"]
+except BadRequestError as error:
+    results["unsupported"] = ["refused" if "wildcard" in str(error) else str(error), "refused"]
+
+aggs = {
+    "tags": {"terms": {"field": "tags", "size": 100}, "aggs": {"avg_price": {"avg": {"field": "price"}}}},
+    "top_authors": {"terms": {"field": "author", "size": 5}},
+    "prices": {"stats": {"field": "price"}},
+    "per_minute": {"date_histogram": {"field": "ts", "calendar_interval": "minute"}},
+    "price_ranges": {"range": {"field": "price", "ranges": [{"to": 1000}, {"from": 1000, "to": 5000}, {"from": 5000}]}},
+    "authors": {"cardinality": {"field": "author"}},
+    "median": {"percentiles": {"field": "price", "percents": [50]}},
+}
+answer = es.search(index="essearch", size=0, aggs=aggs)
+got = answer["aggregations"]
+tag_docs = collections.defaultdict(list)
+for d in docs:
+    for t in d["tags"]:
+        tag_docs[t].append(d["price"])
+results["terms"] = [{b["key"]: b["doc_count"] for b in got["tags"]["buckets"]},
+                    {t: len(p) for t, p in tag_docs.items()}]
+results["terms_sub_avg"] = [{b["key"]: round(b["avg_price"]["value"], 6) for b in got["tags"]["buckets"]},
+                            {t: round(sum(p) / len(p), 6) for t, p in tag_docs.items()}]
+authors = collections.Counter(d["author"] for d in docs)
+results["top_authors"] = [[b["doc_count"] for b in got["top_authors"]["buckets"]],
+                          [n for _, n in authors.most_common(5)]]
+results["top_authors_keys"] = [all(authors[b["key"]] == b["doc_count"] for b in got["top_authors"]["buckets"]), True]
+prices = [d["price"] for d in docs]
+results["stats"] = [[got["prices"][k] for k in ("count", "min", "max", "sum")],
+                    [len(prices), float(min(prices)), float(max(prices)), float(sum(prices))]]
+minutes = collections.Counter(int(secs(d) // 60) for d in docs)
+results["date_histogram"] = [[b["doc_count"] for b in got["per_minute"]["buckets"]],
+                             [minutes[m] for m in range(max(minutes) + 1)]]
+results["date_histogram_first_key"] = [got["per_minute"]["buckets"][0]["key_as_string"][:19], "2026-01-01T00:00:00"]
+results["range_agg"] = [[b["doc_count"] for b in got["price_ranges"]["buckets"]],
+                        [sum(p < 1000 for p in prices), sum(1000 <= p < 5000 for p in prices), sum(p >= 5000 for p in prices)]]
+results["cardinality_close"] = [abs(got["authors"]["value"] - len(authors)) <= 0.05 * len(authors), True,
+                                got["authors"]["value"], len(authors)]
+median = sorted(prices)[len(prices) // 2]
+results["median_close"] = [abs(got["median"]["values"]["50.0"] - median) <= 0.03 * median, True,
+                           got["median"]["values"]["50.0"], median]
+print(json.dumps({"results": results, "aggs": aggs, "es_aggregations": got}))
+"#;
+
+/// The official Python client searches, counts and aggregates a collection it wrote;
+/// every answer is checked against what the corpus itself holds, and the native search
+/// API gives the same aggregations as `_search`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_client_searches_and_aggregates_the_corpus() {
+    let python = python_with_client();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None).await;
+    assert_eq!(
+        server
+            .put_schema("essearch", &support::corpus_schema())
+            .await
+            .status(),
+        201
+    );
+    let (lines, _) = corpus(DOCS);
+    let corpus_path = dir.path().join("corpus.ndjson");
+    std::fs::write(&corpus_path, lines.join("\n")).unwrap();
+
+    let mut command = Command::new(python);
+    command.args(["-c", SEARCH_SCRIPT]);
+    let summary = run_client(command, server.url(""), corpus_path).await;
+    let results = summary["results"].as_object().expect("results");
+    assert!(results.len() >= 30, "{summary}");
+    let mut mismatches = Vec::new();
+    for (case, pair) in results {
+        if pair[0] != pair[1] {
+            mismatches.push(format!("{case}: sluice vs corpus: {pair}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    // A case that matches nothing would prove little.
+    for case in [
+        "match",
+        "match_phrase",
+        "term",
+        "bool",
+        "range_date_math",
+        "prefix",
+    ] {
+        assert!(
+            results[case][1].as_u64().unwrap() > 0,
+            "{case} matches nothing"
+        );
+    }
+
+    // The native API answers the same aggregations.
+    let native = server
+        .client
+        .post(server.url("/v1/collections/essearch/search"))
+        .json(&serde_json::json!({"limit": 0, "aggs": summary["aggs"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(native.status(), 200);
+    let native: Value = native.json().await.unwrap();
+    assert_eq!(native["aggregations"], summary["es_aggregations"]);
+}

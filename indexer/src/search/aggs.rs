@@ -17,6 +17,11 @@
 //!   on Monday, as in Elasticsearch). Months, quarters and years are refused. `time_zone`
 //!   takes fixed offsets (`+02:00`), which shift the buckets to local boundaries.
 //!
+//! - `terms` without `shard_size` keeps [`DEFAULT_SEGMENT_SIZE`] terms per segment
+//!   (Tantivy's default is ten times `size`), so counts are exact up to that many
+//!   distinct values; past it they are approximate, as in Elasticsearch
+//!   (`doc_count_error_upper_bound`, `sum_other_doc_count`).
+//!
 //! Bounded: at most [`MAX_BUCKETS`] buckets and [`MAX_MEMORY`] bytes per request and shard.
 
 use serde_json::{Map, Value};
@@ -134,8 +139,10 @@ fn rewrite_level(level: &mut Value, schema: &IndexSchema, depth: usize) -> Resul
             .and_then(Value::as_object_mut)
             .ok_or_else(|| invalid(format!("aggregation [{name}]: [{kind}] takes an object")))?;
         check_field(name, kind, body, schema)?;
-        if kind == "date_histogram" {
-            rewrite_date_histogram(name, body)?;
+        match kind.as_str() {
+            "date_histogram" => rewrite_date_histogram(name, body)?,
+            "terms" => default_segment_size(body),
+            _ => {}
         }
         if let Some(sub) = agg.get_mut("aggs") {
             rewrite_level(sub, schema, depth + 1)?;
@@ -171,6 +178,20 @@ fn check_field(
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Terms kept per segment when the request does not say (`shard_size`): each segment
+/// of each shard cuts its terms off there before the merge, so the default is large
+/// enough that collections with up to this many distinct values get exact counts.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 5_000;
+
+fn default_segment_size(body: &mut Map<String, Value>) {
+    if body.contains_key("segment_size") || body.contains_key("shard_size") {
+        return;
+    }
+    let size = body.get("size").and_then(Value::as_u64).unwrap_or(10);
+    let segment_size = size.saturating_mul(10).max(DEFAULT_SEGMENT_SIZE);
+    body.insert("segment_size".to_owned(), Value::from(segment_size));
 }
 
 fn rewrite_date_histogram(name: &str, body: &mut Map<String, Value>) -> Result<(), SearchError> {
