@@ -6,6 +6,9 @@ mod support;
 #[path = "api/spill.rs"]
 mod spill;
 
+#[path = "api/es_concurrency.rs"]
+mod es_concurrency;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::time::Duration;

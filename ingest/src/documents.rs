@@ -24,7 +24,7 @@ use sluice_core::op::{DocBatch, DocOp};
 use sluice_core::resilience::{Breaker, BreakerState, Classify};
 use sluice_core::search::IndexedCopy;
 use sluice_core::store::{CollectionMeta, StoreError};
-use sluice_core::{CollectionName, DocId, ErrorCode};
+use sluice_core::{CollectionName, DocId, ErrorCode, Seq};
 
 use crate::bulk::{all_appended, append_batches, wait_error, WaitFor, WriteParams};
 use crate::error::ApiError;
@@ -87,6 +87,8 @@ async fn until_open(breaker: &Breaker) {
 /// deleted; `from_index` when the store could not answer and the index's copy was used.
 pub(crate) struct DocumentRead {
     pub(crate) found: Option<(Bytes, ContentHash)>,
+    /// The op sequence of the version found.
+    pub(crate) seq: Option<Seq>,
     pub(crate) from_index: bool,
 }
 
@@ -97,13 +99,13 @@ async fn read_from_index(
     id: &DocId,
     cause: StoreError,
 ) -> Result<DocumentRead, ApiError> {
-    let found = match state.inner.search.indexed_copy(name, id).await {
-        Ok(Some(IndexedCopy::Live { source, .. })) => {
+    let (found, seq) = match state.inner.search.indexed_copy(name, id).await {
+        Ok(Some(IndexedCopy::Live { source, seq })) => {
             tracing::debug!(error = %cause, "store unavailable; document read from the index");
             let hash = ContentHash::of(&source);
-            Some((source, hash))
+            (Some((source, hash)), Some(seq))
         }
-        Ok(Some(IndexedCopy::Deleted { .. })) => None,
+        Ok(Some(IndexedCopy::Deleted { .. })) => (None, None),
         Ok(None) => return Err(ApiError::unavailable("store", cause)),
         Err(error) => {
             return Err(ApiError::unavailable(
@@ -114,6 +116,7 @@ async fn read_from_index(
     };
     Ok(DocumentRead {
         found,
+        seq,
         from_index: true,
     })
 }
@@ -152,8 +155,13 @@ pub(crate) async fn read_document(
         }
         Err(error) => return Err(ApiError::unavailable("store", error)),
     };
+    let seq = stored
+        .as_ref()
+        .filter(|doc| doc.source.is_some())
+        .map(|doc| doc.seq);
     Ok(DocumentRead {
         found: stored.and_then(|doc| doc.source.map(|source| (source, doc.hash))),
+        seq,
         from_index: false,
     })
 }

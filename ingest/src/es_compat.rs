@@ -153,8 +153,9 @@ pub async fn get_doc(
             (
                 StatusCode::OK,
                 Json(json!({
-                    "_index": name, "_id": id.as_str(), "_version": 1, "_seq_no": 0,
-                    "_primary_term": 1, "found": true, "_source": source,
+                    "_index": name, "_id": id.as_str(), "_version": 1,
+                    "_seq_no": read.seq.map_or(0, |seq| seq.0),
+                    "_primary_term": crate::es_bulk::PRIMARY_TERM, "found": true, "_source": source,
                 })),
             )
         }

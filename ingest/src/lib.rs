@@ -18,6 +18,7 @@
 //! - [`es_compat`]: what Elasticsearch clients check first: the product header, the
 //!   versioned media types, `GET /`, `GET /_cluster/health`, `HEAD /{index}`.
 //! - [`documents`]: `GET`/`DELETE` of one document.
+//! - [`id_locks`]: per-id locks of the writes that depend on the current document.
 //! - [`collections`]: the collection catalog routes.
 //! - [`search`]: search routes.
 //! - [`dlq`]: the dead-letter queue routes: list, replay, purge.
@@ -41,6 +42,7 @@ pub mod es_bulk;
 pub mod es_compat;
 pub mod es_search;
 pub mod faults;
+pub mod id_locks;
 pub mod ops;
 pub mod routes;
 pub mod search;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ack_floors::AckFloors;
 use crate::admission::Backlog;
+use crate::id_locks::IdLocks;
 use crate::spill::Spill;
 use crate::visibility::Visibility;
 
@@ -49,6 +50,8 @@ pub(crate) struct Inner {
     pub dlq: Arc<dyn DeadLetterAdmin>,
     /// `indexer.max_result_window`, as the OpenAPI document states it.
     pub max_result_window: AtomicUsize,
+    /// Serializes the writes that depend on the current document, per id.
+    pub id_locks: IdLocks,
 }
 
 impl AppState {
@@ -103,6 +106,7 @@ impl AppState {
                 max_result_window: AtomicUsize::new(
                     sluice_core::config::IndexerConfig::default().max_result_window,
                 ),
+                id_locks: IdLocks::default(),
             }),
         }
     }

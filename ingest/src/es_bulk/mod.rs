@@ -10,12 +10,14 @@
 //! "_id", "result", "status", "error": {"type", "reason"}}}]}`.
 //!
 //! `index` and `delete` are blind writes, ordered by log sequence like native ones.
-//! `create` and `update` depend on the current document: the handler first waits until
-//! every write appended before it is applied (read-your-writes, as `GET` does), reads
-//! the documents they name from the store, and applies the request's own earlier items
-//! on top, in order. Two concurrent requests touching the same id can still interleave
-//! between that read and their appends (the later append wins); sluice has no
-//! compare-and-set on the log.
+//! `create`, `update` and any item with `if_seq_no` depend on the current document: the
+//! handler locks their ids ([`crate::id_locks`]), waits until every write appended
+//! before it is applied (read-your-writes, as `GET` does), reads the documents they name
+//! from the store, applies the request's own earlier items on top, in order, and keeps
+//! the locks until its appends are durable. So a concurrent conditional write on the
+//! same id reads after this one: one of two `create`s of an id conflicts, `update`s do
+//! not lose each other's changes, and `if_seq_no` (with `if_primary_term` 1) compares
+//! with the sequence of the version it replaces (`_seq_no`, the op's log sequence).
 //!
 //! Invariants: as for native ingest, a 2xx means every item answered with a 2xx status
 //! is durable and no failed item was appended; when the log fails part-way the answer is
@@ -50,7 +52,7 @@ use sluice_core::document::{
 use sluice_core::metrics as m;
 use sluice_core::op::DocOp;
 use sluice_core::store::CollectionMeta;
-use sluice_core::{CollectionName, DocId, ErrorCode, Generation, Partition};
+use sluice_core::{CollectionName, DocId, ErrorCode, Generation, Partition, Seq};
 
 use crate::body::{check_ndjson_content_type, read_limited, require_documents};
 use crate::bulk::{
@@ -130,8 +132,16 @@ pub async fn bulk_for_index(
     run(state, Some(index), params, headers, body).await
 }
 
+/// The primary term sluice reports: one primary per shard, never failed over.
+pub(crate) const PRIMARY_TERM: u64 = 1;
+
 /// A document as the request sees it: `None` when absent or deleted.
 type Current = HashMap<(CollectionName, DocId), Option<Map<String, Value>>>;
+
+/// The sequence of the stored version of each document in [`Current`]; `None` when
+/// absent, deleted, or written by an earlier item of the same request (whose sequence
+/// is not known before the append).
+type Versions = HashMap<(CollectionName, DocId), Option<Seq>>;
 
 /// What the validation pass produced.
 struct Prepared {
@@ -219,7 +229,19 @@ async fn run(
             .await
             .map_err(ApiError::internal)?
     };
-    let current = current_documents(&state, wanted).await?;
+    // Held until the appends are durable: conditional writes of these ids wait for it.
+    let id_guard = if wanted.is_empty() {
+        None
+    } else {
+        Some(
+            state
+                .inner
+                .id_locks
+                .lock(wanted.iter().map(|(c, id)| (c, id)))
+                .await,
+        )
+    };
+    let (current, versions) = current_documents(&state, wanted).await?;
     let prepared = {
         let body = body.clone();
         let items = items.clone();
@@ -230,6 +252,7 @@ async fn run(
                 &items,
                 &metas,
                 current,
+                versions,
                 RequestLimits {
                     line: limits,
                     max_fields,
@@ -266,14 +289,22 @@ async fn run(
         }
     }
     let results = append_batches(&state, &batches, idempotency_key.as_deref()).await;
+    drop(id_guard);
     let mut written: HashMap<CollectionName, Written> = HashMap::new();
     let mut failure = None;
     for ((result, items_of_batch), batch) in results.into_iter().zip(&batch_items).zip(&batches) {
         match result {
-            Ok(durable) => written
-                .entry(batch.collection.clone())
-                .or_default()
-                .add(durable),
+            Ok(durable) => {
+                if let crate::bulk::Durable::Log(message) = durable {
+                    for (op, &i) in items_of_batch.iter().enumerate() {
+                        outcomes[i].seq_no = Some(message.for_op(op).0);
+                    }
+                }
+                written
+                    .entry(batch.collection.clone())
+                    .or_default()
+                    .add(durable)
+            }
             Err(error) => {
                 // Not durable: the item must not be reported as written.
                 for &i in items_of_batch {
@@ -352,8 +383,9 @@ fn inference_samples(
         .collect()
 }
 
-/// The documents `create` and `update` items name: by `_id`, or for a create without
-/// one, by its source's primary key (parsed here, so this runs on a blocking thread).
+/// The documents `create`, `update` and `if_seq_no` items name: by `_id`, or for a
+/// create without one, by its source's primary key (parsed here, so this runs on a
+/// blocking thread).
 fn wanted_ids(
     body: &[u8],
     items: &[BulkItem],
@@ -362,7 +394,9 @@ fn wanted_ids(
 ) -> HashSet<(CollectionName, DocId)> {
     let mut wanted = HashSet::new();
     for item in items {
-        if !matches!(item.action, Action::Create | Action::Update) || item.error.is_some() {
+        let conditional =
+            matches!(item.action, Action::Create | Action::Update) || item.if_seq_no.is_some();
+        if !conditional || item.error.is_some() {
             continue;
         }
         let Some(Ok(meta)) = item.index.as_deref().and_then(|index| metas.get(index)) else {
@@ -383,14 +417,15 @@ fn wanted_ids(
 /// Store reads in flight at once while loading the documents of create/update items.
 const CURRENT_READS_IN_FLIGHT: usize = 32;
 
-/// Reads the `wanted` documents from the store after every earlier write is applied.
-/// Empty (and no wait) when nothing is wanted.
+/// Reads the `wanted` documents, and the sequences of their stored versions, from the
+/// store after every earlier write is applied. Empty (and no wait) when nothing is
+/// wanted.
 async fn current_documents(
     state: &AppState,
     wanted: HashSet<(CollectionName, DocId)>,
-) -> Result<Current, ApiError> {
+) -> Result<(Current, Versions), ApiError> {
     if wanted.is_empty() {
-        return Ok(Current::new());
+        return Ok((Current::new(), Versions::new()));
     }
     state
         .inner
@@ -412,18 +447,31 @@ async fn current_documents(
             .get(&collection, &id)
             .await
             .map_err(|e| ApiError::unavailable("store", e))?;
-        let doc = match stored.and_then(|doc| doc.source) {
-            Some(source) => Some(serde_json::from_slice(&source).map_err(ApiError::internal)?),
-            None => None,
+        let (doc, seq) = match stored {
+            Some(stored) => match stored.source {
+                Some(source) => (
+                    Some(serde_json::from_slice(&source).map_err(ApiError::internal)?),
+                    Some(stored.seq),
+                ),
+                None => (None, None),
+            },
+            None => (None, None),
         };
-        Ok::<_, ApiError>(((collection, id), doc))
+        Ok::<_, ApiError>(((collection, id), doc, seq))
     });
-    futures_util::stream::iter(reads)
+    let read: Vec<_> = futures_util::stream::iter(reads)
         .buffer_unordered(CURRENT_READS_IN_FLIGHT)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let mut current = Current::with_capacity(read.len());
+    let mut versions = Versions::with_capacity(read.len());
+    for (key, doc, seq) in read {
+        versions.insert(key.clone(), seq);
+        current.insert(key, doc);
+    }
+    Ok((current, versions))
 }
 
 /// The id a source line carries in its primary key field, if it parses and has one.
@@ -444,6 +492,7 @@ fn prepare(
     items: &[BulkItem],
     metas: &HashMap<String, Result<Arc<CollectionMeta>, LineError>>,
     mut current: Current,
+    mut versions: Versions,
     request: RequestLimits,
     idempotency_key: Option<&str>,
 ) -> Prepared {
@@ -489,6 +538,13 @@ fn prepare(
             Some(key) => DocId::derived(key, item.line),
             None => DocId::generate(),
         };
+        let id_and_seq = item.if_seq_no.zip(item.id.as_deref());
+        if let Some(((seq_no, primary_term), id)) = id_and_seq {
+            if let Err(outcome) = check_seq_no(meta, id, seq_no, primary_term, &versions) {
+                outcomes.push(outcome);
+                continue;
+            }
+        }
         match apply(
             item,
             meta,
@@ -500,6 +556,10 @@ fn prepare(
         ) {
             Ok((outcome, op)) => {
                 if let Some(op) = op {
+                    // Its sequence is known only once appended.
+                    if let Some(version) = versions.get_mut(&(meta.name.clone(), op.id().clone())) {
+                        *version = None;
+                    }
                     ops.entry(meta.name.clone())
                         .or_default()
                         .entry(op.id().partition(meta.shards()))
@@ -513,6 +573,36 @@ fn prepare(
     }
     bound_last(&mut outcomes);
     Prepared { outcomes, ops }
+}
+
+/// Refuses an `if_seq_no` item whose document is not at that sequence (absent, another
+/// version, or written by an earlier item of the request) or whose primary term is not
+/// [`PRIMARY_TERM`], as Elasticsearch does: 409 `version_conflict_engine_exception`.
+fn check_seq_no(
+    meta: &CollectionMeta,
+    id: &str,
+    seq_no: u64,
+    primary_term: u64,
+    versions: &Versions,
+) -> Result<(), Outcome> {
+    let current = DocId::new(id)
+        .ok()
+        .and_then(|id| versions.get(&(meta.name.clone(), id)).copied().flatten());
+    if primary_term == PRIMARY_TERM && current == Some(Seq(seq_no)) {
+        return Ok(());
+    }
+    let found = match current {
+        Some(seq) => {
+            format!("current document has seqNo [{seq}] and primary term [{PRIMARY_TERM}]")
+        }
+        None => "no current document with a known seqNo was found".to_owned(),
+    };
+    Err(Outcome::failed_as(
+        Some(id.to_owned()),
+        409,
+        "version_conflict_engine_exception",
+        format!("required seqNo [{seq_no}], primary term [{primary_term}]; {found}"),
+    ))
 }
 
 /// One item: its outcome and the op to append (none for a no-op update).
@@ -537,6 +627,7 @@ fn apply(
         status,
         result: Some(result),
         error: None,
+        seq_no: None,
     };
     let schema = &meta.schema;
     let source = source.unwrap_or_default();
@@ -707,7 +798,7 @@ mod tests {
                 message: "bad".into(),
             }),
         );
-        let current = existing
+        let current: Current = existing
             .iter()
             .map(|(id, doc)| {
                 (
@@ -716,11 +807,17 @@ mod tests {
                 )
             })
             .collect();
+        // Each existing document is at sequence 7.
+        let versions: Versions = current
+            .iter()
+            .map(|(key, doc)| (key.clone(), doc.as_ref().map(|_| Seq(7))))
+            .collect();
         prepare(
             body.as_bytes(),
             &items,
             &metas,
             current,
+            versions,
             RequestLimits {
                 line: limits,
                 max_fields: 1_000,
@@ -839,6 +936,41 @@ mod tests {
                 json!({"id": "old", "n": 0, "tags": ["a"]}),
                 Value::Null,
                 json!({"id": "old", "n": 8})
+            ]
+        );
+    }
+
+    #[test]
+    fn if_seq_no_applies_only_to_the_version_it_names() {
+        let body = concat!(
+            "{\"index\":{\"_id\":\"a\",\"if_seq_no\":7,\"if_primary_term\":1}}\n{\"n\":1}\n",
+            "{\"index\":{\"_id\":\"a\",\"if_seq_no\":7,\"if_primary_term\":1}}\n{\"n\":2}\n",
+            "{\"index\":{\"_id\":\"b\",\"if_seq_no\":7,\"if_primary_term\":1}}\n{\"n\":1}\n",
+            "{\"delete\":{\"_id\":\"c\",\"if_seq_no\":6,\"if_primary_term\":1}}\n",
+            "{\"update\":{\"_id\":\"c\",\"if_seq_no\":7,\"if_primary_term\":2}}\n{\"doc\":{\"n\":3}}\n",
+            "{\"update\":{\"_id\":\"c\",\"if_seq_no\":7,\"if_primary_term\":1}}\n{\"doc\":{\"n\":3}}\n",
+            "{\"create\":{\"_id\":\"d\",\"if_seq_no\":7,\"if_primary_term\":1}}\n{\"n\":1}\n",
+            "{\"index\":{\"_id\":\"e\",\"if_seq_no\":7}}\n{\"n\":1}\n",
+        );
+        let prepared = run_prepare(
+            body,
+            &[
+                ("a", Some(json!({"id": "a", "n": 0}))),
+                ("b", None),
+                ("c", Some(json!({"id": "c", "n": 0}))),
+            ],
+        );
+        assert_eq!(
+            summary(&prepared),
+            vec![
+                (201, Some("created"), None),
+                (409, None, Some("version_conflict_engine_exception")),
+                (409, None, Some("version_conflict_engine_exception")),
+                (409, None, Some("version_conflict_engine_exception")),
+                (409, None, Some("version_conflict_engine_exception")),
+                (200, Some("updated"), None),
+                (400, None, Some("invalid_request")),
+                (400, None, Some("invalid_request")),
             ]
         );
     }

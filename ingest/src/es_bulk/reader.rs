@@ -76,6 +76,9 @@ pub struct BulkItem {
     /// Why the item fails whatever its source says (an unsupported metadata field, a
     /// missing `_id` for `delete`/`update`...).
     pub error: Option<LineError>,
+    /// Optimistic concurrency: the item applies only if the current document has this
+    /// sequence (`_seq_no`) and primary term (always 1 here).
+    pub if_seq_no: Option<(u64, u64)>,
 }
 
 /// Why the whole body was refused: an action line that does not parse as one, or an
@@ -94,11 +97,9 @@ pub struct ReadError {
 const IGNORED_METADATA: [&str; 3] = ["routing", "retry_on_conflict", "require_alias"];
 /// Metadata keys of Elasticsearch features sluice does not have; the item fails rather
 /// than silently losing what the key asked for (a precondition, a pipeline).
-const UNSUPPORTED_METADATA: [&str; 7] = [
+const UNSUPPORTED_METADATA: [&str; 5] = [
     "version",
     "version_type",
-    "if_seq_no",
-    "if_primary_term",
     "pipeline",
     "dynamic_templates",
     "_source",
@@ -147,6 +148,7 @@ pub fn read(
             id: None,
             source,
             error: None,
+            if_seq_no: None,
         };
         apply_metadata(&mut item, meta).map_err(|message| ReadError {
             line: number,
@@ -205,8 +207,19 @@ fn read_action(line: &[u8], limits: &LineLimits) -> Result<(Action, Map<String, 
 }
 
 fn apply_metadata(item: &mut BulkItem, meta: Map<String, Value>) -> Result<(), String> {
+    let (mut seq_no, mut primary_term) = (None, None);
     for (key, value) in meta {
         match key.as_str() {
+            "if_seq_no" | "if_primary_term" => {
+                let number = value
+                    .as_u64()
+                    .ok_or_else(|| format!("{key} must be a non-negative integer"))?;
+                if key == "if_seq_no" {
+                    seq_no = Some(number);
+                } else {
+                    primary_term = Some(number);
+                }
+            }
             "_index" => match value {
                 Value::String(index) => item.index = Some(Arc::from(index)),
                 _ => return Err("_index must be a string".to_owned()),
@@ -230,6 +243,28 @@ fn apply_metadata(item: &mut BulkItem, meta: Map<String, Value>) -> Result<(), S
                     item.action.as_str()
                 ))
             }
+        }
+    }
+    match (seq_no, primary_term) {
+        (None, None) => {}
+        (Some(_), Some(_)) if item.action == Action::Create => {
+            item.error.get_or_insert(LineError {
+                code: ErrorCode::InvalidRequest,
+                message: "create does not take if_seq_no; use index".to_owned(),
+            });
+        }
+        (Some(_), Some(_)) if item.id.is_none() => {
+            item.error.get_or_insert(LineError {
+                code: ErrorCode::InvalidRequest,
+                message: "if_seq_no needs an _id".to_owned(),
+            });
+        }
+        (Some(seq_no), Some(primary_term)) => item.if_seq_no = Some((seq_no, primary_term)),
+        _ => {
+            item.error.get_or_insert(LineError {
+                code: ErrorCode::InvalidRequest,
+                message: "if_seq_no and if_primary_term go together".to_owned(),
+            });
         }
     }
     if item.id.is_none() && matches!(item.action, Action::Delete | Action::Update) {

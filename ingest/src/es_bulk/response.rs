@@ -1,5 +1,6 @@
 //! The `_bulk` answer as Elasticsearch shapes it: one item per action,
-//! `{"<action>": {"_index", "_id", "result", "status", "error": {"type", "reason"}}}`,
+//! `{"<action>": {"_index", "_id", "result", "status", "_seq_no", "_primary_term",
+//! "error": {"type", "reason"}}}`,
 //! under `{"took", "errors", "items"}`; streamed in chunks as it is written, never built
 //! whole in memory, with the reasons of failed items past the reported ones left out.
 
@@ -23,6 +24,9 @@ pub(super) struct Outcome {
     pub(super) status: u16,
     pub(super) result: Option<&'static str>,
     pub(super) error: Option<ItemError>,
+    /// The op sequence of a write appended to the log (`_seq_no`); unknown for one
+    /// spilled while the log is down.
+    pub(super) seq_no: Option<u64>,
 }
 
 /// Why an item failed: its type always, its reason unless past the reported ones.
@@ -47,6 +51,7 @@ impl Outcome {
             id,
             status,
             result: None,
+            seq_no: None,
             error: Some(ItemError {
                 kind,
                 reason: Some(Cow::Owned(reason)),
@@ -73,6 +78,10 @@ impl Serialize for ItemJson<'_> {
             result: Option<&'static str>,
             status: u16,
             #[serde(skip_serializing_if = "Option::is_none")]
+            _seq_no: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            _primary_term: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
             error: Option<ErrorJson<'a>>,
         }
         #[derive(Serialize)]
@@ -88,6 +97,8 @@ impl Serialize for ItemJson<'_> {
             _id: outcome.id.as_deref(),
             result: outcome.result,
             status: outcome.status,
+            _seq_no: outcome.seq_no,
+            _primary_term: outcome.seq_no.map(|_| super::PRIMARY_TERM),
             error: outcome.error.as_ref().map(|e| ErrorJson {
                 kind: e.kind,
                 reason: e.reason.as_deref(),
