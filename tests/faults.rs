@@ -268,3 +268,115 @@ async fn a_failing_shard_gives_flagged_partial_results_and_all_failing_serve_sta
     assert_eq!(current["total"], 400, "{current}");
     assert!(current.get("partial").is_none(), "{current}");
 }
+
+/// Items of one `_bulk` answer: `(status, _id)`.
+fn bulk_statuses(answer: &Value) -> Vec<(u64, String)> {
+    answer["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| {
+            let item = item["index"].as_object().expect("an index item");
+            (
+                item["status"].as_u64().unwrap(),
+                item["_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A `_bulk` of documents without `_id` while the log refuses about half the batches:
+/// the answer is a 200 whose refused items are `429 es_rejected_execution_exception`;
+/// sending those items again writes every document exactly once (a whole-request retry
+/// would have written the accepted ones twice, under new ids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_the_log_takes_in_part_rejects_only_the_items_to_retry() {
+    const DOCS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), Some(CONFIG)).await;
+    let schema = json!({"shards": 8, "fields": [{"name": "id", "type": "string"},
+                                                {"name": "n", "type": "i64"}]});
+    let bulk = |collection: String, numbers: Vec<usize>| {
+        let body: String = numbers
+            .iter()
+            .map(|n| format!("{{\"index\":{{}}}}\n{{\"n\":{n}}}\n"))
+            .collect();
+        let request = server
+            .client
+            .post(server.url(&format!("/{collection}/_bulk?refresh=wait_for")))
+            .header("content-type", "application/x-ndjson")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    // Batches fail at random: try collections until one answer has both outcomes.
+    let mut mixed = None;
+    for attempt in 0..20 {
+        let collection = format!("rejects{attempt}");
+        assert_eq!(server.put_schema(&collection, &schema).await.status(), 201);
+        set_fault(&server, "log_append", json!({"error_rate": 0.5})).await;
+        let (status, answer) = bulk(collection.clone(), (0..DOCS).collect()).await;
+        let _ = server.delete("/_internal_/faults/log_append").await;
+        let statuses = bulk_statuses(&answer);
+        let rejected = statuses.iter().filter(|(s, _)| *s == 429).count();
+        match (status, rejected) {
+            (200, 0) => continue,
+            (503, DOCS) => continue,
+            (200, _) => {
+                assert_eq!(answer["errors"], true, "{answer}");
+                mixed = Some((collection, answer));
+                break;
+            }
+            other => panic!("unexpected answer {other:?}: {answer}"),
+        }
+    }
+    let (collection, answer) = mixed.expect("no attempt had both written and rejected items");
+    let statuses = bulk_statuses(&answer);
+    for (item, (status, _)) in answer["items"].as_array().unwrap().iter().zip(&statuses) {
+        if *status == 429 {
+            assert_eq!(
+                item["index"]["error"]["type"],
+                "es_rejected_execution_exception"
+            );
+        } else {
+            assert_eq!(*status, 201, "{item}");
+        }
+    }
+    let written: Vec<&String> = statuses
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, id)| id)
+        .collect();
+    for id in &written {
+        let stored = server
+            .get(&format!("/v1/collections/{collection}/documents/{id}"))
+            .await;
+        assert_eq!(stored.status(), 200, "a 201 item is stored: {id}");
+    }
+    assert_eq!(
+        server.total(&collection, "*").await,
+        written.len() as u64,
+        "only the accepted items are written"
+    );
+    // The client sends the rejected items again, and only them.
+    let retry: Vec<usize> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, _))| *s == 429)
+        .map(|(n, _)| n)
+        .collect();
+    let (status, again) = bulk(collection.clone(), retry).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["errors"], false, "{again}");
+    assert_eq!(server.total(&collection, "*").await, DOCS as u64);
+    for n in (0..DOCS).step_by(7) {
+        assert_eq!(
+            server.total(&collection, &format!("n:{n}")).await,
+            1,
+            "n={n}"
+        );
+    }
+}

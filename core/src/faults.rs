@@ -25,6 +25,9 @@ pub enum FaultPoint {
     Store,
     /// Searching one index shard (`shards` narrows it to some).
     IndexSearch,
+    /// Each append of a batch of documents by the ingest path (native ingest and
+    /// `_bulk`), before it reaches the log.
+    LogAppend,
 }
 
 impl FaultPoint {
@@ -33,6 +36,7 @@ impl FaultPoint {
         match name {
             "store" => Some(FaultPoint::Store),
             "index_search" => Some(FaultPoint::IndexSearch),
+            "log_append" => Some(FaultPoint::LogAppend),
             _ => None,
         }
     }

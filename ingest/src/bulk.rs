@@ -35,6 +35,7 @@ use serde_json::{json, Map, Value};
 use sluice_core::document::{
     check_field_count, parse_line, validate_document, LineError, LineLimits,
 };
+use sluice_core::faults::{FaultKind, FaultPoint};
 use sluice_core::log::{LogError, OutgoingMessage};
 use sluice_core::metrics as m;
 use sluice_core::op::{DocBatch, DocOp};
@@ -590,7 +591,11 @@ async fn append_one(state: &AppState, message: OutgoingMessage) -> Result<Durabl
     }
     let log = state.inner.log.clone();
     let direct = message.clone();
-    let appended = log.append(StreamKind::Docs, vec![direct]).await;
+    let appended = match state.inner.faults.inject(FaultPoint::LogAppend, None).await {
+        Ok(()) => log.append(StreamKind::Docs, vec![direct]).await,
+        Err(FaultKind::Timeout) => Err(LogError::Timeout),
+        Err(kind) => Err(LogError::Unavailable(format!("injected {kind:?}"))),
+    };
     match appended {
         Ok(seqs) => seqs
             .into_iter()

@@ -24,7 +24,7 @@ fn fault_point(name: &str) -> Result<FaultPoint, ApiError> {
     FaultPoint::parse(name).ok_or_else(|| {
         ApiError::new(
             ErrorCode::NotFound,
-            "no such fault point; use store or index_search",
+            "no such fault point; use store, index_search or log_append",
         )
     })
 }

@@ -20,8 +20,10 @@
 //! with the sequence of the version it replaces (`_seq_no`, the op's log sequence).
 //!
 //! Invariants: as for native ingest, a 2xx means every item answered with a 2xx status
-//! is durable and no failed item was appended; when the log fails part-way the answer is
-//! a 503 whose `items` still tell which items were made durable. A malformed action line
+//! is durable and no failed item was appended. When the log fails part-way, the answer
+//! is a 200 whose items the log did not take are `429 es_rejected_execution_exception`
+//! (shippers retry exactly those, so documents without `_id` are not written twice);
+//! when it takes none, a 503 whose `items` say the same. A malformed action line
 //! refuses the whole request before anything is appended (the pairing of the lines after
 //! it is unknown), as in Elasticsearch.
 //!
@@ -131,6 +133,11 @@ pub async fn bulk_for_index(
 ) -> Result<BulkResponse, ApiError> {
     run(state, Some(index), params, headers, body).await
 }
+
+/// The status and error type of an item the log could not take now (Elasticsearch's
+/// answer for an item refused by a full write queue): retry that item.
+const REJECTED_STATUS: u16 = 429;
+const REJECTED_TYPE: &str = "es_rejected_execution_exception";
 
 /// The primary term sluice reports: one primary per shard, never failed over.
 pub(crate) const PRIMARY_TERM: u64 = 1;
@@ -306,14 +313,18 @@ async fn run(
                     .add(durable)
             }
             Err(error) => {
-                // Not durable: the item must not be reported as written.
+                // Not durable: the item must not be reported as written. It is rejected
+                // as Elasticsearch rejects items on a full write queue, so that clients
+                // retry it, and only it.
                 for &i in items_of_batch {
                     let outcome = &mut outcomes[i];
-                    outcome.status = ErrorCode::Unavailable.http_status();
+                    outcome.status = REJECTED_STATUS;
                     outcome.result = None;
                     outcome.error = Some(ItemError {
-                        kind: ErrorCode::Unavailable.as_str(),
-                        reason: Some(Cow::Borrowed("the log is unavailable; retry later")),
+                        kind: REJECTED_TYPE,
+                        reason: Some(Cow::Borrowed(
+                            "the log could not take this item now; retry it",
+                        )),
                     });
                 }
                 failure.get_or_insert(error);
@@ -324,7 +335,9 @@ async fn run(
     drop(body);
     let errors_omitted = bound_reasons(&mut outcomes, max_reported_errors);
     let items_json = || BulkResponse::items_value(&items, &outcomes);
-    if let Some(error) = failure {
+    // Nothing was written: the whole request failed, and retrying it whole is safe.
+    // Otherwise the answer says which items to retry.
+    if let Some(error) = failure.filter(|_| written.is_empty()) {
         return Err(error.into_api_error().with("items", items_json()));
     }
     if wait == WaitFor::Searchable {
