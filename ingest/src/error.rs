@@ -135,6 +135,21 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    /// The message the client sees.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `Retry-After` seconds, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
+
+    /// Takes the extra top-level members out of the error.
+    pub(crate) fn take_extra(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.extra)
+    }
 }
 
 impl IntoResponse for ApiError {

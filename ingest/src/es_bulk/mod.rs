@@ -61,8 +61,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::visibility::Written;
 use reader::{merge, parse_update, Action, BulkItem};
-pub use response::BulkResponse;
 use response::{bound_reasons, ItemError, Outcome};
+pub use response::{BulkResponse, ItemOutcome};
 
 /// Query parameters of `_bulk`.
 #[derive(Debug, Default, Deserialize)]
@@ -88,7 +88,7 @@ pub struct BulkParams {
 }
 
 impl BulkParams {
-    fn wait(&self) -> Result<WaitFor, ApiError> {
+    pub(crate) fn wait(&self) -> Result<WaitFor, ApiError> {
         let refresh = match self.refresh.as_deref() {
             None | Some("false") => WaitFor::Durable,
             Some("" | "true" | "wait_for") => WaitFor::Searchable,
@@ -156,6 +156,20 @@ async fn run(
     let _permit = admit(&state).await?;
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
     require_documents(&body)?;
+    execute(state, default_index, wait, idempotency_key, body, started).await
+}
+
+/// Runs a bulk body already read (and admitted): pairing, validation, one durable append,
+/// the wait `wait` asks for. The single-document routes ([`crate::es_documents`]) come
+/// here too, with a body of one item.
+pub(crate) async fn execute(
+    state: AppState,
+    default_index: Option<String>,
+    wait: WaitFor,
+    idempotency_key: Option<String>,
+    body: Bytes,
+    started: Instant,
+) -> Result<BulkResponse, ApiError> {
     let limits = state.line_limits();
     let max_fields = state.inner.config.max_fields_per_collection;
     let max_reported_errors = state.inner.config.max_reported_errors;
