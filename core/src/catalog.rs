@@ -248,7 +248,10 @@ impl Catalog {
                 };
                 (meta, PutOutcome::Updated)
             }
-            None => (self.new_incarnation(name, schema)?, PutOutcome::Created),
+            None => (
+                self.new_incarnation(name, schema, false)?,
+                PutOutcome::Created,
+            ),
         };
         Ok((self.publish(meta).await?, outcome))
     }
@@ -266,24 +269,45 @@ impl Catalog {
         if self.get(name).is_some() {
             return Ok(None);
         }
-        let meta = self.new_incarnation(name, schema)?;
+        let meta = self.new_incarnation(name, schema, false)?;
         Ok(Some(self.publish(meta).await?))
     }
 
-    /// The entry of a new incarnation of `name` created from `schema` (not published).
-    /// Called under the write lock.
+    /// The collection, created from `schema` when it does not exist yet: a first write
+    /// whose schema comes from elsewhere than its documents (an index template). It counts
+    /// as created on first ingest (`dynamic`), against both limits.
+    pub async fn get_or_create_from(
+        &self,
+        name: &CollectionName,
+        mut schema: Schema,
+    ) -> Result<Arc<CollectionMeta>, CatalogError> {
+        if let Some(meta) = self.get(name) {
+            return Ok(meta);
+        }
+        schema.normalize_and_validate()?;
+        let _guard = self.write_lock.lock().await;
+        if let Some(meta) = self.get(name) {
+            return Ok(meta);
+        }
+        let meta = self.new_incarnation(name, schema, true)?;
+        Ok(self.publish(meta).await?)
+    }
+
+    /// The entry of a new incarnation of `name` created from `schema` (not published);
+    /// `auto_created`: by a first write. Called under the write lock.
     fn new_incarnation(
         &self,
         name: &CollectionName,
         mut schema: Schema,
+        auto_created: bool,
     ) -> Result<CollectionMeta, CatalogError> {
         let generation = self.next_generation(name)?;
-        self.check_room_for_one_more(false)?;
+        self.check_room_for_one_more(auto_created)?;
         schema.shards = Some(schema.shards.unwrap_or(self.default_shards));
         Ok(CollectionMeta {
             name: name.clone(),
             schema,
-            dynamic: false,
+            dynamic: auto_created,
             schema_version: 1,
             created_at_ms: now_ms(),
             generation,

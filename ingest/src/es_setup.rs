@@ -12,8 +12,14 @@
 //! and kept durably in the store beside the collection catalog
 //! ([`sluice_core::store::Store::put_definition`]), so they are there after a restart and
 //! on every node; each carries a version bumped on every put and its modification time.
-//! They are returned as they were given. Nothing applies them: an index template's
-//! mappings do not shape indexes created on first write, and no lifecycle runs.
+//! They are returned as they were given. An index created by its first write (`_bulk`,
+//! the single-document writes) takes its mappings and settings from the index template
+//! of highest `priority` whose `index_patterns` match its name (ties: the first by name),
+//! with the `template` of each of its `composed_of` component templates merged in order
+//! and its own last ([`template_schema`]); a template whose mappings sluice cannot honour
+//! fails the items of that index, naming what it refused. Nothing else applies them:
+//! legacy templates shape no index, `PUT /{index}` takes only its own body, no lifecycle
+//! runs.
 //!
 //! Reads take a name, a comma list or `*` patterns; a plain name that matches nothing is
 //! a 404 `resource_not_found_exception`, a pattern that matches nothing an empty answer,
@@ -28,13 +34,17 @@ use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sluice_core::store::DefinitionKind;
-use sluice_core::ErrorCode;
+use sluice_core::schema::Schema;
+use sluice_core::store::{CollectionMeta, DefinitionKind};
+use sluice_core::{CollectionName, ErrorCode};
+use std::sync::Arc;
 
+use crate::bulk::wait_error;
+use crate::collections::catalog_error;
 use crate::error::ApiError;
 use crate::es_compat::COMPATIBLE_VERSION;
 use crate::es_error::EsError;
-use crate::es_mapping::matches_any;
+use crate::es_mapping::{matches_any, schema_from_index};
 use crate::state::AppState;
 
 /// The node's id in `_nodes` answers.
@@ -211,12 +221,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn store_error(error: sluice_core::store::StoreError) -> EsError {
+fn store_api_error(error: sluice_core::store::StoreError) -> ApiError {
     if error.is_transient() {
-        ApiError::unavailable("store", error).into()
+        ApiError::unavailable("store", error)
     } else {
-        ApiError::internal(error).into()
+        ApiError::internal(error)
     }
+}
+
+fn store_error(error: sluice_core::store::StoreError) -> EsError {
+    store_api_error(error).into()
 }
 
 /// The members a definition of `kind` may have, and those it must have.
@@ -355,9 +369,13 @@ async fn put(
     Ok(Json(json!({"acknowledged": true})))
 }
 
-fn decode(bytes: &[u8]) -> Result<Stored, EsError> {
+fn decode_definition(bytes: &[u8]) -> Result<Stored, ApiError> {
     serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::internal(format!("a stored definition does not decode: {e}")).into())
+        .map_err(|e| ApiError::internal(format!("a stored definition does not decode: {e}")))
+}
+
+fn decode(bytes: &[u8]) -> Result<Stored, EsError> {
+    Ok(decode_definition(bytes)?)
 }
 
 /// What the reader wants: every definition, or those matching a name expression.
@@ -723,6 +741,128 @@ pub async fn delete_lifecycle_policy(
     .await
 }
 
+/// Why no schema came from the index templates.
+#[derive(Debug)]
+pub(crate) enum TemplateFailure {
+    /// The store could not list them: the request fails.
+    Store(ApiError),
+    /// The matching template cannot be honoured (the reason names what): the index's
+    /// items fail.
+    Refused(String),
+}
+
+/// Merges `patch` into `target`, objects member by member, anything else replaced.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+/// Whether an index template's `index_patterns` match `index`.
+fn patterns_match(template: &Value, index: &str) -> bool {
+    match template.get("index_patterns") {
+        Some(Value::String(pattern)) => matches_any(pattern, index),
+        Some(Value::Array(patterns)) => patterns
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|pattern| matches_any(pattern, index)),
+        _ => false,
+    }
+}
+
+/// The schema a new index `index` gets from the index templates (see the module docs);
+/// `None` when the index exists or no template matches.
+pub(crate) async fn template_schema(
+    state: &AppState,
+    index: &CollectionName,
+) -> Result<Option<Schema>, TemplateFailure> {
+    if state.inner.catalog.get(index).is_some() {
+        return Ok(None);
+    }
+    let store = &state.inner.store;
+    let failed = |error| TemplateFailure::Store(store_api_error(error));
+    let templates = store
+        .list_definitions(DefinitionKind::IndexTemplate)
+        .await
+        .map_err(failed)?;
+    let mut best: Option<(i64, String, Value)> = None;
+    for (name, bytes) in templates {
+        let stored = decode_definition(&bytes).map_err(TemplateFailure::Store)?;
+        if !patterns_match(&stored.body, index.as_str()) {
+            continue;
+        }
+        let priority = stored
+            .body
+            .get("priority")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        // Listed by name: on equal priority the first name stays.
+        if best.as_ref().is_none_or(|(top, _, _)| priority > *top) {
+            best = Some((priority, name, stored.body));
+        }
+    }
+    let Some((_, name, template)) = best else {
+        return Ok(None);
+    };
+    let mut merged = json!({});
+    for component in template
+        .get("composed_of")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let bytes = store
+            .get_definition(DefinitionKind::ComponentTemplate, component)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| {
+                TemplateFailure::Refused(format!(
+                    "index template [{name}] is composed of component template [{component}], \
+                     which does not exist"
+                ))
+            })?;
+        let stored = decode_definition(&bytes).map_err(TemplateFailure::Store)?;
+        merge(
+            &mut merged,
+            stored.body.get("template").unwrap_or(&Value::Null),
+        );
+    }
+    if let Some(own) = template.get("template") {
+        merge(&mut merged, own);
+    }
+    schema_from_index(merged.get("mappings"), merged.get("settings"))
+        .map(Some)
+        .map_err(|reason| TemplateFailure::Refused(format!("index template [{name}]: {reason}")))
+}
+
+/// Creates `index` from a template's `schema` (unless a concurrent write created it
+/// first), as a first write creates it.
+pub(crate) async fn ensure_from_template(
+    state: &AppState,
+    index: &CollectionName,
+    schema: Schema,
+) -> Result<Arc<CollectionMeta>, ApiError> {
+    let meta = state
+        .inner
+        .catalog
+        .get_or_create_from(index, schema)
+        .await
+        .map_err(catalog_error)?;
+    state
+        .inner
+        .visibility
+        .wait_index_ready(&meta)
+        .await
+        .map_err(wait_error)?;
+    Ok(meta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,6 +908,25 @@ mod tests {
         for bad in ["", "_x", "-x", "a b", "a*", "a,b", "a/b", &"n".repeat(256)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn templates_match_by_pattern_and_merge_objects() {
+        let template = json!({"index_patterns": ["logs-*", "metrics"]});
+        assert!(patterns_match(&template, "logs-app"));
+        assert!(patterns_match(&template, "metrics"));
+        assert!(!patterns_match(&template, "metrics-1"));
+        assert!(patterns_match(&json!({"index_patterns": "a*"}), "ab"));
+        let mut merged =
+            json!({"mappings": {"properties": {"a": {"type": "text"}}}, "settings": {"x": 1}});
+        merge(
+            &mut merged,
+            &json!({"mappings": {"properties": {"b": {"type": "long"}, "a": {"type": "keyword"}}}}),
+        );
+        assert_eq!(
+            merged,
+            json!({"mappings": {"properties": {"a": {"type": "keyword"}, "b": {"type": "long"}}}, "settings": {"x": 1}})
+        );
     }
 
     #[test]

@@ -196,11 +196,11 @@ fn es_paths(
     let patterns = json!({"type": "array", "minItems": 1, "items": {"type": "string"}});
     let index_template = json!({"type": "object", "required": ["index_patterns"],
         "example": {"index_patterns": ["openapi-*"], "template": {"settings": {"number_of_shards": 1}}, "priority": 1},
-        "description": "kept as given; composed_of, priority, version, _meta, data_stream, allow_auto_create also accepted; not applied to new indexes",
+        "description": "kept as given; composed_of, priority, version, _meta, data_stream, allow_auto_create also accepted; shapes an index its first write creates",
         "properties": {"index_patterns": patterns, "template": {"type": "object"}}});
     let legacy_template = json!({"type": "object", "required": ["index_patterns"],
         "example": {"index_patterns": ["openapi-*"], "order": 0},
-        "description": "kept as given; order, version, settings, mappings, aliases also accepted; not applied to new indexes",
+        "description": "kept as given; order, version, settings, mappings, aliases also accepted; kept only",
         "properties": {"index_patterns": patterns, "settings": {"type": "object"}, "mappings": {"type": "object"}}});
     let component_template = json!({"type": "object", "required": ["template"],
         "example": {"template": {"mappings": {"properties": {"title": {"type": "text"}}}}},

@@ -237,3 +237,92 @@ async fn es_templates_and_policies_survive_a_restart() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es_an_index_template_shapes_an_index_its_first_write_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None).await;
+    let component =
+        json!({"template": {"mappings": {"properties": {"host": {"type": "keyword"}}}}});
+    let low = json!({"index_patterns": ["logs-*"], "priority": 1,
+        "template": {"mappings": {"properties": {"level": {"type": "text"}}}}});
+    let high = json!({"index_patterns": ["logs-app*"], "priority": 5, "composed_of": ["hosts"],
+        "template": {"settings": {"number_of_shards": 3},
+                     "mappings": {"properties": {"level": {"type": "keyword"}, "n": {"type": "long"}}}}});
+    let bad = json!({"index_patterns": ["bad-*"], "template": {"mappings": {"properties": {"ip": {"type": "ip"}}}}});
+    for (path, body) in [
+        ("/_component_template/hosts", &component),
+        ("/_index_template/low", &low),
+        ("/_index_template/high", &high),
+        ("/_index_template/bad", &bad),
+    ] {
+        let answer = call(&server, "PUT", path, Some(body.clone())).await;
+        assert_eq!(answer.0, 200, "{path}: {}", answer.1);
+    }
+    let bulk = concat!(
+        "{\"index\":{\"_index\":\"logs-app1\",\"_id\":\"1\"}}\n{\"level\":\"warn\",\"n\":5,\"host\":\"a\"}\n",
+        "{\"index\":{\"_index\":\"logs-app1\",\"_id\":\"2\"}}\n{\"n\":\"five\"}\n",
+        "{\"index\":{\"_index\":\"logs-other\",\"_id\":\"1\"}}\n{\"level\":\"warn\"}\n",
+        "{\"index\":{\"_index\":\"bad-1\",\"_id\":\"1\"}}\n{\"ip\":\"10.0.0.1\"}\n",
+        "{\"index\":{\"_index\":\"plain\",\"_id\":\"1\"}}\n{\"n\":\"five\"}\n",
+    );
+    let response = server
+        .client
+        .post(server.url("/_bulk?refresh=wait_for"))
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let statuses: Vec<(u64, &str)> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let item = &item["index"];
+            (
+                item["status"].as_u64().unwrap(),
+                item["error"]["type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (201, ""),
+            (400, "wrong_type"),
+            (201, ""),
+            (400, "invalid_schema"),
+            (201, "")
+        ],
+        "{body}"
+    );
+    let reason = body["items"][3]["index"]["error"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(
+        reason.contains("[bad]") && reason.contains("[ip]"),
+        "{reason}"
+    );
+    assert_eq!(server.get("/v1/collections/bad-1").await.status(), 404);
+
+    // The higher priority template, with its component's fields, and its shards.
+    let mapping = server.get_json("/logs-app1/_mapping").await;
+    let properties = &mapping["logs-app1"]["mappings"]["properties"];
+    assert_eq!(properties["level"]["type"], "keyword", "{mapping}");
+    assert_eq!(properties["n"]["type"], "long", "{mapping}");
+    assert_eq!(properties["host"]["type"], "keyword", "{mapping}");
+    let index = server.get_json("/logs-app1").await;
+    assert_eq!(
+        index["logs-app1"]["settings"]["index"]["number_of_shards"],
+        "3"
+    );
+    let other = server.get_json("/logs-other/_mapping").await;
+    assert_eq!(
+        other["logs-other"]["mappings"]["properties"]["level"]["type"], "text",
+        "{other}"
+    );
+    assert_eq!(server.total("logs-app1", "level:warn").await, 1);
+}

@@ -9,6 +9,10 @@
 //! shaped like Elasticsearch's: `{"took", "errors", "items": [{"<action>": {"_index",
 //! "_id", "result", "status", "error": {"type", "reason"}}}]}`.
 //!
+//! An index that does not exist yet is created with the schema of the index template
+//! matching its name ([`crate::es_setup::template_schema`]), else with one inferred from
+//! the request's documents, as native ingest does.
+//!
 //! `index` and `delete` are blind writes, ordered by log sequence like native ones.
 //! `create` and `update` depend on the current document: the handler first waits until
 //! every write appended before it is applied (read-your-writes, as `GET` does), reads
@@ -58,6 +62,7 @@ use crate::bulk::{
     BatchLimits, InferenceSample, RequestLimits, WaitFor, INFERENCE_SAMPLE_LINES,
 };
 use crate::error::ApiError;
+use crate::es_setup::{ensure_from_template, template_schema, TemplateFailure};
 use crate::state::AppState;
 use crate::visibility::Written;
 use reader::{merge, parse_update, Action, BulkItem};
@@ -197,7 +202,23 @@ pub(crate) async fn execute(
         let meta = match CollectionName::new(&**index) {
             Ok(name) => {
                 let sample = samples.get(&**index).map_or(&[][..], Vec::as_slice);
-                match ensure_collection(&state, &name, sample).await {
+                // A new index takes its schema from a matching index template, if any.
+                let ensured = match template_schema(&state, &name).await {
+                    Ok(Some(schema)) => ensure_from_template(&state, &name, schema).await,
+                    Ok(None) => ensure_collection(&state, &name, sample).await,
+                    Err(TemplateFailure::Refused(message)) => {
+                        metas.insert(
+                            index.to_string(),
+                            Err(LineError {
+                                code: ErrorCode::InvalidSchema,
+                                message,
+                            }),
+                        );
+                        continue;
+                    }
+                    Err(TemplateFailure::Store(error)) => return Err(error),
+                };
+                match ensured {
                     Ok(meta) => Ok(meta),
                     // An index the collection limits refuse fails its own items only.
                     Err(error) if error.code() == ErrorCode::TooManyCollections => Err(LineError {
