@@ -1,4 +1,5 @@
-//! What Elasticsearch shippers call while they set up: `GET /_nodes/http`,
+//! What Elasticsearch shippers call while they set up: `GET /_nodes/http` (and
+//! `/_nodes/{node_id}/http`, which sniffing clients send),
 //! `GET /_license`, `GET /_xpack`, and the templates and lifecycle policies they install
 //! (`/_index_template/{name}`, `/_component_template/{name}`, `/_template/{name}`,
 //! `/_ilm/policy/{name}`).
@@ -83,6 +84,27 @@ pub async fn nodes_http(State(state): State<AppState>, headers: HeaderMap) -> Js
             },
         }},
     }))
+}
+
+/// `GET /_nodes/{node_id}/http` (what sniffing clients send, `_nodes/_all/http`): this
+/// node for `_all`, `_local`, `_master` or its id, none for any other selector.
+pub async fn selected_nodes_http(
+    state: State<AppState>,
+    Path(node_id): Path<String>,
+    headers: HeaderMap,
+) -> Json<Value> {
+    let Json(mut answer) = nodes_http(state, headers).await;
+    let selected = node_id.split(',').any(|selector| {
+        matches!(
+            selector.trim(),
+            "_all" | "_local" | "_master" | "*" | NODE_ID
+        )
+    });
+    if !selected {
+        answer["_nodes"] = json!({"total": 0, "successful": 0, "failed": 0});
+        answer["nodes"] = json!({});
+    }
+    Json(answer)
 }
 
 /// Query parameters of `_license` and `_xpack`, accepted and ignored.
@@ -567,6 +589,25 @@ pub async fn get_component_template(
     Ok(component_templates(found))
 }
 
+/// `HEAD /_component_template/{name}`: 200 or 404.
+pub async fn component_template_exists(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, EsError> {
+    check_name(&name)?;
+    let found = state
+        .inner
+        .store
+        .get_definition(DefinitionKind::ComponentTemplate, &name)
+        .await
+        .map_err(store_error)?;
+    Ok(if found.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
 /// `DELETE /_component_template/{name}`
 pub async fn delete_component_template(
     State(state): State<AppState>,
@@ -591,15 +632,16 @@ pub async fn put_legacy_template(
     put(&state, DefinitionKind::LegacyTemplate, &name, params, &body).await
 }
 
-/// `GET /_template/{name}`: `{"<name>": {"order", "index_patterns", ...}}`.
-pub async fn get_legacy_template(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
+/// The legacy templates matching `expression` (all without one), as `GET /_template`
+/// answers them: `{"<name>": {"order", "index_patterns", ...}}`.
+async fn legacy_templates(
+    state: &AppState,
+    expression: Option<&str>,
 ) -> Result<Json<Value>, EsError> {
     let found = matching(
-        &state,
+        state,
         DefinitionKind::LegacyTemplate,
-        Some(&name),
+        expression,
         "index template",
     )
     .await?;
@@ -621,6 +663,19 @@ pub async fn get_legacy_template(
         })
         .collect();
     Ok(Json(Value::Object(answer)))
+}
+
+/// `GET /_template`
+pub async fn all_legacy_templates(State(state): State<AppState>) -> Result<Json<Value>, EsError> {
+    legacy_templates(&state, None).await
+}
+
+/// `GET /_template/{name}`: `{"<name>": {"order", "index_patterns", ...}}`.
+pub async fn get_legacy_template(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, EsError> {
+    legacy_templates(&state, Some(&name)).await
 }
 
 /// `HEAD /_template/{name}`: 200 or 404.

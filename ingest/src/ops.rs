@@ -252,6 +252,8 @@ fn es_paths(
         "/_refresh": {"get": refresh_op(json!([])), "post": refresh_op(json!([]))},
         "/{index}/_refresh": {"get": refresh_op(json!([es_index])), "post": refresh_op(json!([es_index]))},
         "/_nodes/http": {"get": read("Elasticsearch nodes info (http): this node and its publish address", json!([]))},
+        "/_nodes/{node_id}/http": {"get": read("Elasticsearch nodes info (http) of a node selector (_all, _local, _master, sluice): this node, or none",
+            json!([{"name": "node_id", "in": "path", "required": true, "schema": {"type": "string", "example": "_all"}}]))},
         "/_license": {"get": read("Elasticsearch license: an active basic license", json!([]))},
         "/_xpack": {"get": read("Elasticsearch X-Pack info: every feature unavailable", json!([]))},
         "/_index_template": {"get": read("Elasticsearch index templates, all", json!([]))},
@@ -267,6 +269,7 @@ fn es_paths(
             "put": definition_put("Elasticsearch put component template: stored durably, returned as given", "openapi_component", component_template.clone()),
             "post": definition_put("Elasticsearch put component template: stored durably, returned as given", "openapi_component", component_template),
             "get": read("Elasticsearch get component template", json!([name("openapi_component")])),
+            "head": exists("Whether a component template exists", "openapi_component"),
             "delete": {"summary": "Elasticsearch delete component template", "parameters": [name("openapi_component_gone")], "responses": acknowledged()}
         },
         "/_template/{name}": {
@@ -276,6 +279,7 @@ fn es_paths(
             "head": exists("Whether a legacy index template exists", "openapi_legacy"),
             "delete": {"summary": "Elasticsearch delete legacy index template", "parameters": [name("openapi_legacy_gone")], "responses": acknowledged()}
         },
+        "/_template": {"get": read("Elasticsearch legacy index templates, all", json!([]))},
         "/_ilm/policy": {"get": read("Elasticsearch lifecycle policies, all", json!([]))},
         "/_ilm/policy/{name}": {
             "put": definition_put("Elasticsearch put lifecycle policy: stored durably, returned with version and modified_date; never run", "openapi_policy", policy),

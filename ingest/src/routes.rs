@@ -96,6 +96,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
             get(es_indices::refresh_index).post(es_indices::refresh_index),
         )
         .route("/_nodes/http", get(es_setup::nodes_http))
+        .route("/_nodes/{node_id}/http", get(es_setup::selected_nodes_http))
         .route("/_license", get(es_setup::license))
         .route("/_xpack", get(es_setup::xpack))
         .route("/_index_template", get(es_setup::all_index_templates))
@@ -119,9 +120,11 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
                 put(es_setup::put_component_template)
                     .post(es_setup::put_component_template)
                     .get(es_setup::get_component_template)
+                    .head(es_setup::component_template_exists)
                     .delete(es_setup::delete_component_template),
             ),
         )
+        .route("/_template", get(es_setup::all_legacy_templates))
         .route(
             "/_template/{name}",
             control(

@@ -213,6 +213,16 @@ async fn es_templates_and_policies_survive_a_restart() {
     let got = server.get_json("/_ilm/policy/retention").await;
     assert_eq!(got["retention"]["policy"], policy["policy"], "{got}");
     assert_eq!(got["retention"]["version"], 1, "{got}");
+    assert!(server.get_json("/_template").await.get("old").is_some());
+    for (path, status) in [
+        ("/_component_template/base", 200),
+        ("/_component_template/nope", 404),
+        ("/_index_template/logs", 200),
+        ("/_template/old", 200),
+    ] {
+        let head = server.client.head(server.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), status, "HEAD {path}");
+    }
 
     // A second put bumps the version; a delete removes it for good.
     call(
@@ -325,4 +335,32 @@ async fn es_an_index_template_shapes_an_index_its_first_write_creates() {
         "{other}"
     );
     assert_eq!(server.total("logs-app1", "level:warn").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es_node_selectors_name_this_node_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    for (path, nodes) in [
+        ("/_nodes/http", 1),
+        ("/_nodes/_all/http", 1),
+        ("/_nodes/_local,other/http", 1),
+        ("/_nodes/other/http", 0),
+    ] {
+        let answer = server.get_json(path).await;
+        let listed = answer["nodes"].as_object().unwrap();
+        assert_eq!(listed.len(), nodes, "{path}: {answer}");
+        assert_eq!(answer["_nodes"]["total"], nodes, "{path}: {answer}");
+        if let Some(node) = listed.values().next() {
+            assert_eq!(
+                node["http"]["publish_address"],
+                address.as_str(),
+                "{answer}"
+            );
+        }
+    }
+    let xpack = server.get_json("/_xpack").await;
+    assert_eq!(xpack["features"]["ilm"]["available"], false, "{xpack}");
+    assert_eq!(xpack["license"]["status"], "active", "{xpack}");
 }
