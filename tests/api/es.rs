@@ -78,6 +78,14 @@ async fn es_mappings_sluice_cannot_honour_are_refused_by_name() {
         .cloned()
         .unwrap();
     assert_eq!(n["type"], "i64", "{schema}");
+    let caps = server.get_json("/accepted/_field_caps?fields=n,i*").await;
+    assert_eq!(caps["indices"], json!(["accepted"]), "{caps}");
+    assert_eq!(
+        caps["fields"],
+        json!({"n": {"long": {"type": "long", "metadata_field": false, "searchable": true, "aggregatable": true}},
+               "id": {"keyword": {"type": "keyword", "metadata_field": false, "searchable": true, "aggregatable": true}}}),
+        "{caps}"
+    );
     let again = call(&server, "PUT", "/accepted", None).await;
     assert_error(
         &again,
