@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "api/es.rs"]
+mod es;
 #[path = "api/spill.rs"]
 mod spill;
 

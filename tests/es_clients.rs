@@ -5,7 +5,8 @@
 //! installs it into `.tools/node` (`SLUICE_ES_NODE_CLIENT` names another directory).
 //! The Python client (PyPI `elasticsearch`, 9.x) is the first (`info`, the bulk helpers,
 //! `get`, `exists`, `count`, `indices.exists`, `cluster.health`): `./scripts/test` installs
-//! it into `.tools/venv` and names its interpreter in `SLUICE_ES_PYTHON`. Without it the
+//! it into `.tools/venv` and names its interpreter in `SLUICE_ES_PYTHON`. Its document,
+//! index-management and setup APIs are tested in a second script. Without it the
 //! test fails and says how to get it; it never passes by skipping. The client sends
 //! `PUT /_bulk` with `application/vnd.elasticsearch+x-ndjson; compatible-with=9` and
 //! refuses any answer without `X-Elastic-Product: Elasticsearch`; its helpers raise on
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::{corpus, eventually, Server};
 
 /// Names the Python interpreter that has the `elasticsearch` package.
@@ -63,6 +64,86 @@ print(json.dumps({
     "missing": bool(es.indices.exists(index="no-such-index")),
     "health": es.cluster.health()["status"],
 }))
+"#;
+
+/// What the script does with the client's document, index and setup APIs; prints one
+/// JSON summary line of what the client got back, which the test checks against what the
+/// script wrote.
+const MANAGEMENT_SCRIPT: &str = r#"
+import json, sys
+from elasticsearch import Elasticsearch, BadRequestError, ConflictError, NotFoundError
+
+url = sys.argv[1]
+es = Elasticsearch(url, request_timeout=120)
+out = {}
+mappings = {"properties": {"title": {"type": "text"}, "tags": {"type": "keyword"},
+                           "n": {"type": "long"}, "price": {"type": "double"},
+                           "ok": {"type": "boolean"}, "ts": {"type": "date"}}}
+created = es.indices.create(index="esdocs", mappings=mappings,
+                            settings={"number_of_shards": 2, "number_of_replicas": 1})
+out["created"] = [created["acknowledged"], created["index"]]
+try:
+    es.indices.create(index="esdocs")
+    out["created_again"] = "no error"
+except BadRequestError as e:
+    out["created_again"] = [e.meta.status, e.error]
+out["mapping"] = es.indices.get_mapping(index="esdocs")["esdocs"]["mappings"]
+out["shards"] = es.indices.get(index="esdocs")["esdocs"]["settings"]["index"]["number_of_shards"]
+
+docs = {"d1": {"title": "red fox", "tags": ["a", "b"], "n": 3, "price": 1.5, "ok": True,
+               "ts": "2024-05-01T10:00:00Z"},
+        "c1": {"title": "created once"}}
+r = es.index(index="esdocs", id="d1", document=dict(docs["d1"], n=2))
+out["index_id"] = [r["result"], r["_id"], r.meta.status]
+r = es.index(index="esdocs", id="d1", document=docs["d1"])
+out["reindex_id"] = [r["result"], r.meta.status]
+r = es.index(index="esdocs", document={"title": "auto id"})
+out["index_auto"] = r["result"]
+docs[r["_id"]] = {"title": "auto id"}
+r = es.create(index="esdocs", id="c1", document=docs["c1"])
+out["create"] = [r["result"], r.meta.status]
+try:
+    es.create(index="esdocs", id="c1", document={"title": "again"})
+    out["create_twice"] = "no error"
+except ConflictError as e:
+    out["create_twice"] = [e.meta.status, e.error]
+es.index(index="esdocs", id="gone", document={"title": "to delete"})
+out["delete"] = es.delete(index="esdocs", id="gone")["result"]
+try:
+    es.delete(index="esdocs", id="gone")
+    out["delete_again"] = "no error"
+except NotFoundError as e:
+    out["delete_again"] = e.meta.status
+ids = sorted(docs) + ["gone"]
+got = es.mget(index="esdocs", ids=ids)["docs"]
+out["mget"] = [[d["_id"], d["found"], d.get("_source")] for d in got]
+out["written"] = docs
+mixed = es.mget(docs=[{"_index": "esdocs", "_id": "d1"}, {"_index": "nosuch", "_id": "x"}])["docs"]
+out["mget_mixed"] = [mixed[0]["found"], mixed[1]["error"]["type"]]
+out["refresh_failed"] = es.indices.refresh(index="esdocs")["_shards"]["failed"]
+out["count_after_refresh"] = es.count(index="esdocs")["count"]
+
+es.indices.put_index_template(name="logs-tpl", index_patterns=["logs-*"], priority=7,
+                              template={"settings": {"number_of_shards": 1}})
+out["template"] = es.indices.get_index_template(name="logs-tpl")["index_templates"]
+out["template_exists"] = bool(es.indices.exists_index_template(name="logs-tpl"))
+policy = {"phases": {"hot": {"actions": {"rollover": {"max_age": "1d"}}}}}
+es.ilm.put_lifecycle(name="hot-only", policy=policy)
+got = es.ilm.get_lifecycle(name="hot-only")["hot-only"]
+out["policy"] = [got["policy"] == policy, got["version"]]
+lic = es.license.get()["license"]
+out["license"] = [lic["type"], lic["status"]]
+nodes = list(es.nodes.info(metric="http")["nodes"].values())
+out["nodes"] = [len(nodes), nodes[0]["http"]["publish_address"]]
+
+out["deleted_index"] = es.indices.delete(index="esdocs")["acknowledged"]
+out["exists_after_delete"] = bool(es.indices.exists(index="esdocs"))
+try:
+    es.indices.delete(index="esdocs")
+    out["delete_index_again"] = "no error"
+except NotFoundError as e:
+    out["delete_index_again"] = [e.meta.status, e.error]
+print(json.dumps(out))
 "#;
 
 /// Names a directory whose `node_modules` holds `@elastic/elasticsearch`.
@@ -227,6 +308,126 @@ async fn the_official_python_client_bulk_helpers_write_the_corpus() {
         .get_json(&format!("/v1/collections/esclient/documents/{some_id}"))
         .await;
     assert_eq!(stored, docs[DOCS / 3]);
+}
+
+/// The Python client's document, index-management and setup APIs against a real node:
+/// `index` (with and without an id), `create` twice, `delete`, `mget`, `indices.create`
+/// with mappings, `get_mapping`, `refresh`, `delete` and `exists`, index templates,
+/// lifecycle policies, `license.get` and `nodes.info`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_client_manages_documents_indexes_and_setup() {
+    let python = python_with_client();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None).await;
+    let mut command = Command::new(python);
+    command.args(["-c", MANAGEMENT_SCRIPT]);
+    let summary = run_client(command, server.url(""), dir.path().join("unused")).await;
+
+    assert_eq!(summary["created"], json!([true, "esdocs"]), "{summary}");
+    assert_eq!(
+        summary["created_again"],
+        json!([400, "resource_already_exists_exception"]),
+        "{summary}"
+    );
+    // The mappings read back are the ones written (integers as long, floats as double),
+    // plus the primary key.
+    let properties = &summary["mapping"]["properties"];
+    for (field, es_type) in [
+        ("title", "text"),
+        ("tags", "keyword"),
+        ("n", "long"),
+        ("price", "double"),
+        ("ok", "boolean"),
+        ("ts", "date"),
+        ("id", "keyword"),
+    ] {
+        assert_eq!(properties[field]["type"], es_type, "{field}: {summary}");
+    }
+    assert_eq!(properties.as_object().unwrap().len(), 7, "{summary}");
+    assert_eq!(summary["shards"], "2", "{summary}");
+
+    assert_eq!(
+        summary["index_id"],
+        json!(["created", "d1", 201]),
+        "{summary}"
+    );
+    assert_eq!(summary["reindex_id"], json!(["updated", 200]), "{summary}");
+    assert_eq!(summary["index_auto"], "created", "{summary}");
+    assert_eq!(summary["create"], json!(["created", 201]), "{summary}");
+    assert_eq!(
+        summary["create_twice"],
+        json!([409, "version_conflict_engine_exception"]),
+        "{summary}"
+    );
+    assert_eq!(summary["delete"], "deleted", "{summary}");
+    assert_eq!(summary["delete_again"], 404, "{summary}");
+
+    // Every document reads back as the script wrote it (the primary key filled from
+    // `_id` aside), the deleted one is not found.
+    let written = summary["written"].as_object().unwrap();
+    let mget = summary["mget"].as_array().unwrap();
+    assert_eq!(mget.len(), written.len() + 1, "{summary}");
+    for entry in mget {
+        let id = entry[0].as_str().unwrap();
+        match written.get(id) {
+            Some(doc) => {
+                assert_eq!(entry[1], true, "{id}: {summary}");
+                let mut source = entry[2].as_object().unwrap().clone();
+                source.remove("id");
+                assert_eq!(&Value::Object(source), doc, "{id}");
+            }
+            None => {
+                assert_eq!(id, "gone");
+                assert_eq!(entry[1], false, "{summary}");
+            }
+        }
+    }
+    let auto_id = written
+        .keys()
+        .find(|id| !["d1", "c1"].contains(&id.as_str()))
+        .unwrap();
+    assert_eq!(auto_id.len(), 36, "an assigned id is a UUID: {auto_id}");
+    assert_eq!(
+        summary["mget_mixed"],
+        json!([true, "index_not_found_exception"]),
+        "{summary}"
+    );
+    // Right after the refresh, a count sees every document written before it.
+    assert_eq!(summary["refresh_failed"], 0, "{summary}");
+    assert_eq!(
+        summary["count_after_refresh"],
+        written.len() as u64,
+        "{summary}"
+    );
+
+    assert_eq!(
+        summary["template"],
+        json!([{"name": "logs-tpl", "index_template": {
+            "index_patterns": ["logs-*"], "priority": 7,
+            "template": {"settings": {"number_of_shards": 1}}}}]),
+        "{summary}"
+    );
+    assert_eq!(summary["template_exists"], true, "{summary}");
+    assert_eq!(summary["policy"], json!([true, 1]), "{summary}");
+    assert_eq!(summary["license"], json!(["basic", "active"]), "{summary}");
+    let address = server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    assert_eq!(summary["nodes"], json!([1, address]), "{summary}");
+
+    assert_eq!(summary["deleted_index"], true, "{summary}");
+    assert_eq!(summary["exists_after_delete"], false, "{summary}");
+    assert_eq!(
+        summary["delete_index_again"],
+        json!([404, "index_not_found_exception"]),
+        "{summary}"
+    );
+    assert_eq!(
+        server.get("/v1/collections/esdocs").await.status(),
+        404,
+        "the collection is gone"
+    );
 }
 
 /// The official Node.js client (`@elastic/elasticsearch` 9) with its defaults:

@@ -248,23 +248,71 @@ impl Catalog {
                 };
                 (meta, PutOutcome::Updated)
             }
-            None => {
-                let generation = self.next_generation(name)?;
-                self.check_room_for_one_more(false)?;
-                schema.shards = Some(schema.shards.unwrap_or(self.default_shards));
-                let meta = CollectionMeta {
-                    name: name.clone(),
-                    schema,
-                    dynamic: false,
-                    schema_version: 1,
-                    created_at_ms: now_ms(),
-                    generation,
-                    state: CollectionState::Active,
-                };
-                (meta, PutOutcome::Created)
-            }
+            None => (
+                self.new_incarnation(name, schema, false)?,
+                PutOutcome::Created,
+            ),
         };
         Ok((self.publish(meta).await?, outcome))
+    }
+
+    /// Creates a collection from `schema`; `None` (and nothing changes) when one of that
+    /// name exists. The check and the creation are one step under the write lock, so of
+    /// two concurrent creations exactly one wins.
+    pub async fn create(
+        &self,
+        name: &CollectionName,
+        mut schema: Schema,
+    ) -> Result<Option<Arc<CollectionMeta>>, CatalogError> {
+        schema.normalize_and_validate()?;
+        let _guard = self.write_lock.lock().await;
+        if self.get(name).is_some() {
+            return Ok(None);
+        }
+        let meta = self.new_incarnation(name, schema, false)?;
+        Ok(Some(self.publish(meta).await?))
+    }
+
+    /// The collection, created from `schema` when it does not exist yet: a first write
+    /// whose schema comes from elsewhere than its documents (an index template). It counts
+    /// as created on first ingest (`dynamic`), against both limits.
+    pub async fn get_or_create_from(
+        &self,
+        name: &CollectionName,
+        mut schema: Schema,
+    ) -> Result<Arc<CollectionMeta>, CatalogError> {
+        if let Some(meta) = self.get(name) {
+            return Ok(meta);
+        }
+        schema.normalize_and_validate()?;
+        let _guard = self.write_lock.lock().await;
+        if let Some(meta) = self.get(name) {
+            return Ok(meta);
+        }
+        let meta = self.new_incarnation(name, schema, true)?;
+        Ok(self.publish(meta).await?)
+    }
+
+    /// The entry of a new incarnation of `name` created from `schema` (not published);
+    /// `auto_created`: by a first write. Called under the write lock.
+    fn new_incarnation(
+        &self,
+        name: &CollectionName,
+        mut schema: Schema,
+        auto_created: bool,
+    ) -> Result<CollectionMeta, CatalogError> {
+        let generation = self.next_generation(name)?;
+        self.check_room_for_one_more(auto_created)?;
+        schema.shards = Some(schema.shards.unwrap_or(self.default_shards));
+        Ok(CollectionMeta {
+            name: name.clone(),
+            schema,
+            dynamic: auto_created,
+            schema_version: 1,
+            created_at_ms: now_ms(),
+            generation,
+            state: CollectionState::Active,
+        })
     }
 
     /// The collection, created with a dynamic schema inferred from `sample` when it does

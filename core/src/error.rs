@@ -47,6 +47,15 @@ pub enum ErrorCode {
     CollectionNotFound,
     /// No such document.
     DocumentNotFound,
+    /// A document with this id exists and the request asked to create it only
+    /// (Elasticsearch `_create`, `op_type=create`).
+    DocumentExists,
+    /// A collection of this name exists and the request asked to create it only
+    /// (Elasticsearch `PUT /{index}`; 400, as Elasticsearch answers it).
+    CollectionExists,
+    /// No stored definition (index template, component template, lifecycle policy) of
+    /// this name.
+    DefinitionNotFound,
     /// The search query could not be parsed or run as asked.
     InvalidQuery,
     /// The search query or filter is nested deeper, or is longer, than the limits allow.
@@ -106,11 +115,16 @@ impl ErrorCode {
             | InvalidCollectionName
             | InvalidSchema
             | InvalidQuery
-            | InvalidRequest => 400,
+            | InvalidRequest
+            | CollectionExists => 400,
             LineTooLarge | PayloadTooLarge => 413,
-            IncompatibleSchema | NotReplayable | TooManyCollections | CollectionBeingDeleted => 409,
+            IncompatibleSchema
+            | NotReplayable
+            | TooManyCollections
+            | CollectionBeingDeleted
+            | DocumentExists => 409,
             UriTooLong => 414,
-            CollectionNotFound | DocumentNotFound | NotFound => 404,
+            CollectionNotFound | DocumentNotFound | DefinitionNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             UnsupportedMediaType => 415,
             RequestTimeout => 408,
@@ -142,6 +156,9 @@ impl ErrorCode {
             IncompatibleSchema => "incompatible_schema",
             CollectionNotFound => "collection_not_found",
             DocumentNotFound => "document_not_found",
+            DocumentExists => "document_exists",
+            CollectionExists => "collection_exists",
+            DefinitionNotFound => "definition_not_found",
             InvalidQuery => "invalid_query",
             QueryTooComplex => "query_too_complex",
             TooManyCollections => "too_many_collections",
@@ -185,6 +202,9 @@ mod tests {
             ErrorCode::CollectionBeingDeleted,
             ErrorCode::TooManyFields,
             ErrorCode::UriTooLong,
+            ErrorCode::DocumentExists,
+            ErrorCode::CollectionExists,
+            ErrorCode::DefinitionNotFound,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -12,7 +12,9 @@
 //! pass (`sluice_workers::tombstones`) chooses the horizon and states why it is safe.
 //!
 //! The store also keeps the collection catalog (schemas), so a node that restarts or
-//! joins finds every collection.
+//! joins finds every collection, and beside it the named definitions clients store for
+//! later ([`DefinitionKind`]: the Elasticsearch API's index and component templates and
+//! lifecycle policies), so that they survive a restart the same way.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -223,6 +225,41 @@ impl CollectionMeta {
     }
 }
 
+/// What a named definition kept beside the catalog is ([`Store::put_definition`]). Each
+/// kind is its own namespace: an index template and a lifecycle policy may share a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DefinitionKind {
+    /// A composable index template (`/_index_template/{name}`).
+    IndexTemplate,
+    /// A component template (`/_component_template/{name}`).
+    ComponentTemplate,
+    /// A legacy index template (`/_template/{name}`).
+    LegacyTemplate,
+    /// An index lifecycle policy (`/_ilm/policy/{name}`).
+    LifecyclePolicy,
+}
+
+impl DefinitionKind {
+    /// Every kind.
+    pub const ALL: [DefinitionKind; 4] = [
+        DefinitionKind::IndexTemplate,
+        DefinitionKind::ComponentTemplate,
+        DefinitionKind::LegacyTemplate,
+        DefinitionKind::LifecyclePolicy,
+    ];
+
+    /// A stable name for the kind (stores key definitions by it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefinitionKind::IndexTemplate => "index_template",
+            DefinitionKind::ComponentTemplate => "component_template",
+            DefinitionKind::LegacyTemplate => "legacy_template",
+            DefinitionKind::LifecyclePolicy => "lifecycle_policy",
+        }
+    }
+}
+
 /// The document store.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -297,4 +334,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a catalog entry.
     async fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError>;
+
+    /// Creates or replaces the definition `name` of `kind` with `value` (opaque bytes,
+    /// durable when this returns `Ok`).
+    async fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        value: Bytes,
+    ) -> Result<(), StoreError>;
+
+    /// The definition `name` of `kind`, if there is one.
+    async fn get_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<Bytes>, StoreError>;
+
+    /// Every definition of `kind`, by name.
+    async fn list_definitions(
+        &self,
+        kind: DefinitionKind,
+    ) -> Result<Vec<(String, Bytes)>, StoreError>;
+
+    /// Removes the definition `name` of `kind`; whether there was one.
+    async fn delete_definition(&self, kind: DefinitionKind, name: &str)
+        -> Result<bool, StoreError>;
 }

@@ -152,12 +152,35 @@ pub async fn delete_collection(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = CollectionName::new(name).map_err(|e| ApiError::new(e.code, e.message))?;
-    let catalog = &state.inner.catalog;
-    let Some(meta) = catalog.begin_delete(&name).await.map_err(catalog_error)? else {
+    let Some(finished) = delete(&state, &name).await? else {
         return Err(ApiError::new(
             ErrorCode::CollectionNotFound,
             format!("no collection named \"{name}\""),
         ));
+    };
+    Ok(if finished {
+        (
+            StatusCode::OK,
+            Json(json!({"name": name, "result": "deleted"})),
+        )
+    } else {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"name": name, "result": "deleting"})),
+        )
+    })
+}
+
+/// Deletes a collection as `DELETE /v1/collections/{c}` does: `None` when there is no
+/// such collection, else whether the deletion finished within
+/// `ingest.visibility_timeout` (it finishes on its own otherwise).
+pub(crate) async fn delete(
+    state: &AppState,
+    name: &CollectionName,
+) -> Result<Option<bool>, ApiError> {
+    let catalog = &state.inner.catalog;
+    let Some(meta) = catalog.begin_delete(name).await.map_err(catalog_error)? else {
+        return Ok(None);
     };
     // Crash tests: the entry is `Deleting`, the drop is not in the log yet.
     crash_point::reached(CrashPoint::DropMarked);
@@ -173,7 +196,7 @@ pub async fn delete_collection(
         .await
         .map_err(|e| ApiError::unavailable("log", e))?;
     let finished = tokio::time::timeout(state.inner.config.visibility_timeout, async {
-        while catalog.is_being_deleted(&name) {
+        while catalog.is_being_deleted(name) {
             if let Err(RecvError::Closed) = changes.recv().await {
                 return false;
             }
@@ -182,15 +205,5 @@ pub async fn delete_collection(
     })
     .await
     .unwrap_or(false);
-    Ok(if finished {
-        (
-            StatusCode::OK,
-            Json(json!({"name": name, "result": "deleted"})),
-        )
-    } else {
-        (
-            StatusCode::ACCEPTED,
-            Json(json!({"name": name, "result": "deleting"})),
-        )
-    })
+    Ok(Some(finished))
 }

@@ -136,34 +136,19 @@ impl ApiError {
         self.code
     }
 
-    /// The status and body of this error on an Elasticsearch route: Elasticsearch's
-    /// `{"error": {"root_cause", "type", "reason"}, "status"}`, with sluice's `code`,
-    /// `message` and `trace_id` beside `type` and `reason`.
-    pub fn es_shape(self) -> (StatusCode, Value) {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let kind = match self.code {
-            ErrorCode::CollectionNotFound => "index_not_found_exception",
-            ErrorCode::InvalidQuery | ErrorCode::QueryTooComplex => "x_content_parse_exception",
-            ErrorCode::InvalidRequest | ErrorCode::MalformedJson => "illegal_argument_exception",
-            ErrorCode::Unavailable => "no_shard_available_action_exception",
-            _ => "exception",
-        };
-        let cause = json!({"type": kind, "reason": self.message});
-        let mut body = self.extra;
-        body.insert(
-            "error".to_owned(),
-            json!({
-                "root_cause": [cause],
-                "type": kind,
-                "reason": self.message,
-                "code": self.code.as_str(),
-                "message": self.message,
-                "trace_id": current_trace_id(),
-            }),
-        );
-        body.insert("status".to_owned(), Value::from(status.as_u16()));
-        (status, Value::Object(body))
+    /// The message the client sees.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `Retry-After` seconds, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
+
+    /// Takes the extra top-level members out of the error.
+    pub(crate) fn take_extra(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.extra)
     }
 }
 

@@ -29,6 +29,7 @@ use sluice_core::search::{SearchRequest, SearchResponse};
 use sluice_core::ErrorCode;
 
 use crate::error::ApiError;
+use crate::es_error::EsError;
 use crate::state::AppState;
 
 /// Body members of `_search` that sluice reads.
@@ -530,10 +531,9 @@ async fn run(state: &AppState, index: String, translated: Translated) -> Result<
     Ok(shape(&index, shards, response, &translated.shaping))
 }
 
-/// An error in Elasticsearch's shape.
+/// An error in Elasticsearch's shape (and sluice's).
 fn es_error(error: ApiError) -> Response {
-    let (status, body) = error.es_shape();
-    (status, Json(body)).into_response()
+    EsError::from(error).into_response()
 }
 
 /// `GET|POST /{index}/_search`
@@ -681,9 +681,8 @@ async fn msearch(
                 answer
             }
             Err(error) => {
-                let (status, mut body) = error.es_shape();
-                body["status"] = Value::from(status.as_u16());
-                body
+                let error = EsError::from(error);
+                json!({"error": error.error_object(), "status": error.status()})
             }
         });
     }
@@ -693,8 +692,6 @@ async fn msearch(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::StatusCode;
-
     use super::*;
 
     fn translated(params: &str, body: Value) -> Result<Translated, ApiError> {
@@ -733,11 +730,11 @@ mod tests {
             ("", json!({"explain": true}), "explain"),
             ("scroll=1m", json!({}), "scroll"),
         ] {
-            let error = translated(params, body.clone()).unwrap_err();
-            let (status, shaped) = error.es_shape();
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            let error = EsError::from(translated(params, body.clone()).unwrap_err());
+            assert_eq!(error.status(), 400, "{body}");
+            let shaped = error.error_object();
             assert!(
-                shaped["error"]["reason"].as_str().unwrap().contains(named),
+                shaped["reason"].as_str().unwrap().contains(named),
                 "{body}: {shaped}"
             );
         }

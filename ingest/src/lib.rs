@@ -17,6 +17,14 @@
 //!   same ingest path; [`es_bulk::reader`] pairs its action and source lines.
 //! - [`es_compat`]: what Elasticsearch clients check first: the product header, the
 //!   versioned media types, `GET /`, `GET /_cluster/health`, `HEAD /{index}`.
+//! - [`es_documents`]: Elasticsearch single-document writes (through the bulk path) and
+//!   `_mget`.
+//! - [`es_indices`]: Elasticsearch index management on the catalog: create, get,
+//!   delete, mappings, field capabilities, refresh.
+//! - [`es_mapping`]: Elasticsearch mappings and settings to and from sluice schemas.
+//! - [`es_setup`]: what shippers call while setting up: nodes, license, X-Pack, and the
+//!   templates and lifecycle policies kept in the store.
+//! - [`es_error`]: the errors of those routes, in Elasticsearch's shape and sluice's.
 //! - [`documents`]: `GET`/`DELETE` of one document.
 //! - [`id_locks`]: per-id locks of the writes that depend on the current document.
 //! - [`collections`]: the collection catalog routes.
@@ -40,7 +48,12 @@ pub mod documents;
 pub mod error;
 pub mod es_bulk;
 pub mod es_compat;
+pub mod es_documents;
+pub mod es_error;
+pub mod es_indices;
+pub mod es_mapping;
 pub mod es_search;
+pub mod es_setup;
 pub mod faults;
 pub mod id_locks;
 pub mod ops;

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sluice_core::dlq::{MAX_LIST_LIMIT, MAX_SELECTED_IDS};
 use sluice_core::ids::{MAX_COLLECTION_NAME_BYTES, MAX_DOC_ID_BYTES};
 use sluice_core::resilience::BreakerState;
@@ -150,6 +150,190 @@ fn es_bulk_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value
                "429": {"$ref": "#/components/responses/Error"}}))})
 }
 
+/// The Elasticsearch document, index and setup operations ([`crate::es_documents`],
+/// [`crate::es_indices`], [`crate::es_setup`]), by path; merged into the document's
+/// paths (two of them, `/{index}` and `/{index}/_doc/{id}`, already have operations).
+fn es_paths(
+    es_index: &Value,
+    id: &Value,
+    with_errors: &dyn Fn(Value) -> Value,
+) -> Map<String, Value> {
+    let ok = |description: &str| json_response(description, json!({"type": "object"}));
+    // A collection no other operation relies on: created by PUT /{index}, deleted by
+    // DELETE /{index}.
+    let mut own_index = es_index.clone();
+    own_index["schema"]["example"] = json!("openapi_es_index");
+    let refresh = json!({"name": "refresh", "in": "query", "schema": {"type": "string", "enum": ["true", "false", "wait_for"], "example": "false"},
+        "description": "true or wait_for: answer once searchable (as wait=searchable)"});
+    let wait = json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable"}});
+    let op_type = json!({"name": "op_type", "in": "query", "schema": {"type": "string", "enum": ["index", "create"]},
+        "description": "create: 409 when the id exists"});
+    let source = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "example": {"title": "red fox"},
+        "description": "the document (pretty-printed is fine)"}}}});
+    let written = |extra: Value| {
+        let mut responses = json!({
+            "200": ok("Updated (result: updated), Elasticsearch-shaped"),
+            "201": ok("Created (result: created), Elasticsearch-shaped"),
+            "409": {"$ref": "#/components/responses/Error"},
+            "413": {"$ref": "#/components/responses/Error"}});
+        if let (Some(map), Value::Object(extra)) = (responses.as_object_mut(), extra) {
+            map.extend(extra);
+        }
+        with_errors(responses)
+    };
+    let index_doc = |summary: &str| {
+        json!({"summary": summary,
+        "parameters": [es_index, id, refresh, wait, op_type], "requestBody": source, "responses": written(json!({}))})
+    };
+    let auto_id = json!({"summary": "Elasticsearch index API: a document under an assigned id",
+        "parameters": [es_index, refresh, wait], "requestBody": source, "responses": written(json!({}))});
+    let create = |summary: &str| {
+        json!({"summary": summary,
+        "parameters": [es_index, id, refresh, wait], "requestBody": source, "responses": written(json!({}))})
+    };
+    let mget_doc = json!({"type": "object", "additionalProperties": false, "required": ["_id"], "properties": {
+        "_index": {"type": "string"}, "_id": {"type": "string"}}});
+    let mget_body = |example: Value| {
+        json!({"required": true, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": false, "example": example,
+        "description": "exactly one of docs and ids (ids take the index from the path)",
+        "properties": {"docs": {"type": "array", "items": mget_doc}, "ids": {"type": "array", "items": {"type": "string"}}}}}}})
+    };
+    let mget = |parameters: Value, example: Value| {
+        json!({"summary": "Elasticsearch multi-get: docs with found per document, read-your-writes",
+        "parameters": parameters, "requestBody": mget_body(example),
+        "responses": with_errors(json!({"200": ok("docs, in request order")}))})
+    };
+    let fields = json!({"name": "fields", "in": "query", "schema": {"type": "string", "example": "*"}, "description": "comma-separated names or * patterns"});
+    let field_caps = |parameters: Value| {
+        json!({"summary": "Elasticsearch field capabilities from the schema: searchable and aggregatable per field and type",
+        "parameters": parameters, "responses": with_errors(json!({"200": ok("indices and fields")}))})
+    };
+    let refresh_op = |parameters: Value| {
+        json!({"summary": "Elasticsearch refresh: answers once everything accepted before is searchable",
+        "parameters": parameters, "responses": with_errors(json!({"200": ok("_shards"), "504": {"$ref": "#/components/responses/Error"}}))})
+    };
+    let name = |example: &str| json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "example": example}});
+    let acknowledged = || {
+        with_errors(
+            json!({"200": json_response("Acknowledged", json!({"type": "object", "properties": {"acknowledged": {"type": "boolean"}}}))}),
+        )
+    };
+    let definition_put = |summary: &str, example_name: &str, body: Value| {
+        json!({"summary": summary,
+        "parameters": [name(example_name)], "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
+        "responses": acknowledged()})
+    };
+    let read = |summary: &str, parameters: Value| {
+        json!({"summary": summary, "parameters": parameters,
+        "responses": with_errors(json!({"200": ok("Found")}))})
+    };
+    // HEAD answers carry no body, so its name states no constraint a 400 would report.
+    let head_name = |example: &str| json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "example": example}});
+    let exists = |summary: &str, example_name: &str| {
+        json!({"summary": summary, "parameters": [head_name(example_name)],
+        "responses": {"200": {"description": "It exists"}, "404": {"description": "It does not"}}})
+    };
+    let patterns = json!({"type": "array", "minItems": 1, "items": {"type": "string"}});
+    let index_template = json!({"type": "object", "required": ["index_patterns"],
+        "example": {"index_patterns": ["openapi-*"], "template": {"settings": {"number_of_shards": 1}}, "priority": 1},
+        "description": "kept as given; composed_of, priority, version, _meta, data_stream, allow_auto_create also accepted; shapes an index its first write creates",
+        "properties": {"index_patterns": patterns, "template": {"type": "object"}}});
+    let legacy_template = json!({"type": "object", "required": ["index_patterns"],
+        "example": {"index_patterns": ["openapi-*"], "order": 0},
+        "description": "kept as given; order, version, settings, mappings, aliases also accepted; kept only",
+        "properties": {"index_patterns": patterns, "settings": {"type": "object"}, "mappings": {"type": "object"}}});
+    let component_template = json!({"type": "object", "required": ["template"],
+        "example": {"template": {"mappings": {"properties": {"title": {"type": "text"}}}}},
+        "description": "kept as given; version, _meta also accepted",
+        "properties": {"template": {"type": "object"}}});
+    let policy = json!({"type": "object", "required": ["policy"], "additionalProperties": false,
+        "example": {"policy": {"phases": {"hot": {"actions": {}}}}},
+        "description": "kept as given; no lifecycle runs",
+        "properties": {"policy": {"type": "object"}}});
+    let create_index_body = json!({"required": false, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": false,
+        "example": {"mappings": {"properties": {"title": {"type": "text"}, "tags": {"type": "keyword"}, "n": {"type": "long"}}},
+                    "settings": {"number_of_shards": 1}},
+        "description": "mappings translated into a schema (unsupported types and options are refused by name), settings.number_of_shards kept, other settings ignored",
+        "properties": {"mappings": {"type": "object"}, "settings": {"type": "object"}, "aliases": {"type": "object", "description": "only {} (no aliases)"}}}}}});
+    let paths = json!({
+        "/{index}": {
+            "get": read("Elasticsearch get index: mappings and settings from the schema", json!([es_index])),
+            "put": {"summary": "Elasticsearch create index: a collection from mappings and settings; 400 resource_already_exists_exception when it exists",
+                    "parameters": [own_index], "requestBody": create_index_body,
+                    "responses": with_errors(json!({"200": ok("acknowledged, shards_acknowledged, index")}))},
+            "delete": {"summary": "Elasticsearch delete index: the collection deletion (acknowledged false while it is still under way)",
+                       "parameters": [own_index], "responses": acknowledged()}
+        },
+        "/{index}/_doc/{id}": {
+            "put": index_doc("Elasticsearch index API: insert or replace a document (op_type=create: only insert)"),
+            "post": index_doc("Elasticsearch index API: insert or replace a document (op_type=create: only insert)"),
+            "delete": {"summary": "Elasticsearch delete API: 200 deleted, 404 not_found",
+                       "parameters": [es_index, id, refresh, wait],
+                       "responses": with_errors(json!({"200": ok("Deleted")}))}
+        },
+        "/{index}/_doc": {"post": auto_id},
+        "/{index}/_create/{id}": {
+            "put": create("Elasticsearch create API: insert a document; 409 version_conflict_engine_exception when the id exists"),
+            "post": create("Elasticsearch create API: insert a document; 409 version_conflict_engine_exception when the id exists")
+        },
+        "/_mget": {
+            "get": mget(json!([]), json!({"docs": [{"_index": "openapi_probe", "_id": "doc-1"}]})),
+            "post": mget(json!([]), json!({"docs": [{"_index": "openapi_probe", "_id": "doc-1"}]}))
+        },
+        "/{index}/_mget": {
+            "get": mget(json!([es_index]), json!({"ids": ["doc-1"]})),
+            "post": mget(json!([es_index]), json!({"ids": ["doc-1"]}))
+        },
+        "/_mapping": {"get": read("Elasticsearch mappings of every index", json!([]))},
+        "/{index}/_mapping": {"get": read("Elasticsearch mappings of an index, from its schema", json!([es_index]))},
+        "/_field_caps": {"get": field_caps(json!([fields])), "post": field_caps(json!([fields]))},
+        "/{index}/_field_caps": {"get": field_caps(json!([es_index, fields])), "post": field_caps(json!([es_index, fields]))},
+        "/_refresh": {"get": refresh_op(json!([])), "post": refresh_op(json!([]))},
+        "/{index}/_refresh": {"get": refresh_op(json!([es_index])), "post": refresh_op(json!([es_index]))},
+        "/_nodes/http": {"get": read("Elasticsearch nodes info (http): this node and its publish address", json!([]))},
+        "/_nodes/{node_id}/http": {"get": read("Elasticsearch nodes info (http) of a node selector (_all, _local, _master, sluice): this node, or none",
+            json!([{"name": "node_id", "in": "path", "required": true, "schema": {"type": "string", "example": "_all"}}]))},
+        "/_license": {"get": read("Elasticsearch license: an active basic license", json!([]))},
+        "/_xpack": {"get": read("Elasticsearch X-Pack info: every feature unavailable", json!([]))},
+        "/_index_template": {"get": read("Elasticsearch index templates, all", json!([]))},
+        "/_index_template/{name}": {
+            "put": definition_put("Elasticsearch put index template: stored durably, returned as given", "openapi_template", index_template.clone()),
+            "post": definition_put("Elasticsearch put index template: stored durably, returned as given", "openapi_template", index_template),
+            "get": read("Elasticsearch get index template (a name, a comma list or * patterns)", json!([name("openapi_template")])),
+            "head": exists("Whether an index template exists", "openapi_template"),
+            "delete": {"summary": "Elasticsearch delete index template", "parameters": [name("openapi_template_gone")], "responses": acknowledged()}
+        },
+        "/_component_template": {"get": read("Elasticsearch component templates, all", json!([]))},
+        "/_component_template/{name}": {
+            "put": definition_put("Elasticsearch put component template: stored durably, returned as given", "openapi_component", component_template.clone()),
+            "post": definition_put("Elasticsearch put component template: stored durably, returned as given", "openapi_component", component_template),
+            "get": read("Elasticsearch get component template", json!([name("openapi_component")])),
+            "head": exists("Whether a component template exists", "openapi_component"),
+            "delete": {"summary": "Elasticsearch delete component template", "parameters": [name("openapi_component_gone")], "responses": acknowledged()}
+        },
+        "/_template/{name}": {
+            "put": definition_put("Elasticsearch put legacy index template: stored durably, returned as given", "openapi_legacy", legacy_template.clone()),
+            "post": definition_put("Elasticsearch put legacy index template: stored durably, returned as given", "openapi_legacy", legacy_template),
+            "get": read("Elasticsearch get legacy index template", json!([name("openapi_legacy")])),
+            "head": exists("Whether a legacy index template exists", "openapi_legacy"),
+            "delete": {"summary": "Elasticsearch delete legacy index template", "parameters": [name("openapi_legacy_gone")], "responses": acknowledged()}
+        },
+        "/_template": {"get": read("Elasticsearch legacy index templates, all", json!([]))},
+        "/_ilm/policy": {"get": read("Elasticsearch lifecycle policies, all", json!([]))},
+        "/_ilm/policy/{name}": {
+            "put": definition_put("Elasticsearch put lifecycle policy: stored durably, returned with version and modified_date; never run", "openapi_policy", policy),
+            "get": read("Elasticsearch get lifecycle policy", json!([name("openapi_policy")])),
+            "delete": {"summary": "Elasticsearch delete lifecycle policy", "parameters": [name("openapi_policy_gone")], "responses": acknowledged()}
+        }
+    });
+    match paths {
+        Value::Object(paths) => paths,
+        _ => Map::new(),
+    }
+}
+
 /// The API document, with `max_result_window` (`indexer.max_result_window`) as the
 /// largest search `limit` and `offset`. Every path and method here is served, and every
 /// constraint stated here (required, `additionalProperties: false`, lengths, patterns,
@@ -201,7 +385,8 @@ pub fn openapi_document(max_result_window: usize) -> Value {
         }
         responses
     };
-    json!({
+    let es_paths = es_paths(&es_index, &id, &with_errors);
+    let mut document = json!({
         "openapi": "3.0.3",
         "info": {"title": "sluice", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Durable bulk ingestion and full-text search"},
@@ -397,5 +582,14 @@ pub fn openapi_document(max_result_window: usize) -> Value {
                     "aggregations": {"type": "object", "description": "present when the request asked for aggs: their results in Elasticsearch's response shape"}}}
             }
         }
-    })
+    });
+    if let Some(paths) = document["paths"].as_object_mut() {
+        for (path, operations) in es_paths {
+            let entry = paths.entry(path).or_insert_with(|| json!({}));
+            if let (Some(entry), Value::Object(operations)) = (entry.as_object_mut(), operations) {
+                entry.extend(operations);
+            }
+        }
+    }
+    document
 }

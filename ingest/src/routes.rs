@@ -20,8 +20,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::state::AppState;
 use crate::{
-    body, bulk, collections, dlq, documents, error, es_bulk, es_compat, es_search, faults, ops,
-    search,
+    body, bulk, collections, dlq, documents, error, es_bulk, es_compat, es_documents, es_indices,
+    es_search, es_setup, faults, ops, search,
 };
 
 /// The whole API. A request body must arrive within `body_read_timeout`.
@@ -52,8 +52,98 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/v1/dlq/replay", control(post(dlq::replay_dlq)))
         .route("/", get(es_compat::info))
         .route("/_cluster/health", get(es_compat::cluster_health))
-        .route("/{index}", head(es_compat::index_exists))
-        .route("/{index}/_doc/{id}", get(es_compat::get_doc))
+        .route(
+            "/{index}",
+            control(
+                head(es_compat::index_exists)
+                    .get(es_indices::get_index)
+                    .put(es_indices::create_index)
+                    .delete(es_indices::delete_index),
+            ),
+        )
+        .route(
+            "/{index}/_doc/{id}",
+            get(es_compat::get_doc)
+                .delete(es_documents::delete)
+                .merge(es_ingest(es_documents::index_with_id)),
+        )
+        .route("/{index}/_doc", es_ingest_post(es_documents::index_auto_id))
+        .route("/{index}/_create/{id}", es_ingest(es_documents::create))
+        .route(
+            "/_mget",
+            control(get(es_documents::mget).post(es_documents::mget)),
+        )
+        .route(
+            "/{index}/_mget",
+            control(get(es_documents::mget_for_index).post(es_documents::mget_for_index)),
+        )
+        .route("/_mapping", get(es_indices::all_mappings))
+        .route("/{index}/_mapping", get(es_indices::index_mappings))
+        .route(
+            "/_field_caps",
+            control(get(es_indices::all_field_caps).post(es_indices::all_field_caps)),
+        )
+        .route(
+            "/{index}/_field_caps",
+            control(get(es_indices::index_field_caps).post(es_indices::index_field_caps)),
+        )
+        .route(
+            "/_refresh",
+            get(es_indices::refresh_all).post(es_indices::refresh_all),
+        )
+        .route(
+            "/{index}/_refresh",
+            get(es_indices::refresh_index).post(es_indices::refresh_index),
+        )
+        .route("/_nodes/http", get(es_setup::nodes_http))
+        .route("/_nodes/{node_id}/http", get(es_setup::selected_nodes_http))
+        .route("/_license", get(es_setup::license))
+        .route("/_xpack", get(es_setup::xpack))
+        .route("/_index_template", get(es_setup::all_index_templates))
+        .route(
+            "/_index_template/{name}",
+            control(
+                put(es_setup::put_index_template)
+                    .post(es_setup::put_index_template)
+                    .get(es_setup::get_index_template)
+                    .head(es_setup::index_template_exists)
+                    .delete(es_setup::delete_index_template),
+            ),
+        )
+        .route(
+            "/_component_template",
+            get(es_setup::all_component_templates),
+        )
+        .route(
+            "/_component_template/{name}",
+            control(
+                put(es_setup::put_component_template)
+                    .post(es_setup::put_component_template)
+                    .get(es_setup::get_component_template)
+                    .head(es_setup::component_template_exists)
+                    .delete(es_setup::delete_component_template),
+            ),
+        )
+        .route("/_template", get(es_setup::all_legacy_templates))
+        .route(
+            "/_template/{name}",
+            control(
+                put(es_setup::put_legacy_template)
+                    .post(es_setup::put_legacy_template)
+                    .get(es_setup::get_legacy_template)
+                    .head(es_setup::legacy_template_exists)
+                    .delete(es_setup::delete_legacy_template),
+            ),
+        )
+        .route("/_ilm/policy", get(es_setup::all_lifecycle_policies))
+        .route(
+            "/_ilm/policy/{name}",
+            control(
+                put(es_setup::put_lifecycle_policy)
+                    .get(es_setup::get_lifecycle_policy)
+                    .delete(es_setup::delete_lifecycle_policy),
+            ),
+        )
         .route(
             "/{index}/_count",
             control(get(es_search::count).post(es_search::count)),
@@ -124,6 +214,15 @@ where
     T: 'static,
 {
     ingest_on(MethodFilter::POST.or(MethodFilter::PUT), handler)
+}
+
+/// An Elasticsearch ingest route taking `POST` only (`POST /{index}/_doc`).
+fn es_ingest_post<H, T>(handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    ingest_on(MethodFilter::POST, handler)
 }
 
 fn ingest_on<H, T>(methods: MethodFilter, handler: H) -> MethodRouter<AppState>

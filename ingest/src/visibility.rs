@@ -127,6 +127,21 @@ impl Visibility {
         Ok(())
     }
 
+    /// Waits until everything accepted for `collection` before the call is searchable:
+    /// the DOCS log's head (and the spill buffer's) applied, then the EVENTS head
+    /// indexed by each of its shards (Elasticsearch `_refresh`).
+    pub async fn wait_all_searchable(&self, collection: &CollectionMeta) -> Result<(), WaitError> {
+        let spill = match self.spill.as_ref().filter(|s| s.has_pending()) {
+            Some(spill) => Some(spill.head().await?),
+            None => None,
+        };
+        let written = Written {
+            log: Some(self.log.last_seq(StreamKind::Docs).await?),
+            spill,
+        };
+        self.wait_searchable(collection, written).await
+    }
+
     /// Waits until every index shard consumer of a new collection exists, so that no
     /// event of the collection can be appended (and truncated) before its shard listens.
     pub async fn wait_index_ready(&self, collection: &CollectionMeta) -> Result<(), WaitError> {

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use sluice_core::document::ContentHash;
 use sluice_core::schema::Schema;
 use sluice_core::store::{
-    CollectionMeta, CollectionState, CompactionPage, DocVersion, Store, StoreWrite, StoredDoc,
-    TombstoneHorizon, WriteOutcome,
+    CollectionMeta, CollectionState, CompactionPage, DefinitionKind, DocVersion, Store, StoreWrite,
+    StoredDoc, TombstoneHorizon, WriteOutcome,
 };
 use sluice_core::{CollectionName, DocId, Generation, Seq};
 use tokio::task::JoinSet;
@@ -71,6 +71,7 @@ where
     drop_documents_empties_one_collection(store.as_ref()).await;
     tombstones_past_the_horizon_are_compacted(store.as_ref(), expect).await;
     catalog_crud(store.as_ref()).await;
+    definitions_crud(store.as_ref()).await;
     writes_land_only_in_the_active_incarnation(store.as_ref()).await;
     concurrent_appliers_keep_the_highest_seq(Arc::clone(&store)).await;
     drop(store);
@@ -754,6 +755,14 @@ where
             .put_collection(&meta("conf-reopen", 7))
             .await
             .unwrap_or_else(|e| panic!("put_collection failed: {e}"));
+        store
+            .put_definition(
+                DefinitionKind::LifecyclePolicy,
+                "conf-reopen",
+                Bytes::from_static(b"{\"kept\":true}"),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("put_definition failed: {e}"));
     }
     let store = open().await;
     assert_live(store.as_ref(), &c, "kept", 40, "v40").await;
@@ -780,6 +789,74 @@ where
         .await
         .unwrap_or_else(|e| panic!("get_collection failed: {e}"));
     assert_eq!(catalog_entry, Some(meta("conf-reopen", 7)));
+    let definition = store
+        .get_definition(DefinitionKind::LifecyclePolicy, "conf-reopen")
+        .await
+        .unwrap_or_else(|e| panic!("get_definition failed: {e}"));
+    assert_eq!(
+        definition.as_deref(),
+        Some(&b"{\"kept\":true}"[..]),
+        "definitions survive a reopen"
+    );
+}
+
+/// Definitions are put, read, listed by name within their kind only, replaced and
+/// deleted; kinds are separate namespaces.
+pub async fn definitions_crud(store: &dyn Store) {
+    let put = |kind, name: &'static str, value: &'static str| async move {
+        store
+            .put_definition(kind, name, Bytes::from_static(value.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("put_definition failed: {e}"));
+    };
+    let template = DefinitionKind::IndexTemplate;
+    let policy = DefinitionKind::LifecyclePolicy;
+    put(template, "conf-def-b", "1").await;
+    put(template, "conf-def-a", "2").await;
+    put(policy, "conf-def-b", "3").await;
+    let listed = |kind| async move {
+        store
+            .list_definitions(kind)
+            .await
+            .unwrap_or_else(|e| panic!("list_definitions failed: {e}"))
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("conf-def-"))
+            .map(|(name, value)| (name, String::from_utf8(value.to_vec()).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let owned = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(template).await,
+        owned(&[("conf-def-a", "2"), ("conf-def-b", "1")]),
+        "listed by name, one kind only"
+    );
+    assert_eq!(listed(policy).await, owned(&[("conf-def-b", "3")]));
+    put(template, "conf-def-b", "4").await;
+    let read = store
+        .get_definition(template, "conf-def-b")
+        .await
+        .unwrap_or_else(|e| panic!("get_definition failed: {e}"));
+    assert_eq!(read.as_deref(), Some(&b"4"[..]), "put replaces");
+    let missing = store
+        .get_definition(DefinitionKind::ComponentTemplate, "conf-def-b")
+        .await
+        .unwrap_or_else(|e| panic!("get_definition failed: {e}"));
+    assert_eq!(missing, None, "kinds are separate namespaces");
+    let delete = |kind, name: &'static str| async move {
+        store
+            .delete_definition(kind, name)
+            .await
+            .unwrap_or_else(|e| panic!("delete_definition failed: {e}"))
+    };
+    assert!(delete(template, "conf-def-b").await);
+    assert!(!delete(template, "conf-def-b").await, "already gone");
+    assert_eq!(listed(template).await, owned(&[("conf-def-a", "2")]));
+    assert_eq!(listed(policy).await, owned(&[("conf-def-b", "3")]));
 }
 
 /// The incarnation fence of [`Store::apply`]: with a catalog entry, only writes of its

@@ -1,9 +1,12 @@
 //! The embedded document store: [`sluice_core::store::Store`] on fjall, in-process.
 //!
 //! # Layout on disk
-//! One fjall database under the store directory with two keyspaces: `documents`, keyed
-//! and encoded as the `record` module describes, and `catalog`, collection name to the
-//! JSON of its [`CollectionMeta`].
+//! One fjall database under the store directory with three keyspaces: `documents`, keyed
+//! and encoded as the `record` module describes; `catalog`, collection name to the
+//! JSON of its [`CollectionMeta`]; and `definitions`, `{kind}/{name}` (the kind's
+//! [`DefinitionKind::as_str`]) to the definition's bytes as given. Definitions are
+//! written and removed with a sync, like catalog entries, and take no apply lock: no
+//! document write depends on them.
 //!
 //! # Concurrency model
 //! fjall calls block, so every operation runs on tokio's blocking pool; the async
@@ -63,12 +66,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use foldhash::{HashMap, HashMapExt};
 use sluice_core::metrics::STORE_WRITES_TOTAL;
 use sluice_core::store::{
-    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
-    TombstoneHorizon, WriteOutcome,
+    CollectionMeta, CompactionPage, DefinitionKind, DocVersion, Store, StoreError, StoreWrite,
+    StoredDoc, TombstoneHorizon, WriteOutcome,
 };
 use sluice_core::{CollectionName, DocId, Generation, Seq};
 
@@ -78,6 +82,8 @@ use crate::record::{collection_end, collection_prefix, doc_key, id_from_key, Rec
 const DOCUMENTS_KEYSPACE: &str = "documents";
 /// Keyspace holding the collection catalog.
 const CATALOG_KEYSPACE: &str = "catalog";
+/// Keyspace holding named definitions (templates, lifecycle policies).
+const DEFINITIONS_KEYSPACE: &str = "definitions";
 /// Number of apply locks; collections hash onto them.
 const APPLY_LOCK_STRIPES: usize = 16;
 /// Most deletions `drop_documents` commits in one fjall batch, so that dropping a huge
@@ -102,6 +108,7 @@ struct Inner {
     db: Database,
     documents: Keyspace,
     catalog: Keyspace,
+    definitions: Keyspace,
     apply_locks: [Mutex<()>; APPLY_LOCK_STRIPES],
     /// Per collection, what `apply` checks batches against, read from the catalog on
     /// first use and kept current by catalog writes (under the apply lock).
@@ -182,12 +189,16 @@ impl EmbeddedStore {
         let catalog = db
             .keyspace(CATALOG_KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(storage_error)?;
+        let definitions = db
+            .keyspace(DEFINITIONS_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(storage_error)?;
         Ok(Arc::new(EmbeddedStore {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 db,
                 documents,
                 catalog,
+                definitions,
                 apply_locks: std::array::from_fn(|_| Mutex::new(())),
                 fences: Mutex::new(HashMap::new()),
             }),
@@ -545,6 +556,64 @@ impl Inner {
     }
 }
 
+/// The key of a definition, and the prefix of every key of its kind.
+fn definition_key(kind: DefinitionKind, name: &str) -> String {
+    format!("{}/{name}", kind.as_str())
+}
+
+impl Inner {
+    fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.definitions
+            .insert(definition_key(kind, name), value)
+            .map_err(storage_error)?;
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(storage_error)
+    }
+
+    fn get_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .definitions
+            .get(definition_key(kind, name))
+            .map_err(storage_error)?
+            .map(|value| Bytes::copy_from_slice(&value)))
+    }
+
+    fn list_definitions(&self, kind: DefinitionKind) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let prefix = definition_key(kind, "");
+        self.definitions
+            .prefix(&prefix)
+            .map(|entry| {
+                let (key, value) = entry.into_inner().map_err(storage_error)?;
+                let name = std::str::from_utf8(&key[prefix.len()..])
+                    .map_err(|e| StoreError::Corrupt(format!("definition name: {e}")))?;
+                Ok((name.to_owned(), Bytes::copy_from_slice(&value)))
+            })
+            .collect()
+    }
+
+    fn delete_definition(&self, kind: DefinitionKind, name: &str) -> Result<bool, StoreError> {
+        let key = definition_key(kind, name);
+        if self.definitions.get(&key).map_err(storage_error)?.is_none() {
+            return Ok(false);
+        }
+        self.definitions.remove(key).map_err(storage_error)?;
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(storage_error)?;
+        Ok(true)
+    }
+}
+
 fn decode_catalog_entry(json: &[u8]) -> Result<CollectionMeta, StoreError> {
     serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(format!("catalog entry: {e}")))
 }
@@ -643,6 +712,45 @@ impl Store for EmbeddedStore {
     async fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError> {
         let collection = collection.clone();
         self.run_blocking(move |inner| inner.delete_collection(&collection))
+            .await
+    }
+
+    async fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        value: Bytes,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.run_blocking(move |inner| inner.put_definition(kind, &name, &value))
+            .await
+    }
+
+    async fn get_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let name = name.to_owned();
+        self.run_blocking(move |inner| inner.get_definition(kind, &name))
+            .await
+    }
+
+    async fn list_definitions(
+        &self,
+        kind: DefinitionKind,
+    ) -> Result<Vec<(String, Bytes)>, StoreError> {
+        self.run_blocking(move |inner| inner.list_definitions(kind))
+            .await
+    }
+
+    async fn delete_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run_blocking(move |inner| inner.delete_definition(kind, &name))
             .await
     }
 }

@@ -12,11 +12,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sluice_core::faults::{FaultKind, FaultPoint, Faults};
 use sluice_core::ids::{CollectionName, DocId, Generation};
 use sluice_core::store::{
-    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
-    TombstoneHorizon, WriteOutcome,
+    CollectionMeta, CompactionPage, DefinitionKind, DocVersion, Store, StoreError, StoreWrite,
+    StoredDoc, TombstoneHorizon, WriteOutcome,
 };
 
 /// Wraps a store with the node's fault plans.
@@ -127,6 +128,42 @@ impl Store for FaultInjectingStore {
     async fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError> {
         self.inject().await?;
         self.inner.delete_collection(collection).await
+    }
+
+    async fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        value: Bytes,
+    ) -> Result<(), StoreError> {
+        self.inject().await?;
+        self.inner.put_definition(kind, name, value).await
+    }
+
+    async fn get_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        self.inject().await?;
+        self.inner.get_definition(kind, name).await
+    }
+
+    async fn list_definitions(
+        &self,
+        kind: DefinitionKind,
+    ) -> Result<Vec<(String, Bytes)>, StoreError> {
+        self.inject().await?;
+        self.inner.list_definitions(kind).await
+    }
+
+    async fn delete_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        self.inject().await?;
+        self.inner.delete_definition(kind, name).await
     }
 }
 

@@ -13,11 +13,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sluice_core::ids::{CollectionName, DocId, Generation};
 use sluice_core::resilience::Breaker;
 use sluice_core::store::{
-    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
-    TombstoneHorizon, WriteOutcome,
+    CollectionMeta, CompactionPage, DefinitionKind, DocVersion, Store, StoreError, StoreWrite,
+    StoredDoc, TombstoneHorizon, WriteOutcome,
 };
 
 /// Wraps a store with a breaker.
@@ -116,6 +117,44 @@ impl Store for GuardedStore {
     async fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError> {
         self.breaker
             .call(self.inner.delete_collection(collection))
+            .await
+    }
+
+    async fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        value: Bytes,
+    ) -> Result<(), StoreError> {
+        self.breaker
+            .call(self.inner.put_definition(kind, name, value))
+            .await
+    }
+
+    async fn get_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        self.breaker
+            .call(self.inner.get_definition(kind, name))
+            .await
+    }
+
+    async fn list_definitions(
+        &self,
+        kind: DefinitionKind,
+    ) -> Result<Vec<(String, Bytes)>, StoreError> {
+        self.breaker.call(self.inner.list_definitions(kind)).await
+    }
+
+    async fn delete_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        self.breaker
+            .call(self.inner.delete_definition(kind, name))
             .await
     }
 }

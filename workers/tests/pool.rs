@@ -34,8 +34,8 @@ use sluice_core::op::{DocBatch, DocOp, Event, EventBatch};
 use sluice_core::resilience::Breakers;
 use sluice_core::schema::Schema;
 use sluice_core::store::{
-    CollectionMeta, CompactionPage, DocVersion, Store, StoreError, StoreWrite, StoredDoc,
-    TombstoneHorizon, WriteOutcome,
+    CollectionMeta, CompactionPage, DefinitionKind, DocVersion, Store, StoreError, StoreWrite,
+    StoredDoc, TombstoneHorizon, WriteOutcome,
 };
 use sluice_core::subjects::{self, StreamKind, WORKERS_CONSUMER};
 use sluice_queue::testing::NatsServer;
@@ -281,6 +281,34 @@ impl Store for FaultyStore {
 
     async fn delete_collection(&self, collection: &CollectionName) -> Result<(), StoreError> {
         self.inner.delete_collection(collection).await
+    }
+    async fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        value: Bytes,
+    ) -> Result<(), StoreError> {
+        self.inner.put_definition(kind, name, value).await
+    }
+    async fn get_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        self.inner.get_definition(kind, name).await
+    }
+    async fn list_definitions(
+        &self,
+        kind: DefinitionKind,
+    ) -> Result<Vec<(String, Bytes)>, StoreError> {
+        self.inner.list_definitions(kind).await
+    }
+    async fn delete_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.delete_definition(kind, name).await
     }
 }
 

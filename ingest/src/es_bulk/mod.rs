@@ -9,6 +9,10 @@
 //! shaped like Elasticsearch's: `{"took", "errors", "items": [{"<action>": {"_index",
 //! "_id", "result", "status", "error": {"type", "reason"}}}]}`.
 //!
+//! An index that does not exist yet is created with the schema of the index template
+//! matching its name ([`crate::es_setup::template_schema`]), else with one inferred from
+//! the request's documents, as native ingest does.
+//!
 //! `index` and `delete` are blind writes, ordered by log sequence like native ones.
 //! `create`, `update` and any item with `if_seq_no` depend on the current document: the
 //! handler locks their ids ([`crate::id_locks`]), waits until every write appended
@@ -62,11 +66,12 @@ use crate::bulk::{
     BatchLimits, InferenceSample, RequestLimits, WaitFor, INFERENCE_SAMPLE_LINES,
 };
 use crate::error::ApiError;
+use crate::es_setup::{ensure_from_template, template_schema, TemplateFailure};
 use crate::state::AppState;
 use crate::visibility::Written;
 use reader::{merge, parse_update, Action, BulkItem};
-pub use response::BulkResponse;
 use response::{bound_reasons, ItemError, Outcome};
+pub use response::{BulkResponse, ItemOutcome};
 
 /// Query parameters of `_bulk`.
 #[derive(Debug, Default, Deserialize)]
@@ -92,7 +97,7 @@ pub struct BulkParams {
 }
 
 impl BulkParams {
-    fn wait(&self) -> Result<WaitFor, ApiError> {
+    pub(crate) fn wait(&self) -> Result<WaitFor, ApiError> {
         let refresh = match self.refresh.as_deref() {
             None | Some("false") => WaitFor::Durable,
             Some("" | "true" | "wait_for") => WaitFor::Searchable,
@@ -173,6 +178,20 @@ async fn run(
     let _permit = admit(&state).await?;
     let body = read_limited(body, state.inner.config.max_body_size.as_u64() as usize).await?;
     require_documents(&body)?;
+    execute(state, default_index, wait, idempotency_key, body, started).await
+}
+
+/// Runs a bulk body already read (and admitted): pairing, validation, one durable append,
+/// the wait `wait` asks for. The single-document routes ([`crate::es_documents`]) come
+/// here too, with a body of one item.
+pub(crate) async fn execute(
+    state: AppState,
+    default_index: Option<String>,
+    wait: WaitFor,
+    idempotency_key: Option<String>,
+    body: Bytes,
+    started: Instant,
+) -> Result<BulkResponse, ApiError> {
     let limits = state.line_limits();
     let max_fields = state.inner.config.max_fields_per_collection;
     let max_reported_errors = state.inner.config.max_reported_errors;
@@ -200,7 +219,23 @@ async fn run(
         let meta = match CollectionName::new(&**index) {
             Ok(name) => {
                 let sample = samples.get(&**index).map_or(&[][..], Vec::as_slice);
-                match ensure_collection(&state, &name, sample).await {
+                // A new index takes its schema from a matching index template, if any.
+                let ensured = match template_schema(&state, &name).await {
+                    Ok(Some(schema)) => ensure_from_template(&state, &name, schema).await,
+                    Ok(None) => ensure_collection(&state, &name, sample).await,
+                    Err(TemplateFailure::Refused(message)) => {
+                        metas.insert(
+                            index.to_string(),
+                            Err(LineError {
+                                code: ErrorCode::InvalidSchema,
+                                message,
+                            }),
+                        );
+                        continue;
+                    }
+                    Err(TemplateFailure::Store(error)) => return Err(error),
+                };
+                match ensured {
                     Ok(meta) => Ok(meta),
                     // An index the collection limits refuse fails its own items only.
                     Err(error) if error.code() == ErrorCode::TooManyCollections => Err(LineError {

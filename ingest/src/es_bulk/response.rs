@@ -146,6 +146,38 @@ impl BulkResponse {
     }
 }
 
+/// What became of one item, for the routes that send a body of one
+/// ([`BulkResponse::into_single`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemOutcome {
+    /// The document id, given or assigned.
+    pub id: Option<String>,
+    /// The item's HTTP status.
+    pub status: u16,
+    /// `created`, `updated`, `deleted` or `noop`, when it succeeded.
+    pub result: Option<&'static str>,
+    /// The error type and reason, when it failed.
+    pub error: Option<(&'static str, String)>,
+    /// The op's log sequence (`_seq_no`), when appended to the log.
+    pub seq_no: Option<u64>,
+}
+
+impl BulkResponse {
+    /// The outcome of the first item (a body of one item has only that one).
+    pub fn into_single(self) -> Option<ItemOutcome> {
+        let outcome = self.outcomes.into_iter().next()?;
+        Some(ItemOutcome {
+            id: outcome.id,
+            status: outcome.status,
+            result: outcome.result,
+            seq_no: outcome.seq_no,
+            error: outcome
+                .error
+                .map(|e| (e.kind, e.reason.map(Cow::into_owned).unwrap_or_default())),
+        })
+    }
+}
+
 /// Bytes of the answer written per chunk of the streamed body.
 const ANSWER_CHUNK_BYTES: usize = 64 * 1024;
 
