@@ -107,6 +107,18 @@ try:
     out["create_twice"] = "no error"
 except ConflictError as e:
     out["create_twice"] = [e.meta.status, e.error]
+current = es.get(index="esdocs", id="c1")
+r = es.index(index="esdocs", id="c1", document={"title": "changed once"},
+             if_seq_no=current["_seq_no"], if_primary_term=current["_primary_term"])
+out["if_seq_no"] = [r["result"], r["_seq_no"] > current["_seq_no"],
+                    es.get(index="esdocs", id="c1")["_seq_no"] == r["_seq_no"]]
+docs["c1"] = {"title": "changed once"}
+try:
+    es.index(index="esdocs", id="c1", document={"title": "stale"},
+             if_seq_no=current["_seq_no"], if_primary_term=current["_primary_term"])
+    out["if_seq_no_stale"] = "no error"
+except ConflictError as e:
+    out["if_seq_no_stale"] = [e.meta.status, e.error]
 es.index(index="esdocs", id="gone", document={"title": "to delete"})
 out["delete"] = es.delete(index="esdocs", id="gone")["result"]
 try:
@@ -356,6 +368,16 @@ async fn the_official_python_client_manages_documents_indexes_and_setup() {
     assert_eq!(summary["create"], json!(["created", 201]), "{summary}");
     assert_eq!(
         summary["create_twice"],
+        json!([409, "version_conflict_engine_exception"]),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["if_seq_no"],
+        json!(["updated", true, true]),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["if_seq_no_stale"],
         json!([409, "version_conflict_engine_exception"]),
         "{summary}"
     );
