@@ -71,7 +71,7 @@ print(json.dumps({
 /// script wrote.
 const MANAGEMENT_SCRIPT: &str = r#"
 import json, sys
-from elasticsearch import Elasticsearch, BadRequestError, ConflictError, NotFoundError
+from elasticsearch import Elasticsearch, BadRequestError, ConflictError, NotFoundError, helpers
 
 url = sys.argv[1]
 es = Elasticsearch(url, request_timeout=120)
@@ -143,6 +143,20 @@ policy = {"phases": {"hot": {"actions": {"rollover": {"max_age": "1d"}}}}}
 es.ilm.put_lifecycle(name="hot-only", policy=policy)
 got = es.ilm.get_lifecycle(name="hot-only")["hot-only"]
 out["policy"] = [got["policy"] == policy, got["version"]]
+es.indices.create_data_stream(name="logs-app-default")
+events = ({"_op_type": "create", "_index": "logs-app-default",
+           "_source": {"@timestamp": f"2024-06-01T00:00:{i:02d}Z", "message": f"event {i}"}}
+          for i in range(20))
+ok, errors = helpers.bulk(es, events, refresh="wait_for")
+streams = es.indices.get_data_stream(name="logs-app-*")["data_streams"]
+out["data_stream"] = [ok, len(errors), es.count(index="logs-app-default")["count"],
+                      [s["name"] for s in streams], streams[0]["timestamp_field"]["name"]]
+es.indices.delete_data_stream(name="logs-app-default")
+try:
+    es.indices.get_data_stream(name="logs-app-default")
+    out["data_stream_gone"] = "still there"
+except NotFoundError as e:
+    out["data_stream_gone"] = e.meta.status
 lic = es.license.get()["license"]
 out["license"] = [lic["type"], lic["status"]]
 nodes = list(es.nodes.info(metric="http")["nodes"].values())
@@ -383,6 +397,12 @@ async fn the_official_python_client_manages_documents_indexes_and_setup() {
     );
     assert_eq!(summary["delete"], "deleted", "{summary}");
     assert_eq!(summary["delete_again"], 404, "{summary}");
+    assert_eq!(
+        summary["data_stream"],
+        json!([20, 0, 20, ["logs-app-default"], "@timestamp"]),
+        "{summary}"
+    );
+    assert_eq!(summary["data_stream_gone"], 404, "{summary}");
 
     // Every document reads back as the script wrote it (the primary key filled from
     // `_id` aside), the deleted one is not found.

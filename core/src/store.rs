@@ -238,15 +238,18 @@ pub enum DefinitionKind {
     LegacyTemplate,
     /// An index lifecycle policy (`/_ilm/policy/{name}`).
     LifecyclePolicy,
+    /// A data stream (`/_data_stream/{name}`): the collection of its name.
+    DataStream,
 }
 
 impl DefinitionKind {
     /// Every kind.
-    pub const ALL: [DefinitionKind; 4] = [
+    pub const ALL: [DefinitionKind; 5] = [
         DefinitionKind::IndexTemplate,
         DefinitionKind::ComponentTemplate,
         DefinitionKind::LegacyTemplate,
         DefinitionKind::LifecyclePolicy,
+        DefinitionKind::DataStream,
     ];
 
     /// A stable name for the kind (stores key definitions by it).
@@ -256,6 +259,7 @@ impl DefinitionKind {
             DefinitionKind::ComponentTemplate => "component_template",
             DefinitionKind::LegacyTemplate => "legacy_template",
             DefinitionKind::LifecyclePolicy => "lifecycle_policy",
+            DefinitionKind::DataStream => "data_stream",
         }
     }
 }

@@ -230,7 +230,7 @@ fn check_name(name: &str) -> Result<(), EsError> {
 
 /// Refuses a read's name expression that no definition name (comma lists and `*`
 /// patterns of them) could be.
-fn check_expression(expression: &str) -> Result<(), EsError> {
+pub(crate) fn check_expression(expression: &str) -> Result<(), EsError> {
     expression
         .split(',')
         .map(|part| part.replace('*', "x"))

@@ -24,6 +24,7 @@
 //! - [`es_mapping`]: Elasticsearch mappings and settings to and from sluice schemas.
 //! - [`es_setup`]: what shippers call while setting up: nodes, license, X-Pack, and the
 //!   templates and lifecycle policies kept in the store.
+//! - [`es_data_streams`]: Elasticsearch data streams, one collection each.
 //! - [`es_error`]: the errors of those routes, in Elasticsearch's shape and sluice's.
 //! - [`documents`]: `GET`/`DELETE` of one document.
 //! - [`id_locks`]: per-id locks of the writes that depend on the current document.
@@ -48,6 +49,7 @@ pub mod documents;
 pub mod error;
 pub mod es_bulk;
 pub mod es_compat;
+pub mod es_data_streams;
 pub mod es_documents;
 pub mod es_error;
 pub mod es_indices;

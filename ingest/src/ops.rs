@@ -163,6 +163,10 @@ fn es_paths(
     // DELETE /{index}.
     let mut own_index = es_index.clone();
     own_index["schema"]["example"] = json!("openapi_es_index");
+    // A data stream (a collection name) no other operation relies on.
+    let mut stream = es_index.clone();
+    stream["name"] = json!("name");
+    stream["schema"]["example"] = json!("openapi_stream");
     let refresh = json!({"name": "refresh", "in": "query", "schema": {"type": "string", "enum": ["true", "false", "wait_for"], "example": "false"},
         "description": "true or wait_for: answer once searchable (as wait=searchable)"});
     let wait = json!({"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["durable", "searchable"], "default": "durable"}});
@@ -321,6 +325,14 @@ fn es_paths(
             "delete": {"summary": "Elasticsearch delete legacy index template", "parameters": [name("openapi_legacy_gone")], "responses": acknowledged()}
         },
         "/_template": {"get": read("Elasticsearch legacy index templates, all", json!([]))},
+        "/_data_stream": {"get": read("Elasticsearch data streams, all", json!([]))},
+        "/_data_stream/{name}": {
+            "put": {"summary": "Elasticsearch create data stream: a collection of that name (schema from a matching index template, else inferred), recorded as a stream; 400 resource_already_exists_exception when it exists",
+                    "parameters": [stream],
+                    "responses": with_errors(json!({"200": ok("acknowledged")}))},
+            "get": read("Elasticsearch get data stream: names, comma lists, * patterns", json!([name("openapi_stream")])),
+            "delete": {"summary": "Elasticsearch delete data stream: the stream and its collection", "parameters": [name("openapi_stream_gone")], "responses": acknowledged()}
+        },
         "/_ilm/policy": {"get": read("Elasticsearch lifecycle policies, all", json!([]))},
         "/_ilm/policy/{name}": {
             "put": definition_put("Elasticsearch put lifecycle policy: stored durably, returned with version and modified_date; never run", "openapi_policy", policy),

@@ -20,8 +20,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::state::AppState;
 use crate::{
-    body, bulk, collections, dlq, documents, error, es_bulk, es_compat, es_documents, es_indices,
-    es_search, es_setup, faults, ops, search,
+    body, bulk, collections, dlq, documents, error, es_bulk, es_compat, es_data_streams,
+    es_documents, es_indices, es_search, es_setup, faults, ops, search,
 };
 
 /// The whole API. A request body must arrive within `body_read_timeout`.
@@ -133,6 +133,15 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
                     .get(es_setup::get_legacy_template)
                     .head(es_setup::legacy_template_exists)
                     .delete(es_setup::delete_legacy_template),
+            ),
+        )
+        .route("/_data_stream", get(es_data_streams::all_data_streams))
+        .route(
+            "/_data_stream/{name}",
+            control(
+                put(es_data_streams::put_data_stream)
+                    .get(es_data_streams::get_data_stream)
+                    .delete(es_data_streams::delete_data_stream),
             ),
         )
         .route("/_ilm/policy", get(es_setup::all_lifecycle_policies))
