@@ -270,30 +270,12 @@ fn interval_ms(interval: &str) -> Option<i64> {
 
 /// A fixed `time_zone` offset in milliseconds (`+02:00` is 7,200,000).
 fn zone_offset_ms(name: &str, zone: &Value) -> Result<i64, SearchError> {
-    let bad = || {
+    let offset = super::dsl::parse_zone(zone).map_err(|_| {
         invalid(format!(
             "aggregation [{name}]: time_zone {zone} is not supported; use a fixed offset such as \"+02:00\""
         ))
-    };
-    let text = zone.as_str().ok_or_else(bad)?;
-    if matches!(text, "Z" | "UTC" | "utc" | "Etc/UTC" | "GMT" | "+00:00") {
-        return Ok(0);
-    }
-    let (sign, rest) = match text.as_bytes().first() {
-        Some(b'+') => (1, &text[1..]),
-        Some(b'-') => (-1, &text[1..]),
-        _ => return Err(bad()),
-    };
-    let digits: String = rest.chars().filter(|c| *c != ':').collect();
-    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let hours: i64 = digits[..2].parse().map_err(|_| bad())?;
-    let minutes: i64 = digits[2..].parse().map_err(|_| bad())?;
-    if hours > 18 || minutes > 59 {
-        return Err(bad());
-    }
-    Ok(sign * (hours * 60 + minutes) * MINUTE_MS)
+    })?;
+    Ok(i64::from(offset.whole_seconds()) * 1_000)
 }
 
 #[cfg(test)]

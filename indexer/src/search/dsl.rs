@@ -1136,7 +1136,7 @@ fn as_bool(value: &Value) -> Option<bool> {
 }
 
 /// A fixed offset: `Z`, `UTC`, `+02:00`, `-0530`.
-fn parse_zone(zone: &Value) -> Result<UtcOffset, SearchError> {
+pub(super) fn parse_zone(zone: &Value) -> Result<UtcOffset, SearchError> {
     let bad = || {
         invalid(format!(
             "time_zone {zone} is not supported: use a fixed offset such as \"+02:00\" or \"Z\""
