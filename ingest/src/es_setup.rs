@@ -433,6 +433,22 @@ async fn matching(
     Ok(found)
 }
 
+/// `HEAD` of a definition: 200 when it exists, else 404 (no body, as for any HEAD).
+async fn exists(state: &AppState, kind: DefinitionKind, name: &str) -> Result<StatusCode, EsError> {
+    check_name(name)?;
+    let found = state
+        .inner
+        .store
+        .get_definition(kind, name)
+        .await
+        .map_err(store_error)?;
+    Ok(if found.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
 async fn delete(
     state: &AppState,
     kind: DefinitionKind,
@@ -506,18 +522,7 @@ pub async fn index_template_exists(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, EsError> {
-    check_name(&name)?;
-    let found = state
-        .inner
-        .store
-        .get_definition(DefinitionKind::IndexTemplate, &name)
-        .await
-        .map_err(store_error)?;
-    Ok(if found.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
-    })
+    exists(&state, DefinitionKind::IndexTemplate, &name).await
 }
 
 /// `DELETE /_index_template/{name}`
@@ -594,18 +599,7 @@ pub async fn component_template_exists(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, EsError> {
-    check_name(&name)?;
-    let found = state
-        .inner
-        .store
-        .get_definition(DefinitionKind::ComponentTemplate, &name)
-        .await
-        .map_err(store_error)?;
-    Ok(if found.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
-    })
+    exists(&state, DefinitionKind::ComponentTemplate, &name).await
 }
 
 /// `DELETE /_component_template/{name}`
@@ -683,18 +677,7 @@ pub async fn legacy_template_exists(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, EsError> {
-    check_name(&name)?;
-    let found = state
-        .inner
-        .store
-        .get_definition(DefinitionKind::LegacyTemplate, &name)
-        .await
-        .map_err(store_error)?;
-    Ok(if found.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
-    })
+    exists(&state, DefinitionKind::LegacyTemplate, &name).await
 }
 
 /// `DELETE /_template/{name}`
