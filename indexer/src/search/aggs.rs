@@ -16,6 +16,7 @@
 //!   `interval`) in the units that are fixed in UTC: minute, hour, day, week (weeks start
 //!   on Monday, as in Elasticsearch). Months, quarters and years are refused. `time_zone`
 //!   takes fixed offsets (`+02:00`), which shift the buckets to local boundaries.
+//!   `format: epoch_millis` (what Grafana sends) is taken: keys are epoch milliseconds.
 //!
 //! - `terms` without `shard_size` keeps [`DEFAULT_SEGMENT_SIZE`] terms per segment
 //!   (Tantivy's default is ten times `size`), so counts are exact up to that many
@@ -195,6 +196,10 @@ fn default_segment_size(body: &mut Map<String, Value>) {
 }
 
 fn rewrite_date_histogram(name: &str, body: &mut Map<String, Value>) -> Result<(), SearchError> {
+    // Bucket keys are epoch milliseconds already; `key_as_string` stays RFC 3339.
+    if body.get("format").and_then(Value::as_str) == Some("epoch_millis") {
+        body.remove("format");
+    }
     let calendar = match (body.remove("calendar_interval"), body.remove("interval")) {
         (Some(_), Some(_)) => {
             return Err(invalid(format!(

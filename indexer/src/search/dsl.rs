@@ -24,7 +24,9 @@
 //! `epoch_millis`), or date math: an anchor (`now` or a date followed by `||`), then
 //! `+N` / `-N` units (`y M w d h H m s`) and an optional rounding `/unit`. Like
 //! Elasticsearch, rounding goes down for `gte` and `lt` and up (to the unit's last
-//! millisecond) for `gt` and `lte`. `time_zone` takes fixed offsets (`+02:00`, `Z`).
+//! millisecond) for `gt` and `lte`. `time_zone` takes fixed offsets (`+02:00`, `Z`);
+//! `format` takes `epoch_millis`, `epoch_second` (strings of digits too) and the ISO 8601
+//! formats whose strings these already are.
 //!
 //! Nesting is bounded by `indexer.max_query_depth` (compound clauses count one level
 //! each), and the text of `query_string` clauses by the same length and depth limits as
@@ -413,7 +415,11 @@ impl Compiler<'_, '_> {
                 Term::from_field_bool(field, as_bool(value).ok_or_else(|| mistyped("a bool"))?)
             }
             FieldType::Datetime => {
-                let millis = self.date_millis(clause, value, Rounding::None, UtcOffset::UTC)?;
+                let epoch = Epoch::Millis {
+                    digit_strings: false,
+                };
+                let millis =
+                    self.date_millis(clause, value, Rounding::None, UtcOffset::UTC, epoch)?;
                 Term::from_field_date(field, DateTime::from_timestamp_millis(millis))
             }
             FieldType::Json => {
@@ -525,11 +531,12 @@ impl Compiler<'_, '_> {
             "time_zone",
             "relation",
         ])?;
-        if let Some(format) = params.get("format") {
-            return Err(invalid(format!(
-                "[range] format {format} is not supported: dates are RFC 3339, yyyy-MM-dd or epoch milliseconds"
-            )));
-        }
+        let epoch = match params.get("format") {
+            None => Epoch::Millis {
+                digit_strings: false,
+            },
+            Some(format) => parse_date_format(format)?,
+        };
         if let Some(relation) = params.get("relation") {
             if !relation
                 .as_str()
@@ -566,7 +573,7 @@ impl Compiler<'_, '_> {
                 return Ok(None);
             }
             if declared.field_type == FieldType::Datetime {
-                let millis = self.date_millis("range", value, rounding, zone)?;
+                let millis = self.date_millis("range", value, rounding, zone, epoch)?;
                 return Ok(Some(Term::from_field_date(
                     declared.field,
                     DateTime::from_timestamp_millis(millis),
@@ -941,14 +948,32 @@ impl Compiler<'_, '_> {
         value: &Value,
         rounding: Rounding,
         zone: UtcOffset,
+        epoch: Epoch,
     ) -> Result<i64, SearchError> {
         let bad = || {
             invalid(format!(
                 "[{clause}] {value} is not a date: use RFC 3339, yyyy-MM-dd, epoch milliseconds or date math such as now-1h"
             ))
         };
+        let (unit_ms, digit_strings) = match epoch {
+            Epoch::Millis { digit_strings } => (1, digit_strings),
+            Epoch::Seconds => (1_000, true),
+        };
         match value {
-            Value::Number(number) => number.as_i64().ok_or_else(bad),
+            Value::Number(number) => number
+                .as_i64()
+                .and_then(|n| n.checked_mul(unit_ms))
+                .ok_or_else(bad),
+            Value::String(text)
+                if digit_strings
+                    && !text.is_empty()
+                    && text.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                text.parse::<i64>()
+                    .ok()
+                    .and_then(|n| n.checked_mul(unit_ms))
+                    .ok_or_else(bad)
+            }
             Value::String(text) => {
                 let (anchor, math) = if let Some(math) = text.strip_prefix("now") {
                     (self.context.now, math)
@@ -972,6 +997,53 @@ enum Analyzed {
     Exact(Term),
     /// The analyzed tokens of a text.
     Tokens(Vec<Term>),
+}
+
+/// How a range reads numbers (and, with an epoch `format`, strings of digits) on a date
+/// field.
+#[derive(Clone, Copy)]
+enum Epoch {
+    /// Epoch milliseconds (Elasticsearch's default `epoch_millis`).
+    Millis { digit_strings: bool },
+    /// Epoch seconds (`format: epoch_second`).
+    Seconds,
+}
+
+/// The date formats a range may name, `||`-separated as in Elasticsearch: the ones whose
+/// strings sluice parses anyway (ISO 8601 dates and times), and the epoch formats.
+fn parse_date_format(format: &Value) -> Result<Epoch, SearchError> {
+    const ISO: [&str; 8] = [
+        "strict_date_optional_time",
+        "date_optional_time",
+        "strict_date_optional_time_nanos",
+        "strict_date_time",
+        "date_time",
+        "strict_date",
+        "date",
+        "yyyy-MM-dd",
+    ];
+    let refused = || {
+        invalid(format!(
+            "[range] format {format} is not supported: use epoch_millis, epoch_second or an ISO 8601 format (strict_date_optional_time)"
+        ))
+    };
+    let text = format.as_str().ok_or_else(refused)?;
+    let mut epoch = Epoch::Millis {
+        digit_strings: false,
+    };
+    for part in text.split("||").map(str::trim) {
+        match part {
+            "epoch_millis" => {
+                epoch = Epoch::Millis {
+                    digit_strings: true,
+                }
+            }
+            "epoch_second" => epoch = Epoch::Seconds,
+            iso if ISO.contains(&iso) => {}
+            _ => return Err(refused()),
+        }
+    }
+    Ok(epoch)
 }
 
 /// How date math rounds a `/unit` suffix.

@@ -518,6 +518,14 @@ mod tests {
                 expected(|i| ts_hours(i) < 1),
             ),
             (json!({"range": {"ts": {"gte": "now-1h"}}}), 0),
+            (
+                json!({"range": {"ts": {"gte": (base + 3_600_000).to_string(), "format": "epoch_millis"}}}),
+                expected(|i| ts_hours(i) >= 1),
+            ),
+            (
+                json!({"range": {"ts": {"lt": base / 1000 + 7_200, "format": "strict_date_optional_time||epoch_second"}}}),
+                expected(|i| ts_hours(i) < 2),
+            ),
             (json!({"range": {"ts": {"lte": "now/d"}}}), DOCS as u64),
             (
                 json!({"exists": {"field": "price"}}),
