@@ -382,19 +382,29 @@ fn highlight_fields(highlight: &Value) -> Result<(Vec<String>, String, String), 
     Ok((fields, tags.0, tags.1))
 }
 
-/// Whether `path` (dotted) matches `pattern` (`*` matches any run of characters).
+/// Whether `path` (dotted) matches `pattern` (`*` matches any run of characters). Linear
+/// in the pattern times the path, however many `*` the pattern has.
 fn glob_matches(pattern: &str, path: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == path,
-        Some((prefix, rest)) => {
-            let Some(tail) = path.strip_prefix(prefix) else {
-                return false;
-            };
-            (0..=tail.len())
-                .filter(|at| tail.is_char_boundary(*at))
-                .any(|at| glob_matches(rest, &tail[at..]))
+    let (pattern, path) = (pattern.as_bytes(), path.as_bytes());
+    let (mut p, mut s) = (0, 0);
+    // Where the last `*` was, and the path position it is tried at.
+    let mut star: Option<(usize, usize)> = None;
+    while s < path.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, s));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == path[s] {
+            p += 1;
+            s += 1;
+        } else if let Some((star_at, tried)) = star {
+            p = star_at + 1;
+            s = tried + 1;
+            star = Some((star_at, tried + 1));
+        } else {
+            return false;
         }
     }
+    pattern[p..].iter().all(|b| *b == b'*')
 }
 
 impl SourceFilter {
@@ -764,6 +774,11 @@ mod tests {
             filter(&["t*"], &["tags"]).apply(doc.clone()),
             Some(json!({"title": "t"}))
         );
+        assert!(glob_matches("a*b*c", "axxbyyc"));
+        assert!(glob_matches("*", ""));
+        assert!(!glob_matches("a*b", "axxc"));
+        let stars = "*a".repeat(40);
+        assert!(!glob_matches(&stars, &"a".repeat(39)));
         let off = SourceFilter {
             disabled: true,
             ..SourceFilter::default()

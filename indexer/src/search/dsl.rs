@@ -29,8 +29,10 @@
 //! formats whose strings these already are.
 //!
 //! Nesting is bounded by `indexer.max_query_depth` (compound clauses count one level
-//! each), and the text of `query_string` clauses by the same length and depth limits as
-//! `q`; compilation runs on the parse thread ([`crate::query_limits::on_parse_stack`]).
+//! each); the text of each `query_string`, `match`-like and `prefix` clause by
+//! `indexer.max_query_length` (and query strings by the depth limit of `q`); a `terms` or
+//! `ids` clause holds at most [`MAX_TERMS`] values. Compilation runs on the parse thread
+//! ([`crate::query_limits::on_parse_stack`]).
 
 use std::ops::Bound;
 
@@ -48,6 +50,9 @@ use time::{Date, Duration, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOf
 
 use crate::index_schema::{DeclaredField, IndexSchema};
 use crate::query_limits::{self, QueryLimits};
+
+/// Most values of one `terms` or `ids` clause (Elasticsearch's `index.max_terms_count`).
+pub const MAX_TERMS: usize = 65_536;
 
 /// What a DSL query is compiled against.
 pub(super) struct DslContext<'a> {
@@ -135,6 +140,7 @@ impl Compiler<'_, '_> {
                 let prefix = value
                     .as_str()
                     .ok_or_else(|| invalid("[prefix] value must be a string"))?;
+                self.context.limits.check_length([prefix])?;
                 let query = self.prefix_query(field, prefix)?;
                 Ok(boosted(query, params.boost()?))
             }),
@@ -148,6 +154,12 @@ impl Compiler<'_, '_> {
                     .required("values")?
                     .as_array()
                     .ok_or_else(|| invalid("[ids] values must be an array of ids"))?;
+                if values.len() > MAX_TERMS {
+                    return Err(SearchError::QueryTooComplex(format!(
+                        "[ids] has {} values; the limit is {MAX_TERMS}",
+                        values.len()
+                    )));
+                }
                 let terms = values
                     .iter()
                     .map(|value| self.exact_term(name, Target::Id, value))
@@ -341,6 +353,8 @@ impl Compiler<'_, '_> {
             Value::Number(_) | Value::Bool(_) => text.to_string(),
             _ => return Err(invalid(format!("[{clause}] query must be a string"))),
         };
+        // Every token becomes a clause: bounded like query text.
+        self.context.limits.check_length([text.as_str()])?;
         let mut analyzer = self
             .context
             .index
@@ -453,6 +467,12 @@ impl Compiler<'_, '_> {
         let values = values.as_array().ok_or_else(|| {
             invalid("[terms] takes an array of values (terms lookup is not supported)")
         })?;
+        if values.len() > MAX_TERMS {
+            return Err(SearchError::QueryTooComplex(format!(
+                "[terms] has {} values; the limit is {MAX_TERMS}, as Elasticsearch's index.max_terms_count",
+                values.len()
+            )));
+        }
         let target = self.target(field);
         let terms = values
             .iter()

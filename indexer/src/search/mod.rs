@@ -640,6 +640,18 @@ mod tests {
             run(&shards, dsl(deep)),
             Err(SearchError::QueryTooComplex(_))
         ));
+        let many: Vec<String> = (0..=dsl::MAX_TERMS).map(|n| format!("t{n}")).collect();
+        let long = "word ".repeat(10_000);
+        for query in [
+            json!({"terms": {"tags": many}}),
+            json!({"match": {"title": long}}),
+            json!({"prefix": {"tags": long}}),
+        ] {
+            assert!(
+                matches!(run(&shards, dsl(query)), Err(SearchError::QueryTooComplex(_))),
+                "an oversized clause is refused"
+            );
+        }
     }
 
     #[test]
