@@ -190,6 +190,10 @@ fn translate(params: &str, body: &[u8]) -> Result<Translated, ApiError> {
         }
     }
     let body_query = body.remove("query");
+    // `df` and `default_operator` only qualify a `q`.
+    if !url_query.contains_key("query") {
+        url_query.clear();
+    }
     request.query = match (body_query, url_query.is_empty()) {
         (query, true) => query,
         (None, false) => Some(json!({"query_string": url_query})),

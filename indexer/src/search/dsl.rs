@@ -288,6 +288,9 @@ impl Compiler<'_, '_> {
                     _ if and => 0,
                     _ => 1,
                 };
+                if minimum > count {
+                    return Ok(Box::new(EmptyQuery));
+                }
                 Box::new(BooleanQuery::with_minimum_required_clauses(
                     clauses, minimum,
                 ))
@@ -1170,7 +1173,8 @@ fn parse_operator(clause: &str, operator: Option<&Value>) -> Result<bool, Search
 }
 
 /// How many of `optional` clauses must match, from an Elasticsearch
-/// `minimum_should_match`: `2`, `-1`, `"75%"`, `"-25%"`.
+/// `minimum_should_match`: `2`, `-1`, `"75%"`, `"-25%"`; more than `optional` (which
+/// no document can satisfy) is kept, as Elasticsearch keeps it.
 fn minimum_should_match(clause: &str, spec: &Value, optional: usize) -> Result<usize, SearchError> {
     let bad = || {
         invalid(format!(
@@ -1191,7 +1195,8 @@ fn minimum_should_match(clause: &str, spec: &Value, optional: usize) -> Result<u
         _ => return Err(bad()),
     };
     let required = if count < 0 { optional + count } else { count };
-    Ok(required.clamp(0, optional) as usize)
+    // More than there are matches nothing, as in Elasticsearch.
+    Ok(required.max(0) as usize)
 }
 
 fn as_i64(value: &Value) -> Option<i64> {
@@ -1422,7 +1427,8 @@ mod tests {
         assert_eq!(msm(Value::from(-1), 3), 2);
         assert_eq!(msm(Value::from("75%"), 4), 3);
         assert_eq!(msm(Value::from("-25%"), 4), 3);
-        assert_eq!(msm(Value::from(9), 3), 3);
+        assert_eq!(msm(Value::from(9), 3), 9);
+        assert_eq!(msm(Value::from(-9), 3), 0);
         assert!(minimum_should_match("bool", &Value::from("2<75%"), 3).is_err());
     }
 }

@@ -561,6 +561,14 @@ mod tests {
                 }),
             ),
             (
+                json!({"bool": {"should": [{"term": {"tags": "tag1"}}, {"match": {"title": "red"}}], "minimum_should_match": 3}}),
+                0,
+            ),
+            (
+                json!({"match": {"title": {"query": "red book", "minimum_should_match": 3}}}),
+                0,
+            ),
+            (
                 json!({"bool": {"must": {"match": {"title": "red"}}, "should": {"term": {"tags": "tag1"}}}}),
                 expected(|i| i % 3 == 0),
             ),
@@ -648,7 +656,10 @@ mod tests {
             json!({"prefix": {"tags": long}}),
         ] {
             assert!(
-                matches!(run(&shards, dsl(query)), Err(SearchError::QueryTooComplex(_))),
+                matches!(
+                    run(&shards, dsl(query)),
+                    Err(SearchError::QueryTooComplex(_))
+                ),
                 "an oversized clause is refused"
             );
         }
