@@ -567,7 +567,7 @@ async fn every_answer_says_elasticsearch_and_echoes_the_compatible_media_type() 
 /// documents, never from sluice).
 const SEARCH_SCRIPT: &str = r#"
 import collections, datetime, json, re, sys
-from elasticsearch import Elasticsearch, helpers, BadRequestError
+from elasticsearch import Elasticsearch, helpers, BadRequestError, NotFoundError
 
 url, corpus_path = sys.argv[1], sys.argv[2]
 es = Elasticsearch(url, request_timeout=120)
@@ -679,6 +679,31 @@ results["cardinality_close"] = [abs(got["authors"]["value"] - len(authors)) <= 0
 median = sorted(prices)[len(prices) // 2]
 results["median_close"] = [abs(got["median"]["values"]["50.0"] - median) <= 0.03 * median, True,
                            got["median"]["values"]["50.0"], median]
+# The same corpus split over two indices, searched as one through a pattern and a list.
+halves = {"esmulti-a": docs[: len(docs) // 2], "esmulti-b": docs[len(docs) // 2:]}
+for index, part in halves.items():
+    ok, errors = helpers.bulk(es, ({"_index": index, "_id": d["id"], "_source": d} for d in part),
+                              chunk_size=500, refresh="wait_for")
+    assert ok == len(part) and not errors, (ok, errors)
+home = {d["id"]: index for index, part in halves.items() for d in part}
+for name in ("match", "bool", "range_date_math"):
+    query, pred = cases[name]
+    got_total = es.search(index="esmulti-*", query=query, size=0)["hits"]["total"]["value"]
+    results["multi_" + name] = [got_total, expected(pred)]
+results["multi_count"] = [es.count(index="esmulti-a,esmulti-b")["count"], len(docs)]
+multi_page = es.search(index="esmulti-*", query={"match_all": {}}, sort=[{"price": "desc"}], size=5, from_=2)
+results["multi_sorted_page"] = [[[h["_id"], h["_index"]] for h in multi_page["hits"]["hits"]],
+                                [[d["id"], home[d["id"]]] for d in by_price]]
+multi_aggs = es.search(index="esmulti-a,esmulti-b", size=0,
+                       aggs={"tags": {"terms": {"field": "tags", "size": 100}}})["aggregations"]
+results["multi_terms"] = [{b["key"]: b["doc_count"] for b in multi_aggs["tags"]["buckets"]},
+                          {t: len(p) for t, p in tag_docs.items()}]
+results["multi_no_match"] = [es.search(index="nomatch-*")["hits"]["total"]["value"], 0]
+try:
+    es.search(index="esmulti-a,nosuch")
+    results["multi_missing"] = ["answered", 404]
+except NotFoundError as error:
+    results["multi_missing"] = [error.meta.status, 404]
 print(json.dumps({"results": results, "aggs": aggs, "es_aggregations": got}))
 "#;
 
@@ -697,6 +722,10 @@ async fn the_official_python_client_searches_and_aggregates_the_corpus() {
             .status(),
         201
     );
+    for index in ["esmulti-a", "esmulti-b"] {
+        let schema = support::corpus_schema();
+        assert_eq!(server.put_schema(index, &schema).await.status(), 201);
+    }
     let (lines, _) = corpus(DOCS);
     let corpus_path = dir.path().join("corpus.ndjson");
     std::fs::write(&corpus_path, lines.join("\n")).unwrap();
@@ -705,7 +734,7 @@ async fn the_official_python_client_searches_and_aggregates_the_corpus() {
     command.args(["-c", SEARCH_SCRIPT]);
     let summary = run_client(command, server.url(""), corpus_path).await;
     let results = summary["results"].as_object().expect("results");
-    assert!(results.len() >= 30, "{summary}");
+    assert!(results.len() >= 35, "{summary}");
     let mut mismatches = Vec::new();
     for (case, pair) in results {
         if pair[0] != pair[1] {

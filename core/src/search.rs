@@ -23,6 +23,16 @@ pub trait SearchService: Send + Sync + 'static {
         request: &SearchRequest,
     ) -> Result<SearchResponse, SearchError>;
 
+    /// One page of `request`'s results over every shard of several collections at once
+    /// (Elasticsearch's comma lists and `*` patterns of indices): hits merged in one
+    /// order and aggregations over all of them; each hit names its collection. Not
+    /// cached.
+    async fn search_many(
+        &self,
+        collections: &[CollectionName],
+        request: &SearchRequest,
+    ) -> Result<SearchResponse, SearchError>;
+
     /// What the index holds for `id`, as of its shard's last commit (the read served
     /// while the store is down); `None` when the index has never seen the id.
     async fn indexed_copy(
@@ -126,6 +136,9 @@ pub struct Hit {
     pub doc: Box<RawValue>,
     /// Text field name → snippets with `<em>` marks around matched terms.
     pub highlights: Map<String, Value>,
+    /// The collection of the hit, in a search over several collections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
 }
 
 impl Hit {
@@ -146,7 +159,11 @@ impl Hit {
                 SLOT + field.len() + texts
             })
             .sum();
-        std::mem::size_of::<Self>() + self.id.len() + self.doc.get().len() + snippets
+        std::mem::size_of::<Self>()
+            + self.id.len()
+            + self.doc.get().len()
+            + snippets
+            + self.collection.as_ref().map_or(0, String::len)
     }
 }
 

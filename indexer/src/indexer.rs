@@ -47,6 +47,7 @@ use crate::consume::LoopContext;
 use crate::error::{IndexerError, SearchError};
 use crate::lookup;
 use crate::search::{self, NormalizedRequest, SearchSettings, ShardTop};
+use crate::shard::ShardIndex;
 use crate::writer_slots::WriterSlots;
 
 /// Attempts at opening or rebuilding a collection after a catalog change.
@@ -520,6 +521,14 @@ impl SearchService for Indexer {
         Indexer::search(self, collection, request).await
     }
 
+    async fn search_many(
+        &self,
+        collections: &[CollectionName],
+        request: &SearchRequest,
+    ) -> Result<SearchResponse, SearchError> {
+        Indexer::search_many(self, collections, request).await
+    }
+
     async fn indexed_copy(
         &self,
         collection: &CollectionName,
@@ -538,52 +547,87 @@ impl Indexer {
         index: Arc<CollectionIndex>,
         request: NormalizedRequest,
     ) -> Result<SearchResponse, SearchError> {
-        let plan = {
-            let index = index.clone();
-            let request = request.clone();
+        self.run_search_over(vec![(index, request)], false).await
+    }
+
+    /// [`Indexer::run_search`] over the shards of every target (a collection and the
+    /// request validated against its schema), merged in one order; `label` names each
+    /// hit's collection. `failed_shards` are shard numbers within their collections.
+    async fn run_search_over(
+        &self,
+        targets: Vec<(Arc<CollectionIndex>, NormalizedRequest)>,
+        label: bool,
+    ) -> Result<SearchResponse, SearchError> {
+        let Some((_, first_request)) = targets.first() else {
+            return Ok(SearchResponse::empty());
+        };
+        let (offset, limit, top_k) = (
+            first_request.offset(),
+            first_request.limit(),
+            first_request.top_k(),
+        );
+        let mut plans = Vec::with_capacity(targets.len());
+        for (index, request) in &targets {
+            let (index, request) = (index.clone(), request.clone());
             let settings = self.search_settings;
-            tokio::task::spawn_blocking(move || {
+            let plan = tokio::task::spawn_blocking(move || {
                 search::plan_on_parse_stack(&index.shards[0], &request, &settings)
             })
             .await
-            .map_err(|e| SearchError::Internal(e.to_string()))??
-        };
-        let plan = Arc::new(plan);
-        let top_k = request.top_k();
-        let searches = index.shards.iter().enumerate().map(|(shard_no, shard)| {
-            let shard = shard.clone();
-            let plan = plan.clone();
-            let faults = self.faults.clone();
-            let search = async move {
-                faults
-                    .inject(FaultPoint::IndexSearch, Some(shard_no as u32))
+            .map_err(|e| SearchError::Internal(e.to_string()))??;
+            plans.push(Arc::new(plan));
+        }
+        // Every shard of every target, with its target and its number in its collection.
+        let shards: Vec<(usize, u32, Arc<ShardIndex>)> = targets
+            .iter()
+            .enumerate()
+            .flat_map(|(target, (index, _))| {
+                index
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .map(move |(shard_no, shard)| (target, shard_no as u32, shard.clone()))
+            })
+            .collect();
+        let searches = shards
+            .iter()
+            .enumerate()
+            .map(|(position, (target, shard_no, shard))| {
+                let shard = shard.clone();
+                let plan = plans[*target].clone();
+                let faults = self.faults.clone();
+                let shard_no = *shard_no;
+                let search = async move {
+                    faults
+                        .inject(FaultPoint::IndexSearch, Some(shard_no))
+                        .await
+                        .map_err(|kind| SearchError::Unavailable(format!("injected {kind:?}")))?;
+                    tokio::task::spawn_blocking(move || {
+                        search::collect_shard(position, &shard, &plan, top_k)
+                    })
                     .await
-                    .map_err(|kind| SearchError::Unavailable(format!("injected {kind:?}")))?;
-                tokio::task::spawn_blocking(move || {
-                    search::collect_shard(shard_no, &shard, &plan, top_k)
-                })
-                .await
-                .map_err(|e| SearchError::Internal(e.to_string()))?
-            };
-            // A shard that does not answer in time is left out; its blocking search
-            // finishes in the background and is dropped.
-            let timeout = self.config.shard_search_timeout;
-            async move {
-                match tokio::time::timeout(timeout, search).await {
-                    Ok(result) => result,
-                    Err(_) => Err(SearchError::Unavailable("shard search timed out".into())),
+                    .map_err(|e| SearchError::Internal(e.to_string()))?
+                };
+                // A shard that does not answer in time is left out; its blocking search
+                // finishes in the background and is dropped.
+                let timeout = self.config.shard_search_timeout;
+                async move {
+                    match tokio::time::timeout(timeout, search).await {
+                        Ok(result) => result,
+                        Err(_) => Err(SearchError::Unavailable("shard search timed out".into())),
+                    }
                 }
-            }
-        });
+            });
         let results = futures_util::future::join_all(searches).await;
         let mut tops: Vec<Option<ShardTop>> = Vec::with_capacity(results.len());
         let mut failed_shards = Vec::new();
-        for (shard_no, result) in results.into_iter().enumerate() {
+        for (result, (target, shard_no, _)) in results.into_iter().zip(&shards) {
             match result {
                 Ok(top) => tops.push(Some(top)),
                 Err(error) => {
-                    tracing::warn!(collection = %index.meta.name, shard = shard_no, %error, "shard search failed");
-                    failed_shards.push(shard_no as u32);
+                    let collection = &targets[*target].0.meta.name;
+                    tracing::warn!(%collection, shard = shard_no, %error, "shard search failed");
+                    failed_shards.push(*shard_no);
                     tops.push(None);
                 }
             }
@@ -593,12 +637,24 @@ impl Indexer {
                 "every shard of the collection failed to search".into(),
             ));
         }
-        let (offset, limit) = (request.offset(), request.limit());
+        let labels: Option<Vec<String>> = label.then(|| {
+            shards
+                .iter()
+                .map(|(target, _, _)| targets[*target].0.meta.name.to_string())
+                .collect()
+        });
         tokio::task::spawn_blocking(move || {
             let mut tops = tops;
-            let (total, page) = search::merge(&tops, &plan, offset, limit);
-            let aggregations = search::merge_aggregations(&mut tops, &plan)?;
-            let hits = search::load_hits(&index.shards, &tops, &plan, page)?;
+            let (total, page) = search::merge(&tops, &plans[0], offset, limit);
+            let aggregations = search::merge_aggregations(&mut tops, &plans[0])?;
+            let shard_plans: Vec<&search::QueryPlan> = shards
+                .iter()
+                .map(|(target, _, _)| plans[*target].as_ref())
+                .collect();
+            let shard_indexes: Vec<Arc<ShardIndex>> =
+                shards.iter().map(|(_, _, shard)| shard.clone()).collect();
+            let hits =
+                search::load_hits(&shard_indexes, &tops, &shard_plans, labels.as_deref(), page)?;
             Ok(SearchResponse {
                 total,
                 hits,
@@ -610,6 +666,39 @@ impl Indexer {
         })
         .await
         .map_err(|e| SearchError::Internal(e.to_string()))?
+    }
+
+    /// A search over several collections ([`SearchService::search_many`]): each
+    /// validated against its own schema; a sort field must sort the same way in all.
+    pub async fn search_many(
+        &self,
+        collections: &[CollectionName],
+        request: &SearchRequest,
+    ) -> Result<SearchResponse, SearchError> {
+        let started = Instant::now();
+        let mut targets = Vec::with_capacity(collections.len());
+        for name in collections {
+            let index = self
+                .collection(name)
+                .ok_or(SearchError::CollectionNotFound)?;
+            let first = index
+                .shards
+                .first()
+                .ok_or_else(|| SearchError::Unavailable("a collection has no shards".into()))?;
+            let normalized =
+                NormalizedRequest::new(request, first.schema(), &self.search_settings)?;
+            targets.push((index, normalized));
+        }
+        if let Some((_, first)) = targets.first() {
+            if targets.iter().any(|(_, other)| !other.sorts_like(first)) {
+                return Err(SearchError::InvalidQuery(
+                    "the sort field has different types in these collections".into(),
+                ));
+            }
+        }
+        let mut response = self.run_search_over(targets, true).await?;
+        response.took_ms = started.elapsed().as_millis() as u64;
+        Ok(response)
     }
 }
 

@@ -263,15 +263,32 @@ pub fn matches_any(patterns: &str, name: &str) -> bool {
     patterns
         .split(',')
         .map(str::trim)
-        .any(|pattern| glob(pattern.as_bytes(), name.as_bytes()))
+        .any(|pattern| glob_matches(pattern, name))
 }
 
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-        Some((&c, rest)) => text.first() == Some(&c) && glob(rest, &text[1..]),
+/// Whether `text` matches `pattern`, where `*` matches any run of bytes. Linear in the
+/// pattern times the text, however many `*` the pattern has.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (pattern, text) = (pattern.as_bytes(), text.as_bytes());
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and the text position it is tried at.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((star_at, tried)) = star {
+            p = star_at + 1;
+            t = tried + 1;
+            star = Some((star_at, tried + 1));
+        } else {
+            return false;
+        }
     }
+    pattern[p..].iter().all(|b| *b == b'*')
 }
 
 /// `_field_caps`' `fields` for `metas`, restricted to the fields matching `patterns`:

@@ -1,5 +1,5 @@
-//! Elasticsearch search: `GET|POST /{index}/_search`, `GET|POST /_msearch` and
-//! `/{index}/_msearch`, and the query DSL on `GET|POST /{index}/_count`.
+//! Elasticsearch search: `GET|POST /{index}/_search` and `/_search`, `GET|POST /_msearch`
+//! and `/{index}/_msearch`, and the query DSL on `GET|POST /{index}/_count` and `/_count`.
 //!
 //! A request is translated into the native [`SearchRequest`] and run by the same search
 //! service as the native API: `query` and `aggs` pass through unchanged (the indexer
@@ -10,6 +10,11 @@
 //! accepted and needs nothing), `hits.max_score`, `hits.hits[]` with `_index`, `_id`,
 //! `_score`, `_source` (filtered by `_source`), `highlight` and `sort`, and
 //! `aggregations`.
+//!
+//! `{index}` is a name, a comma list or `*` patterns (`_all` and `/_search`: every index):
+//! a list or pattern runs as one search over those collections
+//! ([`SearchService::search_many`](sluice_core::search::SearchService::search_many)),
+//! each hit with its own `_index`.
 //!
 //! The URL `q` (with `df` and `default_operator`) is a `query_string` clause ANDed with
 //! the body's query. Members and parameters that change nothing in sluice's answer
@@ -25,11 +30,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
 use sluice_core::search::{SearchRequest, SearchResponse};
-use sluice_core::ErrorCode;
+use sluice_core::store::CollectionMeta;
+use sluice_core::{CollectionName, ErrorCode};
 
 use crate::error::ApiError;
 use crate::es_error::EsError;
+use crate::es_mapping::glob_matches;
 use crate::state::AppState;
 
 /// Body members of `_search` that sluice reads.
@@ -386,31 +395,6 @@ fn highlight_fields(highlight: &Value) -> Result<(Vec<String>, String, String), 
     Ok((fields, tags.0, tags.1))
 }
 
-/// Whether `path` (dotted) matches `pattern` (`*` matches any run of characters). Linear
-/// in the pattern times the path, however many `*` the pattern has.
-fn glob_matches(pattern: &str, path: &str) -> bool {
-    let (pattern, path) = (pattern.as_bytes(), path.as_bytes());
-    let (mut p, mut s) = (0, 0);
-    // Where the last `*` was, and the path position it is tried at.
-    let mut star: Option<(usize, usize)> = None;
-    while s < path.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, s));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == path[s] {
-            p += 1;
-            s += 1;
-        } else if let Some((star_at, tried)) = star {
-            p = star_at + 1;
-            s = tried + 1;
-            star = Some((star_at, tried + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|b| *b == b'*')
-}
-
 impl SourceFilter {
     fn apply(&self, source: Value) -> Option<Value> {
         if self.disabled {
@@ -472,7 +456,8 @@ fn shape(index: &str, shards: u32, response: SearchResponse, shaping: &Shaping) 
         .map(|hit| {
             let source: Value = serde_json::from_str(hit.doc.get()).unwrap_or(Value::Null);
             let mut shaped = Map::new();
-            shaped.insert("_index".into(), Value::from(index));
+            let hit_index = hit.collection.as_deref().unwrap_or(index);
+            shaped.insert("_index".into(), Value::from(hit_index));
             shaped.insert("_id".into(), Value::from(hit.id));
             shaped.insert("_score".into(), hit.score.map_or(Value::Null, Value::from));
             if let Some(field) = &shaping.sort_field {
@@ -538,11 +523,69 @@ fn shape(index: &str, shards: u32, response: SearchResponse, shaping: &Shaping) 
 /// Runs one translated search; the answer in Elasticsearch's shape.
 async fn run(state: &AppState, index: String, translated: Translated) -> Result<Value, ApiError> {
     let started = Instant::now();
-    let (_, meta) = crate::documents::collection_meta(state, index.clone())?;
-    let shards = meta.schema.shards.unwrap_or(1);
-    let Json(mut response) = crate::search::run(state, index.clone(), translated.request).await?;
+    if !index.contains([',', '*']) && index != "_all" {
+        let (_, meta) = crate::documents::collection_meta(state, index.clone())?;
+        let shards = meta.schema.shards.unwrap_or(1);
+        let Json(mut response) =
+            crate::search::run(state, index.clone(), translated.request).await?;
+        response.took_ms = started.elapsed().as_millis() as u64;
+        return Ok(shape(&index, shards, response, &translated.shaping));
+    }
+    let metas = resolve_indices(state, &index)?;
+    let shards = metas
+        .iter()
+        .map(|meta| meta.schema.shards.unwrap_or(1))
+        .sum();
+    let names: Vec<CollectionName> = metas.iter().map(|meta| meta.name.clone()).collect();
+    let mut response = if names.is_empty() {
+        SearchResponse::empty()
+    } else {
+        let result = state
+            .inner
+            .search
+            .search_many(&names, &translated.request)
+            .await;
+        result.map_err(|error| crate::search::search_error(error, &index))?
+    };
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(shape(&index, shards, response, &translated.shaping))
+}
+
+/// The collections an index expression names: a comma list of names and `*` patterns
+/// (`_all` or `*` for every one). A pattern may match none (the search then finds
+/// nothing, as Elasticsearch's `allow_no_indices` default); a plain name must exist.
+fn resolve_indices(
+    state: &AppState,
+    expression: &str,
+) -> Result<Vec<Arc<CollectionMeta>>, ApiError> {
+    let mut collections = state.inner.catalog.list();
+    collections.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut chosen: Vec<Arc<CollectionMeta>> = Vec::new();
+    for part in expression.split(',').map(str::trim) {
+        let pattern = if part == "_all" { "*" } else { part };
+        if pattern.is_empty() {
+            return Err(invalid("an empty index name in the index list"));
+        }
+        let matched: Vec<_> = collections
+            .iter()
+            .filter(|meta| glob_matches(pattern, meta.name.as_str()))
+            .cloned()
+            .collect();
+        if matched.is_empty() && !pattern.contains('*') {
+            let name =
+                CollectionName::new(pattern).map_err(|e| ApiError::new(e.code, e.message))?;
+            return Err(ApiError::new(
+                ErrorCode::CollectionNotFound,
+                format!("no collection named \"{name}\""),
+            ));
+        }
+        for meta in matched {
+            if !chosen.iter().any(|c| c.name == meta.name) {
+                chosen.push(meta);
+            }
+        }
+    }
+    Ok(chosen)
 }
 
 /// An error in Elasticsearch's shape (and sluice's).
@@ -550,26 +593,23 @@ fn es_error(error: ApiError) -> Response {
     EsError::from(error).into_response()
 }
 
-/// `GET|POST /{index}/_search`
+/// `GET|POST /{index}/_search`: `{index}` a name, a comma list or `*` patterns.
 pub async fn search(
     State(state): State<AppState>,
     Path(index): Path<String>,
     RawQuery(params): RawQuery,
     body: Bytes,
 ) -> Response {
-    let answer = async {
-        if index.contains(',') || index.contains('*') {
-            return Err(invalid(format!(
-                "searching several indices at once ({index:?}) is not supported; search one index"
-            )));
-        }
-        let translated = translate(params.as_deref().unwrap_or(""), &body)?;
-        run(&state, index, translated).await
-    };
-    match answer.await {
-        Ok(answer) => Json(answer).into_response(),
-        Err(error) => es_error(error),
-    }
+    answer(search_in(&state, index, params, &body).await)
+}
+
+/// `GET|POST /_search`: every index.
+pub async fn search_all(
+    State(state): State<AppState>,
+    RawQuery(params): RawQuery,
+    body: Bytes,
+) -> Response {
+    answer(search_in(&state, "_all".to_owned(), params, &body).await)
 }
 
 /// `GET|POST /{index}/_count`: the query DSL and the URL `q`, as in `_search`.
@@ -579,20 +619,49 @@ pub async fn count(
     RawQuery(params): RawQuery,
     body: Bytes,
 ) -> Response {
-    let answer = async {
-        let body = count_body(&body)?;
-        let mut translated = translate(params.as_deref().unwrap_or(""), &body)?;
-        translated.request.limit = Some(0);
-        let answer = run(&state, index, translated).await?;
-        Ok::<_, ApiError>(json!({
-            "count": answer["hits"]["total"]["value"],
-            "_shards": answer["_shards"],
-        }))
-    };
-    match answer.await {
+    answer(count_in(&state, index, params, &body).await)
+}
+
+/// `GET|POST /_count`: every index.
+pub async fn count_all(
+    State(state): State<AppState>,
+    RawQuery(params): RawQuery,
+    body: Bytes,
+) -> Response {
+    answer(count_in(&state, "_all".to_owned(), params, &body).await)
+}
+
+fn answer(result: Result<Value, ApiError>) -> Response {
+    match result {
         Ok(answer) => Json(answer).into_response(),
         Err(error) => es_error(error),
     }
+}
+
+async fn search_in(
+    state: &AppState,
+    index: String,
+    params: Option<String>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let translated = translate(params.as_deref().unwrap_or(""), body)?;
+    run(state, index, translated).await
+}
+
+async fn count_in(
+    state: &AppState,
+    index: String,
+    params: Option<String>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let body = count_body(body)?;
+    let mut translated = translate(params.as_deref().unwrap_or(""), &body)?;
+    translated.request.limit = Some(0);
+    let answer = run(state, index, translated).await?;
+    Ok(json!({
+        "count": answer["hits"]["total"]["value"],
+        "_shards": answer["_shards"],
+    }))
 }
 
 /// A `_count` body holds `query` only.

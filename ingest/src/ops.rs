@@ -76,10 +76,13 @@ fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-/// `GET|POST /{index}/_count`.
-fn es_count_operation(index: &Value, with_errors: &dyn Fn(Value) -> Value) -> Value {
-    json!({"summary": "Elasticsearch count: documents matching the body's query (query DSL) and q (query_string), or all",
-           "parameters": [index, {"name": "q", "in": "query", "schema": {"type": "string", "example": "*"}}],
+/// `GET|POST /{index}/_count` (or `/_count`, every index, without `index`).
+fn es_count_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value) -> Value {
+    let mut parameters: Vec<Value> = index.into_iter().cloned().collect();
+    parameters
+        .push(json!({"name": "q", "in": "query", "schema": {"type": "string", "example": "*"}}));
+    json!({"summary": "Elasticsearch count: documents matching the body's query (query DSL) and q (query_string), or all; over an index, a comma list or * patterns",
+           "parameters": parameters,
            "requestBody": {"required": false, "content": {"application/json": {"schema": {
                "type": "object", "additionalProperties": false,
                "properties": {"query": {"type": "object", "example": {"match_all": {}}}},
@@ -88,14 +91,16 @@ fn es_count_operation(index: &Value, with_errors: &dyn Fn(Value) -> Value) -> Va
                "200": json_response("Count", json!({"type": "object", "properties": {"count": {"type": "integer"}}}))}))})
 }
 
-/// `GET|POST /{index}/_search`.
-fn es_search_operation(index: &Value, with_errors: &dyn Fn(Value) -> Value) -> Value {
+/// `GET|POST /{index}/_search` (or `/_search`, every index, without `index`).
+fn es_search_operation(index: Option<&Value>, with_errors: &dyn Fn(Value) -> Value) -> Value {
     let count = json!({"type": "integer", "minimum": 0, "example": 10});
-    json!({"summary": "Elasticsearch search: the query DSL subset, from/size, one sort field, _source filtering, highlight and aggregations, answered in Elasticsearch's shape (see the README's Elasticsearch table)",
-           "parameters": [index,
-               {"name": "q", "in": "query", "schema": {"type": "string", "example": "*"}, "description": "a query_string clause ANDed with the body's query"},
-               {"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "overrides the body's size"},
-               {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "overrides the body's from"}],
+    let mut parameters: Vec<Value> = index.into_iter().cloned().collect();
+    parameters.extend([
+               json!({"name": "q", "in": "query", "schema": {"type": "string", "example": "*"}, "description": "a query_string clause ANDed with the body's query"}),
+               json!({"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "overrides the body's size"}),
+               json!({"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "overrides the body's from"})]);
+    json!({"summary": "Elasticsearch search: the query DSL subset, from/size, one sort field, _source filtering, highlight and aggregations, answered in Elasticsearch's shape, over an index, a comma list or * patterns (see the README's Elasticsearch table)",
+           "parameters": parameters,
            "requestBody": {"required": false, "content": {"application/json": {"schema": {
                "type": "object", "additionalProperties": false,
                "properties": {
@@ -482,12 +487,20 @@ pub fn openapi_document(max_result_window: usize) -> Value {
                             "404": json_response("Not found", json!({"type": "object", "properties": {"found": {"type": "boolean"}}}))}))}
             },
             "/{index}/_count": {
-                "get": es_count_operation(&es_index, &with_errors),
-                "post": es_count_operation(&es_index, &with_errors)
+                "get": es_count_operation(Some(&es_index), &with_errors),
+                "post": es_count_operation(Some(&es_index), &with_errors)
+            },
+            "/_count": {
+                "get": es_count_operation(None, &with_errors),
+                "post": es_count_operation(None, &with_errors)
             },
             "/{index}/_search": {
-                "get": es_search_operation(&es_index, &with_errors),
-                "post": es_search_operation(&es_index, &with_errors)
+                "get": es_search_operation(Some(&es_index), &with_errors),
+                "post": es_search_operation(Some(&es_index), &with_errors)
+            },
+            "/_search": {
+                "get": es_search_operation(None, &with_errors),
+                "post": es_search_operation(None, &with_errors)
             },
             "/_msearch": {
                 "get": es_msearch_operation(None, &with_errors),

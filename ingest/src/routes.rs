@@ -162,6 +162,14 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
             control(get(es_search::search).post(es_search::search)),
         )
         .route(
+            "/_search",
+            control(get(es_search::search_all).post(es_search::search_all)),
+        )
+        .route(
+            "/_count",
+            control(get(es_search::count_all).post(es_search::count_all)),
+        )
+        .route(
             "/_msearch",
             control(get(es_search::msearch_default).post(es_search::msearch_default)),
         )

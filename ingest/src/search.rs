@@ -70,16 +70,21 @@ pub(crate) async fn run(
     let started = Instant::now();
     let result = state.inner.search.search(&name, &request).await;
     metrics::histogram!(m::SEARCH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
-    result.map(Json).map_err(|e| match e {
+    result.map(Json).map_err(|e| search_error(e, name.as_str()))
+}
+
+/// The answer to a failed search of `what` (a collection or an index expression).
+pub(crate) fn search_error(error: SearchError, what: &str) -> ApiError {
+    match error {
         SearchError::InvalidQuery(message) => ApiError::new(ErrorCode::InvalidQuery, message),
         SearchError::QueryTooComplex(message) => ApiError::new(ErrorCode::QueryTooComplex, message),
         SearchError::CollectionNotFound => ApiError::new(
             ErrorCode::CollectionNotFound,
-            format!("no collection named \"{name}\""),
+            format!("no collection named \"{what}\""),
         ),
         SearchError::Unavailable(cause) => ApiError::unavailable("index", cause),
         other => ApiError::internal(other),
-    })
+    }
 }
 
 /// `GET /v1/collections/{c}/search`

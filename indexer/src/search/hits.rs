@@ -20,17 +20,21 @@ use super::collect::{Candidate, MergeKey, ShardTop};
 use super::plan::QueryPlan;
 
 /// Loads the page's documents and computes the highlights of its first
-/// `highlight_max_hits`.
+/// `highlight_max_hits`. `plans[s]` is the plan of shard `s` (shards of one collection
+/// share one), and `collections[s]`, when given, the collection its hits are labelled
+/// with.
 pub(crate) fn load_hits(
     shards: &[std::sync::Arc<ShardIndex>],
     tops: &[Option<ShardTop>],
-    plan: &QueryPlan,
+    plans: &[&QueryPlan],
+    collections: Option<&[String]>,
     page: Vec<Candidate>,
 ) -> Result<Vec<Hit>, SearchError> {
     let mut generators: HashMap<usize, Vec<(String, SnippetGenerator)>> = HashMap::new();
     let mut hits = Vec::with_capacity(page.len());
     for (position, candidate) in page.into_iter().enumerate() {
         let shard = &shards[candidate.shard];
+        let plan = plans[candidate.shard];
         let schema = shard.schema();
         let searcher = &tops[candidate.shard]
             .as_ref()
@@ -68,6 +72,7 @@ pub(crate) fn load_hits(
             _ => None,
         };
         hits.push(Hit {
+            collection: collections.map(|names| names[candidate.shard].clone()),
             id: candidate.id,
             score,
             doc,

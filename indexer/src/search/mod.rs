@@ -47,7 +47,7 @@ mod plan;
 
 pub(crate) use collect::{collect_shard, merge, merge_aggregations, ShardTop};
 pub(crate) use hits::load_hits;
-pub(crate) use plan::plan_on_parse_stack;
+pub(crate) use plan::{plan_on_parse_stack, QueryPlan};
 
 /// Hits per page when the request does not say.
 pub const DEFAULT_LIMIT: usize = 10;
@@ -207,6 +207,12 @@ impl NormalizedRequest {
         })
     }
 
+    /// Whether results of `self` and `other` sort in one order (the same sort, or
+    /// both by relevance).
+    pub fn sorts_like(&self, other: &Self) -> bool {
+        self.sort == other.sort
+    }
+
     /// How many hits each shard must return for the merge to fill the page.
     pub fn top_k(&self) -> usize {
         self.offset + self.limit
@@ -364,7 +370,8 @@ mod tests {
             .collect::<Result<Vec<_>, _>>()?;
         let (total, page) = merge(&tops, &plan, normalized.offset(), normalized.limit());
         let aggregations = merge_aggregations(&mut tops, &plan)?;
-        let hits = load_hits(shards, &tops, &plan, page)?;
+        let plans = vec![&plan; shards.len()];
+        let hits = load_hits(shards, &tops, &plans, None, page)?;
         Ok(SearchResponse {
             total,
             hits,
