@@ -108,6 +108,7 @@ fn serve(
     {
         config.log.nats_url = Some(url);
     }
+    config.apply_env(|name| std::env::var(name).ok())?;
     if std::env::var_os("SLUICE_SCYLLA_NODES").is_some() {
         anyhow::bail!(
             "SLUICE_SCYLLA_NODES is set, but this build has no ScyllaDB store yet; unset it to use the embedded store"

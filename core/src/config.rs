@@ -141,6 +141,14 @@ impl Default for ServerConfig {
 /// itself, before a request reaches the service.
 pub const MAX_URI_LENGTH: usize = 65_534;
 
+/// Room kept in a log message for what travels with a document's source (its id, the
+/// batch and event envelopes, a dead letter's error): a log with a message limit takes
+/// documents of at most that limit less this.
+pub const LOG_MESSAGE_RESERVE: usize = 64 * 1024;
+
+/// Environment variable overriding `ingest.max_line_size`.
+pub const MAX_LINE_SIZE_ENV: &str = "SLUICE_INGEST_MAX_LINE_SIZE";
+
 /// Deepest nesting `ingest.max_depth` may allow: the JSON parser refuses deeper input on
 /// its own.
 pub const MAX_NESTING_DEPTH: usize = 127;
@@ -151,7 +159,11 @@ pub const MAX_NESTING_DEPTH: usize = 127;
 pub struct IngestConfig {
     /// Largest request body, after decompression.
     pub max_body_size: ByteSize,
-    /// Largest NDJSON line.
+    /// Largest document: one NDJSON line, or one `_bulk` source line; a larger one is
+    /// refused alone (`line_too_large`) while the rest of its request goes through, and so
+    /// is one whose stored (canonical) form is larger. With the JetStream log the limit is
+    /// also at most the server's `max_payload` less [`LOG_MESSAGE_RESERVE`]. Override:
+    /// `SLUICE_INGEST_MAX_LINE_SIZE` (e.g. `16MiB`).
     pub max_line_size: ByteSize,
     /// Deepest nesting of arrays and objects in a document (at most
     /// [`MAX_NESTING_DEPTH`]).
@@ -189,7 +201,9 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_body_size: ByteSize::mib(64),
-            max_line_size: ByteSize::mib(1),
+            // Large log events (stack traces, request dumps) fit; Filebeat's own cap on
+            // one event is 10 MiB, and NATS advises max_payload of at most 8 MB.
+            max_line_size: ByteSize::mib(8),
             max_depth: 64,
             max_batch_docs: 500,
             max_batch_size: ByteSize::kib(768),
@@ -625,9 +639,26 @@ impl Config {
             "resilience.breaker_open_initial exceeds resilience.breaker_open_max",
         )?;
         check(
-            !self.spill.enabled || self.spill.max_size >= self.ingest.max_batch_size,
-            "spill.max_size must hold at least one batch (ingest.max_batch_size)",
+            !self.spill.enabled
+                || (self.spill.max_size >= self.ingest.max_batch_size
+                    && self.spill.max_size >= self.ingest.max_line_size),
+            "spill.max_size must hold at least one batch (ingest.max_batch_size) and one \
+             document (ingest.max_line_size)",
         )?;
+        Ok(())
+    }
+
+    /// Applies the environment overrides of configuration fields that have one (each is
+    /// named on its field), reading variables through `var`: [`MAX_LINE_SIZE_ENV`]. An
+    /// empty variable is ignored; one that does not parse is an error naming it.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(value) = var(MAX_LINE_SIZE_ENV).filter(|v| !v.trim().is_empty()) {
+            self.ingest.max_line_size = value.trim().parse().map_err(|e| {
+                ConfigError(format!(
+                    "{MAX_LINE_SIZE_ENV}={value:?} is not a size such as \"16MiB\": {e}"
+                ))
+            })?;
+        }
         Ok(())
     }
 }
@@ -646,6 +677,26 @@ mod tests {
         assert_eq!(config.indexer.commit_interval, Duration::from_millis(250));
         assert!(Config::from_toml("[ingest]\nmax_body_sise = \"8MiB\"\n").is_err());
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_line_size_has_an_environment_override() {
+        let mut config = Config::default();
+        assert_eq!(config.ingest.max_line_size, ByteSize::mib(8));
+        config
+            .apply_env(|name| (name == MAX_LINE_SIZE_ENV).then(|| "16MiB".to_owned()))
+            .unwrap();
+        assert_eq!(config.ingest.max_line_size, ByteSize::mib(16));
+        config.apply_env(|_| Some(String::new())).unwrap();
+        assert_eq!(
+            config.ingest.max_line_size,
+            ByteSize::mib(16),
+            "empty: ignored"
+        );
+        let error = config.apply_env(|_| Some("lots".to_owned())).unwrap_err();
+        assert!(error.0.contains(MAX_LINE_SIZE_ENV), "{error}");
+        config.apply_env(|_| None).unwrap();
+        assert_eq!(config.ingest.max_line_size, ByteSize::mib(16));
     }
 
     #[test]

@@ -29,6 +29,26 @@ pub struct LineLimits {
     pub max_depth: usize,
 }
 
+impl LineLimits {
+    /// Refuses a validated document whose stored (canonical) form is over the line limit:
+    /// canonical JSON may be longer than the line it came from (`1E9` is stored as
+    /// `1000000000.0`), and an update's merge may grow a document, so the limit that keeps
+    /// every document within one log message is checked on what is stored as well.
+    pub fn check_stored(&self, doc: &ValidDocument) -> Result<(), LineError> {
+        if doc.source.len() > self.max_line_bytes {
+            return Err(LineError::new(
+                ErrorCode::LineTooLarge,
+                format!(
+                    "the document is {} bytes as stored; the limit is {} bytes",
+                    doc.source.len(),
+                    self.max_line_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LineLimits {
     fn default() -> Self {
         Self {
@@ -235,6 +255,50 @@ pub fn validate_document(
     mut doc: Map<String, Value>,
     assign_id: impl FnOnce() -> DocId,
 ) -> Result<ValidDocument, LineError> {
+    check_fields(schema, &mut doc)?;
+    let (id, id_assigned) = match doc.get(&schema.primary_key) {
+        Some(Value::String(s)) => (DocId::new(s.as_str()), false),
+        Some(Value::Number(n)) => (DocId::new(n.to_string()), false),
+        Some(Value::Null) | None => {
+            let id = assign_id();
+            doc.insert(schema.primary_key.clone(), Value::String(id.to_string()));
+            (Ok(id), true)
+        }
+        Some(_) => unreachable!("the primary key's type was checked above"),
+    };
+    let id = id.map_err(|e| LineError::new(e.code, e.message))?;
+    let (source, hash) = canonical_json(&doc);
+    Ok(ValidDocument {
+        id,
+        id_assigned,
+        source,
+        hash,
+    })
+}
+
+/// Validates a document whose id comes from outside it (Elasticsearch's `_id`): the same
+/// checks as [`validate_document`], but the document is kept as it is, a field named like
+/// the primary key included. That field is an ordinary value here: checked against its
+/// declared type like any field, neither read as the id nor required to equal it, and
+/// the id is not written into the document when it has no such field.
+pub fn validate_document_with_id(
+    schema: &Schema,
+    mut doc: Map<String, Value>,
+    id: DocId,
+) -> Result<ValidDocument, LineError> {
+    check_fields(schema, &mut doc)?;
+    let (source, hash) = canonical_json(&doc);
+    Ok(ValidDocument {
+        id,
+        id_assigned: false,
+        source,
+        hash,
+    })
+}
+
+/// Fills defaults, checks types and required fields (the primary key is never required:
+/// an id is assigned or given when it is absent) and a strict schema's undeclared fields.
+fn check_fields(schema: &Schema, doc: &mut Map<String, Value>) -> Result<(), LineError> {
     for field in &schema.fields {
         let present = doc.get(&field.name).is_some_and(|v| !v.is_null());
         if !present {
@@ -269,24 +333,7 @@ pub fn validate_document(
             ));
         }
     }
-    let (id, id_assigned) = match doc.get(&schema.primary_key) {
-        Some(Value::String(s)) => (DocId::new(s.as_str()), false),
-        Some(Value::Number(n)) => (DocId::new(n.to_string()), false),
-        Some(Value::Null) | None => {
-            let id = assign_id();
-            doc.insert(schema.primary_key.clone(), Value::String(id.to_string()));
-            (Ok(id), true)
-        }
-        Some(_) => unreachable!("the primary key's type was checked above"),
-    };
-    let id = id.map_err(|e| LineError::new(e.code, e.message))?;
-    let (source, hash) = canonical_json(&doc);
-    Ok(ValidDocument {
-        id,
-        id_assigned,
-        source,
-        hash,
-    })
+    Ok(())
 }
 
 /// Largest scratch buffer a thread keeps between documents.
@@ -568,6 +615,60 @@ pub fn datetime_to_unix_nanos(value: &Value) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_longer_once_stored_than_allowed_is_too_large() {
+        let limits = LineLimits {
+            max_line_bytes: 40,
+            max_depth: 8,
+        };
+        let schema = Schema::dynamic();
+        let line = br#"{"id":"a","n":[1E9,1E9,1E9]}"#;
+        let doc = parse_line(line, &limits).unwrap();
+        let valid = validate_document(&schema, doc, DocId::generate).unwrap();
+        assert!(line.len() <= 40 && valid.source.len() > 40);
+        assert_eq!(
+            limits.check_stored(&valid).unwrap_err().code,
+            ErrorCode::LineTooLarge
+        );
+        let small = validate_document(
+            &schema,
+            parse_line(br#"{"id":"b"}"#, &limits).unwrap(),
+            DocId::generate,
+        )
+        .unwrap();
+        assert!(limits.check_stored(&small).is_ok());
+    }
+
+    #[test]
+    fn a_given_id_leaves_the_document_as_sent() {
+        let schema = Schema::dynamic();
+        let limits = LineLimits::default();
+        let id = DocId::new("from-outside").unwrap();
+        let doc = parse_line(br#"{"id":"own","x":1}"#, &limits).unwrap();
+        let valid = validate_document_with_id(&schema, doc, id.clone()).unwrap();
+        assert_eq!(valid.id, id);
+        assert_eq!(valid.source, br#"{"id":"own","x":1}"#);
+        let doc = parse_line(br#"{"x":1}"#, &limits).unwrap();
+        let valid = validate_document_with_id(&schema, doc, id.clone()).unwrap();
+        assert_eq!(valid.source, br#"{"x":1}"#, "no id added");
+        // A primary-key-named value that is no valid id is an ordinary value here...
+        let long = format!(
+            r#"{{"id":"{}"}}"#,
+            "x".repeat(crate::ids::MAX_DOC_ID_BYTES + 1)
+        );
+        let doc = parse_line(long.as_bytes(), &limits).unwrap();
+        assert!(validate_document_with_id(&schema, doc.clone(), id.clone()).is_ok());
+        assert!(validate_document(&schema, doc, DocId::generate).is_err());
+        // ...but still checked against the field's declared type.
+        let doc = parse_line(br#"{"id":{"nested":true}}"#, &limits).unwrap();
+        assert_eq!(
+            validate_document_with_id(&schema, doc, id)
+                .unwrap_err()
+                .code,
+            ErrorCode::WrongType
+        );
+    }
 
     fn corpus_schema() -> Schema {
         Schema::from_json(

@@ -1,8 +1,9 @@
 //! Newtypes for the identifiers that flow through the pipeline.
 //!
-//! Collection names double as log subject tokens (`sluice.docs.{c}.{p}`), so they are
-//! restricted to characters every log and store accepts: lowercase ASCII letters, digits,
-//! `_` and `-`, starting with a letter or digit, at most 64 bytes.
+//! Collection names follow Elasticsearch's index-name rules, so shippers' default names
+//! (`logstash-2024.06.01`, `filebeat-8.15.0`) work unchanged; [`CollectionName::new`]
+//! lists the rules and what sluice adds to them. Where a name goes into a log subject,
+//! a consumer name or a directory, it is written as its token ([`crate::name_token`]).
 
 use std::fmt;
 
@@ -12,8 +13,12 @@ use crate::error::ErrorCode;
 
 /// Longest document id accepted, in bytes.
 pub const MAX_DOC_ID_BYTES: usize = 512;
-/// Longest collection name accepted, in bytes.
-pub const MAX_COLLECTION_NAME_BYTES: usize = 64;
+/// Longest collection name accepted, in bytes of UTF-8 (Elasticsearch's limit).
+pub const MAX_COLLECTION_NAME_BYTES: usize = 255;
+
+/// Characters Elasticsearch refuses anywhere in an index name.
+const FORBIDDEN_NAME_CHARS: &[char] =
+    &['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':'];
 
 /// A validated collection name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -32,24 +37,84 @@ pub struct InvalidIdentifier {
 
 impl CollectionName {
     /// Validates `name` as a collection name.
+    ///
+    /// Elasticsearch's index-name rules: not empty, at most
+    /// [`MAX_COLLECTION_NAME_BYTES`] bytes of UTF-8; lowercase only; none of
+    /// `\ / * ? " < > |`, space, `,`, `#`, `:`; not starting with `-`, `_` or `+`; not `.`
+    /// or `..`. sluice adds three rules: no control characters or other whitespace (they
+    /// have no place in a log subject or a file name); not starting with `.` (those are
+    /// Elasticsearch's hidden and system indices, which sluice does not hold); and a
+    /// [token](crate::name_token) of at most [`crate::name_token::MAX_TOKEN_BYTES`] bytes,
+    /// so that its consumer names and directories fit their systems' limits (a name of
+    /// `a-z 0-9 _ - .` only may be that long; other characters take three bytes per UTF-8
+    /// byte). The error message names the rule that failed, never the value.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidIdentifier> {
         let name = name.into();
-        let valid_chars = name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        let valid_start = name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if name.len() > MAX_COLLECTION_NAME_BYTES || !valid_chars || !valid_start {
-            return Err(InvalidIdentifier {
+        match Self::broken_rule(&name) {
+            None => Ok(Self(name)),
+            Some(rule) => Err(InvalidIdentifier {
                 code: ErrorCode::InvalidCollectionName,
-                message: format!(
-                    "collection names are 1 to {MAX_COLLECTION_NAME_BYTES} characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
-                ),
-            });
+                message: format!("invalid collection name: {rule}"),
+            }),
         }
-        Ok(Self(name))
+    }
+
+    /// The first naming rule `name` breaks, worded for the user.
+    fn broken_rule(name: &str) -> Option<String> {
+        use crate::name_token::{token_len, MAX_TOKEN_BYTES};
+        if name.is_empty() {
+            return Some("a collection name must not be empty".to_owned());
+        }
+        if name.len() > MAX_COLLECTION_NAME_BYTES {
+            return Some(format!(
+                "a collection name is at most {MAX_COLLECTION_NAME_BYTES} bytes"
+            ));
+        }
+        if name == "." || name == ".." {
+            return Some("a collection name must not be '.' or '..'".to_owned());
+        }
+        if name.starts_with(['-', '_', '+']) {
+            return Some("a collection name must not start with '-', '_' or '+'".to_owned());
+        }
+        if name.starts_with('.') {
+            return Some(
+                "names starting with '.' are Elasticsearch's hidden and system indices, \
+                 which sluice does not hold"
+                    .to_owned(),
+            );
+        }
+        if name.contains(FORBIDDEN_NAME_CHARS) {
+            return Some(
+                "a collection name must not contain '\\', '/', '*', '?', '\"', '<', '>', '|', \
+                 ' ', ',', '#' or ':'"
+                    .to_owned(),
+            );
+        }
+        if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Some(
+                "a collection name must not contain control characters or whitespace".to_owned(),
+            );
+        }
+        if name
+            .chars()
+            .any(|c| c.to_lowercase().ne(std::iter::once(c)))
+        {
+            return Some("a collection name must be lowercase".to_owned());
+        }
+        if token_len(name) > MAX_TOKEN_BYTES {
+            return Some(format!(
+                "a collection name takes at most {MAX_TOKEN_BYTES} bytes in log subjects and \
+                 file names, where a-z, 0-9, '_', '-' and '.' take one byte and any other \
+                 character three per UTF-8 byte"
+            ));
+        }
+        None
+    }
+
+    /// The name's token in log subjects, consumer names and directory names
+    /// ([`crate::name_token`]): the name itself when it is only `a-z 0-9 _ -`.
+    pub fn token(&self) -> std::borrow::Cow<'_, str> {
+        crate::name_token::encode(self)
     }
 
     /// The name as a string slice.
@@ -255,11 +320,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn collection_names_are_subject_safe() {
-        assert!(CollectionName::new("docs_2026-a").is_ok());
-        for bad in ["", "Docs", "a.b", "a b", "-a", "é", &"a".repeat(65)] {
-            assert!(CollectionName::new(bad).is_err(), "{bad:?} accepted");
+    fn collection_names_follow_elasticsearch() {
+        for good in [
+            "docs_2026-a",
+            "logstash-2024.06.01",
+            "filebeat-8.15.0",
+            "vector-2024.06.01",
+            "a+b",
+            "a..b",
+            "a.",
+            "données",
+            "中文",
+            "a~b%c!d=e@f",
+            &"a".repeat(MAX_COLLECTION_NAME_BYTES - 15),
+        ] {
+            assert!(CollectionName::new(good).is_ok(), "{good:?} refused");
         }
+    }
+
+    #[test]
+    fn refused_collection_names_name_the_rule() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            (".", "'.' or '..'"),
+            ("..", "'.' or '..'"),
+            ("-a", "start with '-'"),
+            ("_a", "start with '-'"),
+            ("+a", "start with '-'"),
+            (".kibana", "hidden and system"),
+            ("Docs", "lowercase"),
+            ("logstash-É", "lowercase"),
+            ("a b", "must not contain '\\'"),
+            ("a\\b", "must not contain '\\'"),
+            ("a/b", "must not contain '\\'"),
+            ("a*", "must not contain '\\'"),
+            ("a?", "must not contain '\\'"),
+            ("a\"b", "must not contain '\\'"),
+            ("a<b", "must not contain '\\'"),
+            ("a>b", "must not contain '\\'"),
+            ("a|b", "must not contain '\\'"),
+            ("a,b", "must not contain '\\'"),
+            ("a#b", "must not contain '\\'"),
+            ("a:b", "must not contain '\\'"),
+            ("a\tb", "control characters or whitespace"),
+            ("a\u{0}b", "control characters or whitespace"),
+            ("a\u{a0}b", "control characters or whitespace"),
+        ];
+        for (bad, rule) in cases {
+            let error = CollectionName::new(*bad).expect_err(bad);
+            assert_eq!(error.code, ErrorCode::InvalidCollectionName);
+            assert!(error.message.contains(rule), "{bad:?}: {}", error.message);
+        }
+        let too_long = "a".repeat(MAX_COLLECTION_NAME_BYTES + 1);
+        let error = CollectionName::new(too_long).unwrap_err();
+        assert!(
+            error.message.contains("at most 255 bytes"),
+            "{}",
+            error.message
+        );
+        // Within 255 bytes, but not within the token bound.
+        let wide = "é".repeat(50);
+        let error = CollectionName::new(wide).unwrap_err();
+        assert!(
+            error.message.contains("log subjects and file names"),
+            "{}",
+            error.message
+        );
+        assert!(CollectionName::new("é".repeat(40)).is_ok());
     }
 
     #[test]

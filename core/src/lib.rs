@@ -11,6 +11,8 @@
 //!
 //! # Layout
 //! - [`ids`]: newtypes for collection names, document ids, sequences and partitions.
+//! - [`name_token`]: the one encoding of a collection name into subject tokens, consumer
+//!   names and directory names.
 //! - [`config`]: the configuration file, its sections and defaults.
 //! - [`crash_point`]: test-only fault points that abort the process (crash tests).
 //! - [`catalog`]: collections and their schemas, cached in front of the store.
@@ -37,6 +39,7 @@ pub mod faults;
 pub mod ids;
 pub mod log;
 pub mod metrics;
+pub mod name_token;
 pub mod op;
 pub mod resilience;
 pub mod schema;

@@ -205,6 +205,15 @@ pub trait Log: Send + Sync + 'static {
     /// Removes a durable consumer and its position.
     async fn delete_consumer(&self, stream: StreamKind, durable_name: &str)
         -> Result<(), LogError>;
+
+    /// The largest message payload the log takes, when it has a limit of its own
+    /// (JetStream: the server's `max_payload`, 1 MiB unless configured); `None` when only
+    /// sluice's own limits apply (the embedded log). Ingest keeps every document under it,
+    /// so that a document too large for the log is refused alone instead of failing the
+    /// append of its whole request.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// One handle on a shared durable consumer.

@@ -3,8 +3,14 @@
 //! `sluice.docs.{collection}.{partition}` carries batches of ops and
 //! `sluice.docs.{collection}.drop` a collection's deletion, `sluice.events.{c}.{p}` the
 //! changes workers applied, `sluice.dlq.{c}` ops that could not be applied.
+//!
+//! `{c}` is always the collection's token ([`crate::name_token`]), never the raw name: a
+//! name may hold `.`, which separates subject tokens. Names of `a-z 0-9 _ -` are their own
+//! token, so the subjects of collections created before dotted names were allowed are
+//! unchanged. [`collection_of`] reads the collection back from a subject.
 
 use crate::ids::{CollectionName, Partition};
+use crate::name_token;
 
 /// The three streams sluice keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,18 +48,18 @@ impl StreamKind {
 
 /// `sluice.docs.{c}.{p}`
 pub fn docs(collection: &CollectionName, partition: Partition) -> String {
-    format!("sluice.docs.{collection}.{partition}")
+    format!("sluice.docs.{}.{partition}", collection.token())
 }
 
 /// `sluice.docs.{c}.>`: every partition of one collection's ops.
 pub fn docs_of_collection(collection: &CollectionName) -> String {
-    format!("sluice.docs.{collection}.>")
+    format!("sluice.docs.{}.>", collection.token())
 }
 
 /// `sluice.docs.{c}.drop`: the [`crate::op::CollectionDrop`] messages deleting the
 /// collection, ordered in the DOCS log with its writes.
 pub fn docs_drop(collection: &CollectionName) -> String {
-    format!("sluice.docs.{collection}.{DROP_TOKEN}")
+    format!("sluice.docs.{}.{DROP_TOKEN}", collection.token())
 }
 
 /// Whether a DOCS subject is a collection's drop subject ([`docs_drop`]).
@@ -69,25 +75,36 @@ const DROP_TOKEN: &str = "drop";
 
 /// `sluice.events.{c}.{p}`
 pub fn events(collection: &CollectionName, partition: Partition) -> String {
-    format!("sluice.events.{collection}.{partition}")
+    format!("sluice.events.{}.{partition}", collection.token())
 }
 
 /// `sluice.events.{c}.>`: every partition of one collection's events.
 pub fn events_of_collection(collection: &CollectionName) -> String {
-    format!("sluice.events.{collection}.>")
+    format!("sluice.events.{}.>", collection.token())
 }
 
 /// `sluice.dlq.{c}`
 pub fn dlq(collection: &CollectionName) -> String {
-    format!("sluice.dlq.{collection}")
+    format!("sluice.dlq.{}", collection.token())
 }
 
 /// The durable consumer every worker of every process shares on DOCS.
 pub const WORKERS_CONSUMER: &str = "workers";
 
-/// The durable consumer of one index shard on EVENTS.
+/// The collection a subject of any stream names (`sluice.{docs|events|dlq}.{c}...`), if it
+/// names a valid one.
+pub fn collection_of(subject: &str) -> Option<CollectionName> {
+    let mut tokens = subject.split('.');
+    match (tokens.next(), tokens.next()) {
+        (Some("sluice"), Some("docs" | "events" | "dlq")) => name_token::decode(tokens.next()?),
+        _ => None,
+    }
+}
+
+/// The durable consumer of one index shard on EVENTS (`indexer-{c}-{p}`: the partition
+/// is the part after the last `-`, so a token holding `-` is still read back whole).
 pub fn indexer_consumer(collection: &CollectionName, partition: Partition) -> String {
-    format!("indexer-{collection}-{partition}")
+    format!("indexer-{}-{partition}", collection.token())
 }
 
 /// Whether `subject` matches NATS-style `filter` (`*` one token, `>` the rest).
@@ -131,5 +148,48 @@ mod tests {
         let named_drop = CollectionName::new("drop").unwrap();
         assert!(!is_docs_drop(&docs(&named_drop, Partition(0))));
         assert!(!is_docs_drop("sluice.events.books.drop"));
+    }
+
+    #[test]
+    fn dotted_names_stay_one_token_and_read_back() {
+        let c = CollectionName::new("logstash-2024.06.01").unwrap();
+        assert_eq!(docs(&c, Partition(1)), "sluice.docs.logstash-2024~06~01.1");
+        assert_eq!(
+            events_of_collection(&c),
+            "sluice.events.logstash-2024~06~01.>"
+        );
+        assert_eq!(dlq(&c), "sluice.dlq.logstash-2024~06~01");
+        assert_eq!(
+            indexer_consumer(&c, Partition(3)),
+            "indexer-logstash-2024~06~01-3"
+        );
+        assert!(matches(&docs_of_collection(&c), &docs(&c, Partition(1))));
+        assert!(matches(&docs_of_collection(&c), &docs_drop(&c)));
+        assert!(is_docs_drop(&docs_drop(&c)));
+        // A dotted name never reaches into another collection's subjects.
+        let other = CollectionName::new("logstash-2024").unwrap();
+        assert!(!matches(
+            &docs_of_collection(&other),
+            &docs(&c, Partition(1))
+        ));
+        for subject in [
+            docs(&c, Partition(0)),
+            docs_drop(&c),
+            events(&c, Partition(2)),
+            dlq(&c),
+        ] {
+            assert_eq!(collection_of(&subject).as_ref(), Some(&c), "{subject}");
+        }
+        assert_eq!(collection_of("sluice.docs.Bad.0"), None);
+        assert_eq!(collection_of("other.docs.a.0"), None);
+        for name in ["a.b", "a_b", "a-b", "a~b"] {
+            let c = CollectionName::new(name).unwrap();
+            let consumer = indexer_consumer(&c, Partition(0));
+            assert!(
+                !consumer.contains(['.', '*', '>', ' ', '/', '\\']),
+                "{consumer}"
+            );
+            assert!(consumer.len() <= 255);
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The index of one collection at one schema version: its shards on disk, their consume
 //! loops, and the build from the store when the index is new or rebuilt.
 //!
-//! Layout: `{root}/{collection}/v{schema_version}/shard-{s}`, plus
+//! Layout: `{root}/{collection}/v{schema_version}/shard-{s}` (`{collection}` is the
+//! name's token, [`sluice_core::name_token`]: the name itself unless it holds `.` or
+//! characters beyond `a-z 0-9 _ -`), plus
 //! `{root}/{collection}/created_at_ms` (so a collection deleted and re-created while the
 //! node was down is not served from the old one's files) and `v{n}/.built`, written once
 //! the build from the store has committed on every shard: a version directory without it
@@ -63,9 +65,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> IndexerError + '_ {
     }
 }
 
-/// `{root}/{collection}`
+/// `{root}/{token of the collection}`
 pub(crate) fn collection_dir(root: &Path, meta: &CollectionMeta) -> PathBuf {
-    root.join(meta.name.as_str())
+    root.join(&*meta.name.token())
 }
 
 fn version_dir(root: &Path, meta: &CollectionMeta) -> PathBuf {

@@ -385,7 +385,7 @@ impl Indexer {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !known.iter().any(|meta| meta.name.as_str() == name) {
+            if !known.iter().any(|meta| meta.name.token() == name) {
                 if let Err(error) = collection::remove_dir(&entry.path()) {
                     tracing::warn!(%error, "removing the index of a deleted collection failed");
                 }

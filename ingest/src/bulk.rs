@@ -405,7 +405,9 @@ pub fn prepare(
         };
         let validated = parse_line(line, &request.line).and_then(|doc| {
             check_field_count(schema, &doc, request.max_fields)?;
-            validate_document(schema, doc, assign_id)
+            let valid = validate_document(schema, doc, assign_id)?;
+            request.line.check_stored(&valid)?;
+            Ok(valid)
         });
         match validated {
             Ok(doc) => {

@@ -361,7 +361,10 @@ fn es_paths(
 /// on nodes started with `[faults] enabled`.
 pub fn openapi_document(max_result_window: usize) -> Value {
     let collection_name = json!({"type": "string", "minLength": 1, "maxLength": MAX_COLLECTION_NAME_BYTES,
-        "pattern": "^[a-z0-9][a-z0-9_-]*$", "example": "openapi_probe"});
+        // Elasticsearch's index-name rules, as far as a pattern states them (the server
+        // also refuses uppercase beyond ASCII, and names too long once encoded).
+        "pattern": r#"^[^-_+.A-Z\\/*?"<>|,#:\s\x00-\x1f][^A-Z\\/*?"<>|,#:\s\x00-\x1f]*$"#,
+        "example": "openapi_probe"});
     // A selector among others (`DELETE /v1/dlq`): no example, since only one may be given.
     let mut collection_selector = collection_name.clone();
     collection_selector

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_core::catalog::Catalog;
 use sluice_core::config::IngestConfig;
+use sluice_core::config::LOG_MESSAGE_RESERVE;
 use sluice_core::dlq::DeadLetterAdmin;
 use sluice_core::document::LineLimits;
 use sluice_core::faults::Faults;
@@ -138,9 +139,19 @@ impl AppState {
         self.inner.ready.load(Ordering::Acquire)
     }
 
+    /// The per-line limits: `ingest.max_line_size`, lowered to what the log takes in one
+    /// message when it has a limit (JetStream's `max_payload`), less the room the
+    /// envelopes around a document need, so that every document accepted fits the log.
     pub(crate) fn line_limits(&self) -> LineLimits {
+        let configured =
+            usize::try_from(self.inner.config.max_line_size.as_u64()).unwrap_or(usize::MAX);
+        let log_limit = self
+            .inner
+            .log
+            .max_message_bytes()
+            .map_or(usize::MAX, |max| max.saturating_sub(LOG_MESSAGE_RESERVE));
         LineLimits {
-            max_line_bytes: self.inner.config.max_line_size.as_u64() as usize,
+            max_line_bytes: configured.min(log_limit),
             max_depth: self.inner.config.max_depth,
         }
     }

@@ -113,6 +113,10 @@ impl Log for GuardedLog {
             .call(self.inner.delete_consumer(stream, durable_name))
             .await
     }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        self.inner.max_message_bytes()
+    }
 }
 
 /// A consumer handle whose calls go through the `log_consume` breaker.

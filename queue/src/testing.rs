@@ -58,6 +58,8 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// A configuration file passed with `-c` (the command line's options win over it).
+    config: Option<PathBuf>,
 }
 
 /// Finds the nats-server binary (see the module documentation).
@@ -93,16 +95,39 @@ impl NatsServer {
 
     /// Starts a server on a port of its choosing, with a fresh store.
     pub fn try_start() -> Result<NatsServer, NatsServerError> {
+        Self::try_start_with_config(None)
+    }
+
+    /// Like [`NatsServer::start`], with a configuration file of `config` (e.g.
+    /// `max_payload: 8MB`) for what the command line cannot set.
+    pub fn start_with_config(config: &str) -> NatsServer {
+        match NatsServer::try_start_with_config(Some(config)) {
+            Ok(server) => server,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    fn try_start_with_config(config: Option<&str>) -> Result<NatsServer, NatsServerError> {
         let binary = find_nats_server()?;
-        let dir = tempfile::tempdir().map_err(|source| NatsServerError::Io {
+        let io = |source| NatsServerError::Io {
             binary: binary.clone(),
             source,
-        })?;
+        };
+        let dir = tempfile::tempdir().map_err(io)?;
+        let config = match config {
+            Some(text) => {
+                let path = dir.path().join("nats-server.conf");
+                std::fs::write(&path, text).map_err(io)?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut server = NatsServer {
             binary,
             dir,
             port: 0,
             child: None,
+            config,
         };
         server.spawn(None)?;
         Ok(server)
@@ -161,7 +186,11 @@ impl NatsServer {
         }
         std::fs::create_dir_all(&ports_dir).map_err(|error| self.io_error(error))?;
         let port_arg = port.map_or_else(|| "-1".to_owned(), |port| port.to_string());
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .arg("-js")
             .args(["-a", "127.0.0.1", "-p", &port_arg])
             .arg("-sd")

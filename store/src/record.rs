@@ -1,9 +1,9 @@
 //! How documents are laid out in the embedded store: keys and value records.
 //!
 //! # Keys
-//! `collection bytes, 0x00, id bytes`. Neither collection names nor document ids may
-//! contain 0x00 (names are `[a-z0-9_-]`, ids refuse control characters), so the encoding
-//! is unambiguous, and every key of collection `c` sorts strictly between `c 0x00` and
+//! `collection bytes, 0x00, id bytes`: the raw name's UTF-8, not its token (a key is a
+//! byte string, any name fits). Neither collection names nor document ids may contain
+//! 0x00 (both refuse control characters), so the encoding is unambiguous, and every key of collection `c` sorts strictly between `c 0x00` and
 //! `c 0x01`. That bound is what keeps a scan of `a` out of `ab`: `a 0x01 < a b ...`.
 //! Within a collection, keys sort by id bytes, which is `DocId`'s order.
 //!

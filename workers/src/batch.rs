@@ -646,13 +646,9 @@ fn events_message(
 
 /// The collection token of `sluice.docs.{c}.{p}`, or [`UNROUTABLE_COLLECTION`].
 fn collection_of_subject(subject: &str) -> CollectionName {
-    subject
-        .split('.')
-        .nth(2)
-        .and_then(|token| CollectionName::new(token).ok())
-        .unwrap_or_else(|| {
-            CollectionName::new(UNROUTABLE_COLLECTION).expect("the fallback name is valid")
-        })
+    subjects::collection_of(subject).unwrap_or_else(|| {
+        CollectionName::new(UNROUTABLE_COLLECTION).expect("the fallback name is valid")
+    })
 }
 
 fn count_ops(collection: &CollectionName, outcome: &'static str, n: u64) {

@@ -476,9 +476,8 @@ fn chunks<T>(ops: Vec<(T, DocOp)>, limits: ReplayLimits) -> Vec<Vec<(T, DocOp)>>
 
 /// The collection of `sluice.dlq.{c}` (a placeholder name when the subject names none).
 fn collection_of_subject(subject: &str) -> CollectionName {
-    subject
-        .strip_prefix("sluice.dlq.")
-        .and_then(|c| CollectionName::new(c).ok())
+    subjects::collection_of(subject)
+        .filter(|_| subject.starts_with("sluice.dlq."))
         .unwrap_or_else(|| {
             CollectionName::new(UNROUTABLE_COLLECTION).expect("the fallback name is valid")
         })

@@ -10,8 +10,17 @@
 //! "_id", "result", "status", "error": {"type", "reason"}}}]}`.
 //!
 //! An index that does not exist yet is created with the schema of the index template
-//! matching its name ([`crate::es_setup::template_schema`]), else with one inferred from
+//! matching its name (`es_setup::template_schema`), else with one inferred from
 //! the request's documents, as native ingest does.
+//!
+//! Ids: an item's `_id`, when it has one, is the document's id, and its source is stored
+//! as sent, as Elasticsearch keeps `_id` apart from `_source`: a source field named like
+//! the schema's primary key is an ordinary value (type-checked as that field, never read
+//! as the id, never compared with `_id`), and none is added. Dedup and last-writer-wins go
+//! by that id, as for any op. An `index` or `create` without `_id` is read as a native
+//! line is: the primary key field is its id, or an id is assigned (UUIDv7, or derived
+//! from the `Idempotency-Key`) and written into that field. `update` and `delete` always
+//! name an `_id`.
 //!
 //! `index` and `delete` are blind writes, ordered by log sequence like native ones.
 //! `create`, `update` and any item with `if_seq_no` depend on the current document: the
@@ -53,7 +62,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sluice_core::document::{
-    check_field_count, parse_line, validate_document, LineError, LineLimits,
+    check_field_count, parse_line, validate_document, validate_document_with_id, LineError,
+    LineLimits,
 };
 use sluice_core::metrics as m;
 use sluice_core::op::DocOp;
@@ -689,14 +699,16 @@ fn apply(
             Ok((ok(&id, 200, "deleted"), Some(DocOp::Delete { id })))
         }
         Action::Index | Action::Create => {
-            let mut doc = parse_line(source, limits).map_err(|e| fail(given_id.as_ref(), e))?;
-            if let Some(id) = &given_id {
-                set_primary_key(&mut doc, &schema.primary_key, id)
-                    .map_err(|e| fail(Some(id), e))?;
-            }
+            let doc = parse_line(source, limits).map_err(|e| fail(given_id.as_ref(), e))?;
             check_field_count(schema, &doc, max_fields).map_err(|e| fail(given_id.as_ref(), e))?;
-            let valid = validate_document(schema, doc, assign_id)
-                .map_err(|e| fail(given_id.as_ref(), e))?;
+            // With an `_id`, the source is kept as sent (see the module docs); without,
+            // the item is a native line: its primary key field, or an assigned id.
+            let valid = match &given_id {
+                Some(id) => validate_document_with_id(schema, doc, id.clone()),
+                None => validate_document(schema, doc, assign_id),
+            }
+            .and_then(|valid| limits.check_stored(&valid).map(|()| valid))
+            .map_err(|e| fail(given_id.as_ref(), e))?;
             let key = (meta.name.clone(), valid.id.clone());
             if item.action == Action::Create {
                 if let Some(Some(_)) = current.get(&key) {
@@ -748,11 +760,10 @@ fn apply(
                     }
                 },
             };
-            let mut doc = doc;
-            set_primary_key(&mut doc, &schema.primary_key, &id).map_err(|e| fail(Some(&id), e))?;
             check_field_count(schema, &doc, max_fields).map_err(|e| fail(Some(&id), e))?;
-            let valid =
-                validate_document(schema, doc, || id.clone()).map_err(|e| fail(Some(&id), e))?;
+            let valid = validate_document_with_id(schema, doc, id.clone())
+                .and_then(|valid| limits.check_stored(&valid).map(|()| valid))
+                .map_err(|e| fail(Some(&id), e))?;
             if let Some(slot) = current.get_mut(&key) {
                 *slot = serde_json::from_slice(&valid.source).ok();
             }
@@ -765,27 +776,6 @@ fn apply(
                 }),
             ))
         }
-    }
-}
-
-/// Puts `_id` into the document's primary key field, refusing a document whose own
-/// primary key says otherwise.
-fn set_primary_key(
-    doc: &mut Map<String, Value>,
-    primary_key: &str,
-    id: &DocId,
-) -> Result<(), LineError> {
-    match doc.get(primary_key) {
-        None | Some(Value::Null) => {
-            doc.insert(primary_key.to_owned(), Value::String(id.to_string()));
-            Ok(())
-        }
-        Some(Value::String(s)) if s == id.as_str() => Ok(()),
-        Some(Value::Number(n)) if n.to_string() == id.as_str() => Ok(()),
-        Some(_) => Err(LineError {
-            code: ErrorCode::InvalidId,
-            message: format!("_id and the document's {primary_key:?} field differ"),
-        }),
     }
 }
 
@@ -901,7 +891,7 @@ mod tests {
                 (201, Some("created"), None),
                 (400, None, Some("wrong_type")),
                 (400, None, Some("invalid_collection_name")),
-                (400, None, Some("invalid_id")),
+                (201, Some("created"), None),
                 (201, Some("created"), None),
                 (200, Some("deleted"), None),
                 (400, None, Some("invalid_request")),
@@ -912,7 +902,29 @@ mod tests {
             .flatten()
             .map(|(i, op)| (*i, op))
             .collect();
-        assert_eq!(ops.len(), 3);
+        assert_eq!(ops.len(), 4);
+        // `_id` is the id; the source keeps its own primary-key-named field, and a source
+        // without one gets none added.
+        let source_of = |item: usize| {
+            ops.iter()
+                .find(|(i, _)| *i == item)
+                .map(|(_, op)| match op {
+                    DocOp::Upsert { id, source, .. } => (
+                        id.to_string(),
+                        serde_json::from_slice::<Value>(source).unwrap(),
+                    ),
+                    other => panic!("{other:?}"),
+                })
+                .unwrap()
+        };
+        assert_eq!(source_of(3), ("2".to_owned(), json!({"id": "3", "n": 1})));
+        assert_eq!(source_of(0), ("1".to_owned(), json!({"n": 1})));
+        let assigned = source_of(4);
+        assert_eq!(
+            assigned.1["id"],
+            assigned.0.as_str(),
+            "an assigned id fills the field"
+        );
         let items = reader::read(body.as_bytes(), Some("books"), &LineLimits::default()).unwrap();
         let json = serde_json::to_value(ItemJson(&items[0], &prepared.outcomes[0])).unwrap();
         assert_eq!(
@@ -983,7 +995,8 @@ mod tests {
             vec![
                 json!({"id": "old", "n": 0, "tags": ["a"]}),
                 Value::Null,
-                json!({"id": "old", "n": 8})
+                // The upsert as sent: an `_id` is not written into the source.
+                json!({"n": 8})
             ]
         );
     }

@@ -282,6 +282,12 @@ impl Log for JetStreamLog {
         Ok(Seq(self.stream_info(stream).await?.state.last_sequence))
     }
 
+    /// The `max_payload` the server announced on connecting (0, never sent by a real
+    /// server, reads as no limit).
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.client.server_info().max_payload).filter(|&max| max > 0)
+    }
+
     async fn read(
         &self,
         stream: StreamKind,
