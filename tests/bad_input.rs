@@ -262,7 +262,7 @@ async fn request_level_refusals_keep_the_server_serving() {
             (201, None)
         ]
     );
-    assert_eq!(server.total("strict", "id:b1 OR id:b5").await, 2);
+    assert_eq!(server.total("strict", "_id:b1 OR _id:b5").await, 2);
     assert_eq!(server.total("strict", "*").await, 2);
 
     // Invalid queries: 400 invalid_query, never a 500.

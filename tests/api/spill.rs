@@ -164,7 +164,7 @@ async fn a_full_spill_buffer_answers_503_and_loses_no_acknowledged_document() {
     let server = start_on_jetstream(
         dir.path(),
         &nats,
-        "[spill]\nmax_size = \"48KiB\"\n[ingest]\nmax_batch_size = \"8KiB\"\n",
+        "[spill]\nmax_size = \"48KiB\"\n[ingest]\nmax_batch_size = \"8KiB\"\nmax_line_size = \"8KiB\"\n",
     )
     .await;
     let (lines, _) = corpus(400);
