@@ -22,7 +22,9 @@ use crate::bulk::ensure_collection;
 use crate::error::ApiError;
 use crate::es_error::EsError;
 use crate::es_mapping::matches_any;
-use crate::es_setup::{check_expression, ensure_from_template, template_schema, TemplateFailure};
+use crate::es_setup::{
+    check_expression, ensure_from_template, store_error, template_schema, TemplateFailure,
+};
 use crate::state::AppState;
 
 /// The field Elasticsearch's data streams keep their event time in.
@@ -32,16 +34,6 @@ const TIMESTAMP_FIELD: &str = "@timestamp";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredStream {
     created_ms: u64,
-}
-
-fn store_error(error: sluice_core::store::StoreError) -> EsError {
-    ApiError::unavailable("store", error).into()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 fn not_found(name: &str) -> EsError {
@@ -82,7 +74,7 @@ pub async fn put_data_stream(
         Err(TemplateFailure::Store(error)) => return Err(error.into()),
     };
     let stored = StoredStream {
-        created_ms: now_ms(),
+        created_ms: sluice_core::dlq::now_ms(),
     };
     let bytes = serde_json::to_vec(&stored).map_err(ApiError::internal)?;
     store

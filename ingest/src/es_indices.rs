@@ -46,7 +46,7 @@ fn existing(state: &AppState, index: &str) -> Result<Arc<CollectionMeta>, EsErro
 
 /// The collections an index expression names: all of them for none, `_all` or `*`, else
 /// the comma-separated names (patterns with `*` match; a plain name must exist).
-fn selected(
+pub(crate) fn selected(
     state: &AppState,
     expression: Option<&str>,
 ) -> Result<Vec<Arc<CollectionMeta>>, EsError> {

@@ -30,10 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
-
 use sluice_core::search::{SearchRequest, SearchResponse};
-use sluice_core::store::CollectionMeta;
 use sluice_core::{CollectionName, ErrorCode};
 
 use crate::error::ApiError;
@@ -521,7 +518,7 @@ fn shape(index: &str, shards: u32, response: SearchResponse, shaping: &Shaping) 
 }
 
 /// Runs one translated search; the answer in Elasticsearch's shape.
-async fn run(state: &AppState, index: String, translated: Translated) -> Result<Value, ApiError> {
+async fn run(state: &AppState, index: String, translated: Translated) -> Result<Value, EsError> {
     let started = Instant::now();
     if !index.contains([',', '*']) && index != "_all" {
         let (_, meta) = crate::documents::collection_meta(state, index.clone())?;
@@ -531,7 +528,7 @@ async fn run(state: &AppState, index: String, translated: Translated) -> Result<
         response.took_ms = started.elapsed().as_millis() as u64;
         return Ok(shape(&index, shards, response, &translated.shaping));
     }
-    let metas = resolve_indices(state, &index)?;
+    let metas = crate::es_indices::selected(state, Some(&index))?;
     let shards = metas
         .iter()
         .map(|meta| meta.schema.shards.unwrap_or(1))
@@ -549,43 +546,6 @@ async fn run(state: &AppState, index: String, translated: Translated) -> Result<
     };
     response.took_ms = started.elapsed().as_millis() as u64;
     Ok(shape(&index, shards, response, &translated.shaping))
-}
-
-/// The collections an index expression names: a comma list of names and `*` patterns
-/// (`_all` or `*` for every one). A pattern may match none (the search then finds
-/// nothing, as Elasticsearch's `allow_no_indices` default); a plain name must exist.
-fn resolve_indices(
-    state: &AppState,
-    expression: &str,
-) -> Result<Vec<Arc<CollectionMeta>>, ApiError> {
-    let mut collections = state.inner.catalog.list();
-    collections.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut chosen: Vec<Arc<CollectionMeta>> = Vec::new();
-    for part in expression.split(',').map(str::trim) {
-        let pattern = if part == "_all" { "*" } else { part };
-        if pattern.is_empty() {
-            return Err(invalid("an empty index name in the index list"));
-        }
-        let matched: Vec<_> = collections
-            .iter()
-            .filter(|meta| glob_matches(pattern, meta.name.as_str()))
-            .cloned()
-            .collect();
-        if matched.is_empty() && !pattern.contains('*') {
-            let name =
-                CollectionName::new(pattern).map_err(|e| ApiError::new(e.code, e.message))?;
-            return Err(ApiError::new(
-                ErrorCode::CollectionNotFound,
-                format!("no collection named \"{name}\""),
-            ));
-        }
-        for meta in matched {
-            if !chosen.iter().any(|c| c.name == meta.name) {
-                chosen.push(meta);
-            }
-        }
-    }
-    Ok(chosen)
 }
 
 /// An error in Elasticsearch's shape (and sluice's).
@@ -631,10 +591,10 @@ pub async fn count_all(
     answer(count_in(&state, "_all".to_owned(), params, &body).await)
 }
 
-fn answer(result: Result<Value, ApiError>) -> Response {
+fn answer(result: Result<Value, EsError>) -> Response {
     match result {
         Ok(answer) => Json(answer).into_response(),
-        Err(error) => es_error(error),
+        Err(error) => error.into_response(),
     }
 }
 
@@ -643,7 +603,7 @@ async fn search_in(
     index: String,
     params: Option<String>,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<Value, EsError> {
     let translated = translate(params.as_deref().unwrap_or(""), body)?;
     run(state, index, translated).await
 }
@@ -653,7 +613,7 @@ async fn count_in(
     index: String,
     params: Option<String>,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<Value, EsError> {
     let body = count_body(body)?;
     let mut translated = translate(params.as_deref().unwrap_or(""), &body)?;
     translated.request.limit = Some(0);
@@ -747,9 +707,9 @@ async fn msearch(
                     .map(str::to_owned)
                     .ok_or_else(|| invalid("an _msearch header's index must be a string"))?,
                 Some(other) => {
-                    return Err(invalid(format!(
-                        "an _msearch header names one index, got {other}"
-                    )))
+                    return Err(
+                        invalid(format!("an _msearch header names one index, got {other}")).into(),
+                    )
                 }
                 None => index.clone().ok_or_else(|| {
                     invalid("the _msearch header names no index, and the path has none")
@@ -763,10 +723,7 @@ async fn msearch(
                 answer["status"] = Value::from(200);
                 answer
             }
-            Err(error) => {
-                let error = EsError::from(error);
-                json!({"error": error.error_object(), "status": error.status()})
-            }
+            Err(error) => json!({"error": error.error_object(), "status": error.status()}),
         });
     }
     Json(json!({"took": started.elapsed().as_millis() as u64, "responses": responses}))

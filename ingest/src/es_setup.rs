@@ -26,8 +26,6 @@
 //! a 404 `resource_not_found_exception`, a pattern that matches nothing an empty answer,
 //! as in Elasticsearch.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -237,12 +235,6 @@ pub(crate) fn check_expression(expression: &str) -> Result<(), EsError> {
         .try_for_each(|part| check_name(part.trim()))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn store_api_error(error: sluice_core::store::StoreError) -> ApiError {
     if error.is_transient() {
         ApiError::unavailable("store", error)
@@ -251,7 +243,7 @@ fn store_api_error(error: sluice_core::store::StoreError) -> ApiError {
     }
 }
 
-fn store_error(error: sluice_core::store::StoreError) -> EsError {
+pub(crate) fn store_error(error: sluice_core::store::StoreError) -> EsError {
     store_api_error(error).into()
 }
 
@@ -380,7 +372,7 @@ async fn put(
     };
     let stored = Stored {
         version,
-        modified_ms: now_ms(),
+        modified_ms: sluice_core::dlq::now_ms(),
         body,
     };
     let bytes = serde_json::to_vec(&stored).map_err(ApiError::internal)?;

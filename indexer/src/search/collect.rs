@@ -54,20 +54,29 @@ pub(crate) fn collect_shard(
 ) -> Result<ShardTop, SearchError> {
     let searcher = shard.searcher();
     let query = plan.query.as_ref();
+    if top_k == 0 {
+        // No hits wanted: the count and the aggregations in one pass over the matches.
+        let (total, aggregations) = match &plan.aggs {
+            Some(aggs) => {
+                let (total, aggregations) = searcher
+                    .search(query, &(Count, aggs.collector()))
+                    .map_err(agg_error)?;
+                (total, Some(aggregations))
+            }
+            None => (searcher.search(query, &Count).map_err(internal)?, None),
+        };
+        return Ok(ShardTop {
+            searcher,
+            total: total as u64,
+            candidates: Vec::new(),
+            aggregations,
+        });
+    }
     let aggregations = plan
         .aggs
         .as_ref()
         .map(|aggs| searcher.search(query, &aggs.collector()).map_err(agg_error))
         .transpose()?;
-    if top_k == 0 {
-        let total = searcher.search(query, &Count).map_err(internal)? as u64;
-        return Ok(ShardTop {
-            searcher,
-            total,
-            candidates: Vec::new(),
-            aggregations,
-        });
-    }
     let top = TopDocs::with_limit(top_k);
     let by_id = (SortByString::for_field(ID_FIELD), Order::Asc);
     let candidate = |key: MergeKey, id: Option<String>, address: DocAddress| Candidate {

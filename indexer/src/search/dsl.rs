@@ -436,7 +436,7 @@ impl Compiler<'_, '_> {
                     digit_strings: false,
                 };
                 let millis =
-                    self.date_millis(clause, value, Rounding::None, UtcOffset::UTC, epoch)?;
+                    self.date_millis(clause, value, Rounding::Down, UtcOffset::UTC, epoch)?;
                 Term::from_field_date(field, DateTime::from_timestamp_millis(millis))
             }
             FieldType::Json => {
@@ -1072,8 +1072,7 @@ fn parse_date_format(format: &Value) -> Result<Epoch, SearchError> {
 /// How date math rounds a `/unit` suffix.
 #[derive(Clone, Copy, PartialEq)]
 enum Rounding {
-    /// No rounding wanted (`term`): `/unit` rounds down.
-    None,
+    /// To the unit's start (`gte`, `lt`, and exact values in `term`).
     Down,
     /// To the last millisecond of the unit.
     Up,
@@ -1319,7 +1318,7 @@ fn apply_date_math(
                 let start = round_down(instant, unit)?;
                 instant = match rounding {
                     Rounding::Up => add_units(start, 1, unit)? - Duration::milliseconds(1),
-                    Rounding::Down | Rounding::None => start,
+                    Rounding::Down => start,
                 };
             }
             _ => return None,
